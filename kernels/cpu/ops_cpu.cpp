@@ -1,0 +1,374 @@
+// CPU backend: fp32 activations, fp32/bf16 weights, fp32 accumulation.
+// NOTES: OpenBLAS is only called outside OpenMP parallel regions (its pthread build keeps its
+// own pool); small-M products use the hand-written loops below, large-M ones OpenBLAS.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/api/ops.hpp"
+
+namespace longcat::kernels {
+namespace {
+
+constexpr int64_t kSmallM = 8;  // up to this many tokens: weight-streaming loops, else BLAS
+
+void require_cpu(const matrix_view& w, const char* op) {
+    if (w.device != device_kind::cpu)
+        throw std::invalid_argument(std::string(op) + ": CUDA backend not built into this binary");
+    if (w.type != dtype::f32 && w.type != dtype::bf16)
+        throw std::invalid_argument(std::string(op) + ": weight dtype " +
+                                    std::string(dtype_name(w.type)) + " not supported");
+}
+
+inline void bf16_row_to_f32(const bf16_t* src, int64_t n, float* dst) {
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
+        std::memcpy(dst + i, &bits, 4);
+    }
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+    float s = 0;
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+// Small M: stream each weight row once, dot it with every token.
+void linear_small_m(const matrix_view& w, const float* x, int64_t m, float* y) {
+    const int64_t rows = w.rows, cols = w.cols;
+    if (w.type == dtype::f32) {
+        const float* wd = static_cast<const float*>(w.data);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t t = 0; t < m; ++t) y[t * rows + r] = dot(wd + r * cols, x + t * cols, cols);
+        return;
+    }
+    const bf16_t* wd = static_cast<const bf16_t*>(w.data);
+#pragma omp parallel
+    {
+        std::vector<float> row(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            bf16_row_to_f32(wd + r * cols, cols, row.data());
+            for (int64_t t = 0; t < m; ++t) y[t * rows + r] = dot(row.data(), x + t * cols, cols);
+        }
+    }
+}
+
+void linear_large_m(const matrix_view& w, const float* x, int64_t m, float* y) {
+    const int64_t rows = w.rows, cols = w.cols;
+    if (w.type == dtype::f32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                    static_cast<int>(rows), static_cast<int>(cols), 1.0f, x,
+                    static_cast<int>(cols), static_cast<const float*>(w.data),
+                    static_cast<int>(cols), 0.0f, y, static_cast<int>(rows));
+        return;
+    }
+    // bf16: widen a block of rows at a time (≤ 4 MiB), then one sgemm per block.
+    const bf16_t* wd = static_cast<const bf16_t*>(w.data);
+    const int64_t block = std::max<int64_t>(1, std::min<int64_t>(rows, (1 << 20) / cols));
+    std::vector<float> wf(static_cast<size_t>(block * cols));
+    for (int64_t r0 = 0; r0 < rows; r0 += block) {
+        const int64_t nr = std::min(block, rows - r0);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < nr; ++r) bf16_row_to_f32(wd + (r0 + r) * cols, cols, wf.data() + r * cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                    static_cast<int>(nr), static_cast<int>(cols), 1.0f, x, static_cast<int>(cols),
+                    wf.data(), static_cast<int>(cols), 0.0f, y + r0, static_cast<int>(rows));
+    }
+}
+
+// Reads one cache row as fp32.
+inline void kv_read_row(const kv_pool_view& pool, const int32_t* page_table, int64_t pos, float* dst) {
+    const int64_t slot = static_cast<int64_t>(page_table[pos / pool.page_size]) * pool.page_size +
+                         pos % pool.page_size;
+    if (pool.type == dtype::f32) {
+        std::memcpy(dst, static_cast<const float*>(pool.data) + slot * pool.row_dim,
+                    sizeof(float) * pool.row_dim);
+    } else {
+        bf16_row_to_f32(static_cast<const bf16_t*>(pool.data) + slot * pool.row_dim, pool.row_dim, dst);
+    }
+}
+
+void kv_gather(const kv_pool_view& pool, const int32_t* page_table, int64_t count, float* dst) {
+#pragma omp parallel for schedule(static) if (count > 64)
+    for (int64_t p = 0; p < count; ++p) kv_read_row(pool, page_table, p, dst + p * pool.row_dim);
+}
+
+void softmax_inplace(float* s, int64_t n) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
+    float sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        s[i] = std::exp(s[i] - mx);
+        sum += s[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; ++i) s[i] *= inv;
+}
+
+}  // namespace
+
+matrix_view matrix_view::row_slice(int64_t begin, int64_t count) const {
+    matrix_view v = *this;
+    v.data = static_cast<const uint8_t*>(data) + begin * row_bytes();
+    v.rows = count;
+    return v;
+}
+
+void linear(const matrix_view& w, const float* x, int64_t num_tokens, float* y) {
+    require_cpu(w, "linear");
+    if (num_tokens <= 0) return;
+    if (num_tokens <= kSmallM)
+        linear_small_m(w, x, num_tokens, y);
+    else
+        linear_large_m(w, x, num_tokens, y);
+}
+
+void rms_norm(const float* x, const float* w, int64_t num_rows, int64_t dim, float eps, float* y) {
+#pragma omp parallel for schedule(static) if (num_rows > 16)
+    for (int64_t r = 0; r < num_rows; ++r) {
+        const float* xr = x + r * dim;
+        float* yr = y + r * dim;
+        float ss = 0;
+        for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+        const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+        for (int64_t i = 0; i < dim; ++i) yr[i] = w[i] * (xr[i] * inv);
+    }
+}
+
+void silu_mul(const float* gate, const float* up, int64_t count, float* out) {
+    for (int64_t i = 0; i < count; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void rope_interleaved(float* x, int64_t num_tokens, int64_t rows_per_token, int64_t row_stride,
+                      int64_t dim, const int32_t* positions, float theta) {
+    const int64_t half = dim / 2;
+    std::vector<float> inv_freq(static_cast<size_t>(half));
+    for (int64_t j = 0; j < half; ++j)
+        inv_freq[j] = 1.0f / std::pow(theta, static_cast<float>(2 * j) / static_cast<float>(dim));
+    std::vector<float> cs(static_cast<size_t>(2 * half)), tmp(static_cast<size_t>(dim));
+    for (int64_t t = 0; t < num_tokens; ++t) {
+        for (int64_t j = 0; j < half; ++j) {
+            const float angle = static_cast<float>(positions[t]) * inv_freq[j];
+            cs[j] = std::cos(angle);
+            cs[half + j] = std::sin(angle);
+        }
+        for (int64_t r = 0; r < rows_per_token; ++r) {
+            float* v = x + (t * rows_per_token + r) * row_stride;
+            for (int64_t j = 0; j < half; ++j) {
+                const float e = v[2 * j], o = v[2 * j + 1];
+                tmp[j] = e * cs[j] - o * cs[half + j];
+                tmp[half + j] = o * cs[j] + e * cs[half + j];
+            }
+            std::memcpy(v, tmp.data(), sizeof(float) * dim);
+        }
+    }
+}
+
+void moe_gate(const float* h, const float* gate_w, const float* bias, int64_t num_tokens,
+              int64_t hidden, int64_t num_experts, int64_t top_k, float scale, int32_t* topk_idx,
+              float* topk_w) {
+    std::vector<float> probs(static_cast<size_t>(num_tokens * num_experts));
+    linear(matrix_view{gate_w, dtype::f32, num_experts, hidden}, h, num_tokens, probs.data());
+#pragma omp parallel for schedule(static) if (num_tokens > 8)
+    for (int64_t t = 0; t < num_tokens; ++t) {
+        float* p = probs.data() + t * num_experts;
+        softmax_inplace(p, num_experts);
+        std::vector<int32_t> order(static_cast<size_t>(num_experts));
+        for (int64_t e = 0; e < num_experts; ++e) order[e] = static_cast<int32_t>(e);
+        auto biased = [&](int32_t e) { return p[e] + (bias ? bias[e] : 0.0f); };
+        std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                          [&](int32_t a, int32_t b) {
+                              const float va = biased(a), vb = biased(b);
+                              return va > vb || (va == vb && a < b);
+                          });
+        for (int64_t k = 0; k < top_k; ++k) {
+            topk_idx[t * top_k + k] = order[k];
+            topk_w[t * top_k + k] = p[order[k]] * scale;
+        }
+    }
+}
+
+void grouped_experts(const expert_weights_view* experts, int64_t num_experts, const float* h,
+                     int64_t hidden, int64_t num_assignments, const int32_t* assign_token,
+                     const int32_t* assign_expert, const float* assign_weight, float* out) {
+    if (num_assignments == 0) return;
+    // Counting sort of the assignments by expert (stable: keeps the caller's order inside).
+    std::vector<int64_t> start(static_cast<size_t>(num_experts + 1), 0);
+    for (int64_t a = 0; a < num_assignments; ++a) {
+        if (assign_expert[a] < 0 || assign_expert[a] >= num_experts)
+            throw std::out_of_range("grouped_experts: expert index out of range");
+        ++start[assign_expert[a] + 1];
+    }
+    for (int64_t e = 0; e < num_experts; ++e) start[e + 1] += start[e];
+    std::vector<int64_t> order(static_cast<size_t>(num_assignments));
+    {
+        std::vector<int64_t> fill(start.begin(), start.end() - 1);
+        for (int64_t a = 0; a < num_assignments; ++a) order[fill[assign_expert[a]]++] = a;
+    }
+    std::vector<float> x, g, u, y;
+    for (int64_t e = 0; e < num_experts; ++e) {
+        const int64_t m = start[e + 1] - start[e];
+        if (m == 0) continue;
+        const expert_weights_view& ew = experts[e];
+        const int64_t inter = ew.gate.rows;
+        x.resize(static_cast<size_t>(m * hidden));
+        g.resize(static_cast<size_t>(m * inter));
+        u.resize(static_cast<size_t>(m * inter));
+        y.resize(static_cast<size_t>(m * hidden));
+        for (int64_t i = 0; i < m; ++i)
+            std::memcpy(x.data() + i * hidden, h + assign_token[order[start[e] + i]] * hidden,
+                        sizeof(float) * hidden);
+        linear(ew.gate, x.data(), m, g.data());
+        linear(ew.up, x.data(), m, u.data());
+        silu_mul(g.data(), u.data(), m * inter, g.data());
+        linear(ew.down, g.data(), m, y.data());
+        for (int64_t i = 0; i < m; ++i) {
+            const int64_t a = order[start[e] + i];
+            float* o = out + assign_token[a] * hidden;
+            const float w = assign_weight[a];
+            const float* yr = y.data() + i * hidden;
+            for (int64_t c = 0; c < hidden; ++c) o[c] += w * yr[c];
+        }
+    }
+}
+
+void kv_write(const kv_pool_view& pool, const int32_t* page_table, int64_t first_pos,
+              int64_t num_tokens, const float* src) {
+    for (int64_t t = 0; t < num_tokens; ++t) {
+        const int64_t pos = first_pos + t;
+        const int64_t slot = static_cast<int64_t>(page_table[pos / pool.page_size]) * pool.page_size +
+                             pos % pool.page_size;
+        const float* s = src + t * pool.row_dim;
+        if (pool.type == dtype::f32) {
+            std::memcpy(static_cast<float*>(pool.data) + slot * pool.row_dim, s,
+                        sizeof(float) * pool.row_dim);
+        } else {
+            bf16_t* d = static_cast<bf16_t*>(pool.data) + slot * pool.row_dim;
+            for (int64_t i = 0; i < pool.row_dim; ++i) d[i] = f32_to_bf16(s[i]);
+        }
+    }
+}
+
+void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const int32_t* page_table,
+                           int64_t first_pos, int64_t num_tokens, const float* q,
+                           const matrix_view& kv_b_proj, float* out) {
+    const int64_t ctx = first_pos + num_tokens;
+    const int64_t H = d.num_heads, nope = d.qk_nope_head_dim, rope = d.qk_rope_head_dim,
+                  vd = d.v_head_dim, lora = d.kv_lora_rank;
+    const int64_t qk = nope + rope, kvw = nope + vd;
+    std::vector<float> rows(static_cast<size_t>(ctx * pool.row_dim));
+    kv_gather(pool, page_table, ctx, rows.data());
+    // c_kv rows are strided inside the cache rows: compact them for the expansion GEMM.
+    std::vector<float> ckv(static_cast<size_t>(ctx * lora));
+    for (int64_t p = 0; p < ctx; ++p)
+        std::memcpy(ckv.data() + p * lora, rows.data() + p * pool.row_dim, sizeof(float) * lora);
+    std::vector<float> kv(static_cast<size_t>(ctx * H * kvw));  // [ctx, H, nope | v]
+    linear(kv_b_proj, ckv.data(), ctx, kv.data());
+#pragma omp parallel
+    {
+        std::vector<float> scores(static_cast<size_t>(ctx));
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t t = 0; t < num_tokens; ++t) {
+            for (int64_t hd = 0; hd < H; ++hd) {
+                const int64_t pos = first_pos + t;
+                const float* qh = q + (t * H + hd) * qk;
+                for (int64_t s = 0; s <= pos; ++s) {
+                    const float* kn = kv.data() + (s * H + hd) * kvw;
+                    const float* kr = rows.data() + s * pool.row_dim + lora;
+                    scores[s] = (dot(qh, kn, nope) + dot(qh + nope, kr, rope)) * d.softmax_scale;
+                }
+                softmax_inplace(scores.data(), pos + 1);
+                float* o = out + (t * H + hd) * vd;
+                std::fill(o, o + vd, 0.0f);
+                for (int64_t s = 0; s <= pos; ++s) {
+                    const float* v = kv.data() + (s * H + hd) * kvw + nope;
+                    const float p = scores[s];
+                    for (int64_t j = 0; j < vd; ++j) o[j] += p * v[j];
+                }
+            }
+        }
+    }
+}
+
+void mla_attention_decode(const mla_dims& d, const kv_pool_view& pool, const int32_t* page_table,
+                          int64_t pos, const float* q, const matrix_view& kv_b_proj, float* out) {
+    require_cpu(kv_b_proj, "mla_attention_decode");
+    const int64_t ctx = pos + 1;
+    const int64_t H = d.num_heads, nope = d.qk_nope_head_dim, rope = d.qk_rope_head_dim,
+                  vd = d.v_head_dim, lora = d.kv_lora_rank;
+    const int64_t qk = nope + rope, kvw = nope + vd;
+    std::vector<float> rows(static_cast<size_t>(ctx * pool.row_dim));
+    kv_gather(pool, page_table, ctx, rows.data());
+#pragma omp parallel
+    {
+        std::vector<float> qt(static_cast<size_t>(lora)), olat(static_cast<size_t>(lora)),
+            scores(static_cast<size_t>(ctx)), wrow(static_cast<size_t>(lora));
+#pragma omp for schedule(static)
+        for (int64_t hd = 0; hd < H; ++hd) {
+            const float* qh = q + hd * qk;
+            // q̃ = W_UK[h]ᵀ · q_nope[h]
+            std::fill(qt.begin(), qt.end(), 0.0f);
+            for (int64_t i = 0; i < nope; ++i) {
+                const int64_t r = hd * kvw + i;
+                const float* w;
+                if (kv_b_proj.type == dtype::f32) {
+                    w = static_cast<const float*>(kv_b_proj.data) + r * lora;
+                } else {
+                    bf16_row_to_f32(static_cast<const bf16_t*>(kv_b_proj.data) + r * lora, lora,
+                                    wrow.data());
+                    w = wrow.data();
+                }
+                const float qi = qh[i];
+                for (int64_t c = 0; c < lora; ++c) qt[c] += qi * w[c];
+            }
+            for (int64_t s = 0; s < ctx; ++s) {
+                const float* row = rows.data() + s * pool.row_dim;
+                scores[s] = (dot(qt.data(), row, lora) + dot(qh + nope, row + lora, rope)) *
+                            d.softmax_scale;
+            }
+            softmax_inplace(scores.data(), ctx);
+            std::fill(olat.begin(), olat.end(), 0.0f);
+            for (int64_t s = 0; s < ctx; ++s) {
+                const float* row = rows.data() + s * pool.row_dim;
+                const float p = scores[s];
+                for (int64_t c = 0; c < lora; ++c) olat[c] += p * row[c];
+            }
+            // o[h] = W_UV[h] · o_lat
+            float* o = out + hd * vd;
+            for (int64_t j = 0; j < vd; ++j) {
+                const int64_t r = hd * kvw + nope + j;
+                const float* w;
+                if (kv_b_proj.type == dtype::f32) {
+                    w = static_cast<const float*>(kv_b_proj.data) + r * lora;
+                } else {
+                    bf16_row_to_f32(static_cast<const bf16_t*>(kv_b_proj.data) + r * lora, lora,
+                                    wrow.data());
+                    w = wrow.data();
+                }
+                o[j] = dot(w, olat.data(), lora);
+            }
+        }
+    }
+}
+
+void set_num_threads(int num_threads) {
+    if (num_threads <= 0) return;
+    omp_set_num_threads(num_threads);
+    openblas_set_num_threads(num_threads);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+}  // namespace longcat::kernels

@@ -1,0 +1,295 @@
+// Every CPU kernel against a naive double-precision reference written independently here.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/api/ops.hpp"
+
+namespace longcat::kernels {
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = d(rng);
+    return v;
+}
+
+double rel_err(const std::vector<float>& a, const std::vector<double>& ref) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        num += (a[i] - ref[i]) * (a[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    return std::sqrt(num / std::max(den, 1e-300));
+}
+
+std::vector<bf16_t> to_bf16(const std::vector<float>& v) {
+    std::vector<bf16_t> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = f32_to_bf16(v[i]);
+    return o;
+}
+
+std::vector<double> ref_linear(const std::vector<double>& w, const std::vector<float>& x,
+                               int64_t rows, int64_t cols, int64_t m) {
+    std::vector<double> y(static_cast<size_t>(m * rows));
+    for (int64_t t = 0; t < m; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+            double s = 0;
+            for (int64_t c = 0; c < cols; ++c) s += w[r * cols + c] * x[t * cols + c];
+            y[t * rows + r] = s;
+        }
+    return y;
+}
+
+TEST(Dtype, Bf16RoundsToNearestEven) {
+    EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+    // 1 + 2^-8 is exactly half-way between two bf16 values: ties go to even (1.0).
+    EXPECT_EQ(f32_to_bf16(1.0f + 0x1.0p-8f), 0x3f80);
+    EXPECT_EQ(f32_to_bf16(1.0f + 0x1.8p-8f), 0x3f81);
+    EXPECT_FLOAT_EQ(bf16_to_f32(0xc040), -3.0f);
+}
+
+TEST(Dtype, Fp8E4m3RoundTrip) {
+    // Every finite e4m3 value converts to f32 and back to itself.
+    for (int v = 0; v < 256; ++v) {
+        if ((v & 0x7f) == 0x7f) continue;  // NaN
+        const float f = f8_e4m3_to_f32(static_cast<uint8_t>(v));
+        if (v == 0x80) continue;  // -0 → +0 is allowed either way
+        EXPECT_EQ(f32_to_f8_e4m3(f), v) << v << " " << f;
+    }
+    EXPECT_FLOAT_EQ(f8_e4m3_to_f32(0x7e), 448.0f);
+    EXPECT_EQ(f32_to_f8_e4m3(1000.0f), 0x7e);  // saturates
+    EXPECT_FLOAT_EQ(f8_e4m3_to_f32(0x01), 0x1.0p-9f);
+}
+
+class LinearTest : public ::testing::TestWithParam<std::tuple<int64_t, bool>> {};
+
+TEST_P(LinearTest, MatchesReference) {
+    const auto [m, use_bf16] = GetParam();
+    const int64_t rows = 37, cols = 300;
+    auto w = randn(static_cast<size_t>(rows * cols), 1);
+    auto x = randn(static_cast<size_t>(m * cols), 2);
+    std::vector<bf16_t> wb = to_bf16(w);
+    std::vector<double> wd(w.size());
+    for (size_t i = 0; i < w.size(); ++i) wd[i] = use_bf16 ? bf16_to_f32(wb[i]) : w[i];
+    matrix_view v{use_bf16 ? static_cast<const void*>(wb.data()) : w.data(),
+                  use_bf16 ? dtype::bf16 : dtype::f32, rows, cols};
+    std::vector<float> y(static_cast<size_t>(m * rows));
+    linear(v, x.data(), m, y.data());
+    EXPECT_LT(rel_err(y, ref_linear(wd, x, rows, cols, m)), 1e-6);
+}
+
+INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
+                         ::testing::Combine(::testing::Values(1, 3, 8, 9, 64),
+                                            ::testing::Bool()));
+
+TEST(RmsNorm, MatchesReference) {
+    const int64_t n = 5, d = 96;
+    auto x = randn(static_cast<size_t>(n * d), 3, 3.0f);
+    auto w = randn(static_cast<size_t>(d), 4);
+    std::vector<float> y(x.size());
+    rms_norm(x.data(), w.data(), n, d, 1e-5f, y.data());
+    std::vector<double> ref(x.size());
+    for (int64_t r = 0; r < n; ++r) {
+        double ss = 0;
+        for (int64_t i = 0; i < d; ++i) ss += double(x[r * d + i]) * x[r * d + i];
+        const double inv = 1.0 / std::sqrt(ss / d + 1e-5);
+        for (int64_t i = 0; i < d; ++i) ref[r * d + i] = w[i] * x[r * d + i] * inv;
+    }
+    EXPECT_LT(rel_err(y, ref), 1e-6);
+}
+
+TEST(Rope, InterleavedPairsWrittenDeinterleaved) {
+    // A closed form: pair j of position p rotates by p·theta^(-2j/d); output [evens | odds].
+    const int64_t d = 8, rows = 2;
+    const float theta = 10000.0f;
+    auto x = randn(static_cast<size_t>(rows * d), 5);
+    std::vector<float> y = x;
+    const int32_t pos[1] = {7};
+    rope_interleaved(y.data(), 1, rows, d, d, pos, theta);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < d / 2; ++j) {
+            const double a = 7.0 * std::pow(double(theta), -2.0 * j / d);
+            const double e = x[r * d + 2 * j], o = x[r * d + 2 * j + 1];
+            EXPECT_NEAR(y[r * d + j], e * std::cos(a) - o * std::sin(a), 1e-5);
+            EXPECT_NEAR(y[r * d + d / 2 + j], o * std::cos(a) + e * std::sin(a), 1e-5);
+        }
+}
+
+TEST(MoeGate, SoftmaxOverAllExpertsBiasOnlySelects) {
+    const int64_t T = 4, H = 16, E = 10, K = 3;
+    auto h = randn(static_cast<size_t>(T * H), 6);
+    auto gw = randn(static_cast<size_t>(E * H), 7, 0.5f);
+    std::vector<float> bias(E, 0.0f);
+    bias[9] = 10.0f;  // forces expert 9 into every selection without changing its weight
+    std::vector<int32_t> idx(T * K);
+    std::vector<float> wt(T * K);
+    moe_gate(h.data(), gw.data(), bias.data(), T, H, E, K, 6.0f, idx.data(), wt.data());
+    for (int64_t t = 0; t < T; ++t) {
+        std::vector<double> p(E);
+        double mx = -1e30, sum = 0;
+        for (int64_t e = 0; e < E; ++e) {
+            double s = 0;
+            for (int64_t i = 0; i < H; ++i) s += double(gw[e * H + i]) * h[t * H + i];
+            p[e] = s;
+            mx = std::max(mx, s);
+        }
+        for (double& v : p) sum += (v = std::exp(v - mx));
+        for (double& v : p) v /= sum;
+        EXPECT_EQ(idx[t * K], 9);
+        EXPECT_NEAR(wt[t * K], 6.0 * p[9], 1e-6);
+        // The other two are the two largest unbiased probabilities among the rest.
+        std::vector<int> order(E - 1);
+        for (int e = 0; e < E - 1; ++e) order[e] = e;
+        std::sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+        EXPECT_EQ(idx[t * K + 1], order[0]);
+        EXPECT_EQ(idx[t * K + 2], order[1]);
+        EXPECT_NEAR(wt[t * K + 1], 6.0 * p[order[0]], 1e-6);
+    }
+}
+
+TEST(GroupedExperts, EqualsPerAssignmentSwiGlu) {
+    const int64_t H = 24, I = 16, E = 4, T = 5;
+    std::vector<std::vector<bf16_t>> store;
+    std::vector<expert_weights_view> ev(E);
+    std::vector<std::vector<double>> gd(E), ud(E), dd(E);
+    for (int64_t e = 0; e < E; ++e) {
+        auto g = randn(I * H, 10 + e, 0.2f), u = randn(I * H, 20 + e, 0.2f),
+             d = randn(H * I, 30 + e, 0.2f);
+        for (auto* src : {&g, &u, &d}) store.push_back(to_bf16(*src));
+        const size_t b = store.size() - 3;
+        ev[e] = {{store[b].data(), dtype::bf16, I, H},
+                 {store[b + 1].data(), dtype::bf16, I, H},
+                 {store[b + 2].data(), dtype::bf16, H, I}};
+        for (int k = 0; k < 3; ++k) {
+            auto& dst = k == 0 ? gd[e] : k == 1 ? ud[e] : dd[e];
+            for (bf16_t v : store[b + k]) dst.push_back(bf16_to_f32(v));
+        }
+    }
+    auto h = randn(T * H, 40);
+    // Expert 2 gets no tokens; token 1 goes to two experts; expert 3 gets three tokens.
+    std::vector<int32_t> tok = {0, 1, 1, 3, 4, 2}, ex = {0, 0, 3, 3, 3, 1};
+    std::vector<float> w = {0.5f, 0.25f, 1.5f, 0.75f, 2.0f, 1.0f};
+    std::vector<float> out(T * H, 1.0f);
+    grouped_experts(ev.data(), E, h.data(), H, 6, tok.data(), ex.data(), w.data(), out.data());
+    std::vector<double> ref(T * H, 1.0);
+    for (size_t a = 0; a < tok.size(); ++a) {
+        const int e = ex[a];
+        std::vector<double> act(I);
+        for (int64_t i = 0; i < I; ++i) {
+            double g = 0, u = 0;
+            for (int64_t c = 0; c < H; ++c) {
+                g += gd[e][i * H + c] * h[tok[a] * H + c];
+                u += ud[e][i * H + c] * h[tok[a] * H + c];
+            }
+            act[i] = g / (1 + std::exp(-g)) * u;
+        }
+        for (int64_t c = 0; c < H; ++c) {
+            double s = 0;
+            for (int64_t i = 0; i < I; ++i) s += dd[e][c * I + i] * act[i];
+            ref[tok[a] * H + c] += w[a] * s;
+        }
+    }
+    EXPECT_LT(rel_err(out, ref), 1e-6);
+}
+
+// Naive MLA attention over explicit keys/values (expanded form, double precision).
+struct mla_case {
+    mla_dims d{3, 8, 4, 6, 10, 0.3f};
+    int64_t ctx = 11, page_size = 4;
+    std::vector<float> rows, kvb, q;
+    std::vector<int32_t> pages = {5, 2, 7};  // fragmented, out of order
+    std::vector<float> pool;
+
+    explicit mla_case(dtype t) {
+        const int64_t row_dim = d.kv_lora_rank + d.qk_rope_head_dim;
+        rows = randn(ctx * row_dim, 50);
+        if (t == dtype::bf16)
+            for (float& v : rows) v = bf16_to_f32(f32_to_bf16(v));
+        kvb = randn(d.num_heads * (d.qk_nope_head_dim + d.v_head_dim) * d.kv_lora_rank, 51, 0.3f);
+        q = randn(ctx * d.num_heads * (d.qk_nope_head_dim + d.qk_rope_head_dim), 52);
+    }
+
+    std::vector<double> reference(int64_t first, int64_t n) const {
+        const int64_t H = d.num_heads, nope = d.qk_nope_head_dim, rope = d.qk_rope_head_dim,
+                      vd = d.v_head_dim, L = d.kv_lora_rank, row_dim = L + rope;
+        std::vector<double> out(n * H * vd, 0.0);
+        for (int64_t t = 0; t < n; ++t) {
+            const int64_t pos = first + t;
+            for (int64_t h = 0; h < H; ++h) {
+                std::vector<double> sc(pos + 1);
+                double mx = -1e300;
+                for (int64_t s = 0; s <= pos; ++s) {
+                    double acc = 0;
+                    for (int64_t i = 0; i < nope; ++i) {
+                        double k = 0;
+                        for (int64_t c = 0; c < L; ++c)
+                            k += double(kvb[(h * (nope + vd) + i) * L + c]) * rows[s * row_dim + c];
+                        acc += q[(t * H + h) * (nope + rope) + i] * k;
+                    }
+                    for (int64_t i = 0; i < rope; ++i)
+                        acc += double(q[(t * H + h) * (nope + rope) + nope + i]) * rows[s * row_dim + L + i];
+                    sc[s] = acc * d.softmax_scale;
+                    mx = std::max(mx, sc[s]);
+                }
+                double sum = 0;
+                for (double& v : sc) sum += (v = std::exp(v - mx));
+                for (int64_t j = 0; j < vd; ++j) {
+                    double o = 0;
+                    for (int64_t s = 0; s <= pos; ++s) {
+                        double v = 0;
+                        for (int64_t c = 0; c < L; ++c)
+                            v += double(kvb[(h * (nope + vd) + nope + j) * L + c]) * rows[s * row_dim + c];
+                        o += sc[s] / sum * v;
+                    }
+                    out[(t * H + h) * vd + j] = o;
+                }
+            }
+        }
+        return out;
+    }
+};
+
+class MlaTest : public ::testing::TestWithParam<dtype> {};
+
+TEST_P(MlaTest, PrefillAndAbsorbedDecodeMatchExpandedReference) {
+    const dtype t = GetParam();
+    mla_case c(t);
+    const int64_t row_dim = c.d.kv_lora_rank + c.d.qk_rope_head_dim;
+    std::vector<uint8_t> pool(8 * c.page_size * row_dim * dtype_size(t));
+    kv_pool_view pv{pool.data(), t, c.page_size, row_dim};
+    kv_write(pv, c.pages.data(), 0, c.ctx, c.rows.data());
+    matrix_view kvb{c.kvb.data(), dtype::f32, c.d.num_heads * (c.d.qk_nope_head_dim + c.d.v_head_dim),
+                    c.d.kv_lora_rank};
+    const int64_t qk = c.d.qk_nope_head_dim + c.d.qk_rope_head_dim;
+    // Prefill of positions 4..10 over a cache holding 0..10.
+    std::vector<float> out(7 * c.d.num_heads * c.d.v_head_dim);
+    mla_attention_prefill(c.d, pv, c.pages.data(), 4, 7, c.q.data() + 4 * c.d.num_heads * qk, kvb,
+                          out.data());
+    // The reference's query rows are the case's rows 4..10.
+    mla_case shifted = c;
+    shifted.q.erase(shifted.q.begin(), shifted.q.begin() + 4 * c.d.num_heads * qk);
+    EXPECT_LT(rel_err(out, shifted.reference(4, 7)), 1e-5);
+    // Decode at the last position.
+    std::vector<float> dec(c.d.num_heads * c.d.v_head_dim);
+    mla_attention_decode(c.d, pv, c.pages.data(), 10, c.q.data() + 10 * c.d.num_heads * qk, kvb,
+                         dec.data());
+    mla_case last = c;
+    last.q.erase(last.q.begin(), last.q.begin() + 10 * c.d.num_heads * qk);
+    EXPECT_LT(rel_err(dec, last.reference(10, 1)), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(KvDtypes, MlaTest, ::testing::Values(dtype::f32, dtype::bf16));
+
+TEST(SiluMul, MatchesClosedForm) {
+    std::vector<float> g = {-2.0f, 0.0f, 3.0f}, u = {1.0f, 5.0f, -0.5f}, o(3);
+    silu_mul(g.data(), u.data(), 3, o.data());
+    for (int i = 0; i < 3; ++i) EXPECT_NEAR(o[i], g[i] / (1 + std::exp(-g[i])) * u[i], 1e-6);
+}
+
+}  // namespace
+}  // namespace longcat::kernels

@@ -1,0 +1,143 @@
+// Engine invariants on a generated checkpoint: prefill-then-decode equals token-by-token
+// decode, a request alone equals the same request inside a batch of 16, and a fragmented
+// page pool gives bitwise the logits of a fresh one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+
+#include "model/engine.hpp"
+#include "model/error.hpp"
+#include "model/mkmodel.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace longcat::model {
+namespace {
+
+double rel_err(const float* a, const float* b, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        num += double(a[i] - b[i]) * double(a[i] - b[i]);
+        den += double(b[i]) * double(b[i]);
+    }
+    return std::sqrt(num / den);
+}
+
+class EngineTest : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        dir_ = new longcat::testing::temp_dir();
+        make_model({"tiny-b", dir_->path(), 3, checkpoint_dtype::bf16});
+        weights_ = std::make_shared<model_weights>(load_model_weights(dir_->path()));
+    }
+    static void TearDownTestSuite() {
+        weights_.reset();
+        delete dir_;
+    }
+    static engine make_engine(int64_t num_pages = 256) {
+        engine_options o;
+        o.kv.page_size = 4;
+        o.kv.num_pages = num_pages;
+        return engine(weights_, o);
+    }
+    static std::vector<int32_t> tokens(int64_t n, int32_t salt) {
+        std::vector<int32_t> t;
+        for (int64_t i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((i * 37 + salt * 101 + 5) % 1400 + 4));
+        return t;
+    }
+    static inline longcat::testing::temp_dir* dir_ = nullptr;
+    static inline std::shared_ptr<model_weights> weights_;
+};
+
+TEST_F(EngineTest, PrefillThenDecodeEqualsTokenByToken) {
+    const int64_t V = weights_->config.vocab_size;
+    const auto toks = tokens(23, 1);
+    engine a = make_engine(), b = make_engine();
+    sequence sa, sb;
+    forward_options all;
+    all.all_logits = true;
+    // a: 17-token prefill then 6 single-token decode steps.
+    std::vector<float> la = a.step({&sa}, {{toks.begin(), toks.begin() + 17}}, all).logits;
+    for (size_t i = 17; i < toks.size(); ++i) {
+        auto l = a.step({&sa}, {{toks[i]}}).logits;
+        la.insert(la.end(), l.begin(), l.end());
+    }
+    // b: every token alone.
+    std::vector<float> lb;
+    for (int32_t t : toks) {
+        auto l = b.step({&sb}, {{t}}).logits;
+        lb.insert(lb.end(), l.begin(), l.end());
+    }
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t p = 0; p < toks.size(); ++p)
+        EXPECT_LT(rel_err(la.data() + p * V, lb.data() + p * V, V), 1e-5) << "position " << p;
+}
+
+TEST_F(EngineTest, AloneEqualsInsideBatchOf16) {
+    const int64_t V = weights_->config.vocab_size;
+    constexpr int kBatch = 16, kDecode = 3;
+    engine batched = make_engine(1024);
+    std::vector<sequence> seqs(kBatch);
+    std::vector<sequence*> ptrs;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < kBatch; ++i) {
+        ptrs.push_back(&seqs[i]);
+        prompts.push_back(tokens(3 + 2 * i, i));
+    }
+    std::vector<std::vector<float>> got(kBatch);
+    auto out = batched.step(ptrs, prompts).logits;
+    for (int i = 0; i < kBatch; ++i) got[i].assign(out.begin() + i * V, out.begin() + (i + 1) * V);
+    for (int d = 0; d < kDecode; ++d) {
+        std::vector<std::vector<int32_t>> next;
+        for (int i = 0; i < kBatch; ++i) next.push_back({static_cast<int32_t>(10 + d + i)});
+        out = batched.step(ptrs, next).logits;
+        for (int i = 0; i < kBatch; ++i) got[i].insert(got[i].end(), out.begin() + i * V, out.begin() + (i + 1) * V);
+    }
+    for (int i = 0; i < kBatch; i += 5) {  // a few requests alone, each in a fresh engine
+        engine alone = make_engine();
+        sequence s;
+        std::vector<float> ref = alone.step({&s}, {prompts[i]}).logits;
+        for (int d = 0; d < kDecode; ++d) {
+            auto l = alone.step({&s}, {{static_cast<int32_t>(10 + d + i)}}).logits;
+            ref.insert(ref.end(), l.begin(), l.end());
+        }
+        for (int d = 0; d <= kDecode; ++d)
+            EXPECT_LT(rel_err(got[i].data() + d * V, ref.data() + d * V, V), 1e-5)
+                << "request " << i << " step " << d;
+    }
+}
+
+TEST_F(EngineTest, FragmentedPoolIsBitwiseEqualToFresh) {
+    const auto prompt = tokens(30, 7);
+    engine fresh = make_engine(), frag = make_engine();
+    // Fragment: take pages, give back every other one, so the sequence gets scattered pages.
+    std::vector<int32_t> taken = frag.cache().take_pages(40);
+    std::vector<int32_t> back;
+    for (size_t i = 0; i < taken.size(); i += 2) back.push_back(taken[i]);
+    frag.cache().release(back);
+    sequence a, b;
+    forward_options all;
+    all.all_logits = true;
+    auto la = fresh.step({&a}, {prompt}, all).logits;
+    auto lb = frag.step({&b}, {prompt}, all).logits;
+    EXPECT_NE(a.page_table, b.page_table);
+    ASSERT_EQ(la.size(), lb.size());
+    EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
+    for (int i = 0; i < 3; ++i) {
+        la = fresh.step({&a}, {{static_cast<int32_t>(40 + i)}}).logits;
+        lb = frag.step({&b}, {{static_cast<int32_t>(40 + i)}}).logits;
+        EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float))) << "decode " << i;
+    }
+}
+
+TEST_F(EngineTest, OutOfPagesIsAnErrorAndChangesNothing) {
+    engine e = make_engine(4);  // 16 tokens
+    sequence s;
+    EXPECT_THROW(e.step({&s}, {tokens(17, 2)}), model_error);
+    EXPECT_TRUE(s.page_table.empty());
+    EXPECT_EQ(e.cache().num_free_pages(), 4);
+    EXPECT_NO_THROW(e.step({&s}, {tokens(16, 2)}));
+}
+
+}  // namespace
+}  // namespace longcat::model
