@@ -12,11 +12,12 @@
 #include <vector>
 
 #include "kernels/api/ops.hpp"
+#include "kernels/cpu/isa.hpp"
 
 namespace longcat::kernels {
 namespace {
 
-constexpr int64_t kSmallM = 8;  // up to this many tokens: weight-streaming loops, else BLAS
+constexpr int64_t kSmallM = 16;  // up to this many tokens: weight-streaming loops, else BLAS
 
 void require_cpu(const matrix_view& w, const char* op) {
     if (w.device != device_kind::cpu)
@@ -129,10 +130,21 @@ matrix_view matrix_view::row_slice(int64_t begin, int64_t count) const {
 void linear(const matrix_view& w, const float* x, int64_t num_tokens, float* y) {
     require_cpu(w, "linear");
     if (num_tokens <= 0) return;
-    if (num_tokens <= kSmallM)
-        linear_small_m(w, x, num_tokens, y);
-    else
+    if (num_tokens <= kSmallM) {
+        switch (active_cpu_isa()) {
+            case cpu_isa::avx512:
+                cpu::linear_small_m_avx512(w.data, w.type, w.rows, w.cols, x, num_tokens, y);
+                break;
+            case cpu_isa::avx2:
+                cpu::linear_small_m_avx2(w.data, w.type, w.rows, w.cols, x, num_tokens, y);
+                break;
+            case cpu_isa::scalar:
+                linear_small_m(w, x, num_tokens, y);
+                break;
+        }
+    } else {
         linear_large_m(w, x, num_tokens, y);
+    }
 }
 
 void rms_norm(const float* x, const float* w, int64_t num_rows, int64_t dim, float eps, float* y) {

@@ -9,6 +9,8 @@ pkgs=(
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev
   # tokenizer pre-tokenizer regexes: Oniguruma, the engine HF tokenizers uses
   libonig-dev
+  # tokenizer NFC normalization and Unicode categories: utf8proc (small, as used by Julia)
+  libutf8proc-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -122,7 +122,7 @@ int cmd_generate(int argc, char** argv) {
     else if (kv_dtype != "fp32")
         throw usage_error("--kv-dtype must be fp32 or bf16");
 
-    const tokenizer tok = tokenizer::from_files(dir / "tokenizer.json", dir / "tokenizer_config.json");
+    const tokenizer tok = tokenizer::load_dir(dir);
     auto t0 = std::chrono::steady_clock::now();
     auto weights = std::make_shared<model_weights>(load_model_weights(
         dir, {}, [&](uint64_t done, uint64_t total) {
@@ -138,17 +138,17 @@ int cmd_generate(int argc, char** argv) {
 
     std::vector<int32_t> ids;
     if (a.has("--chat")) {
-        if (tok.has_chat_template()) note_chat_template_not_executed();
+        log_jinja_template_ignored(tok);
         std::vector<chat_message> msgs;
         if (a.has("--system")) msgs.push_back({"system", a.get("--system")});
         msgs.push_back({"user", prompt});
-        ids = tok.encode(render_chat(weights->config.model_type, msgs, true), true);
+        ids = tok.encode(render_chat(msgs, true, weights->config.model_type), true);
     } else {
         if (a.has("--system")) throw usage_error("--system needs --chat");
         ids = tok.encode(prompt, true);
     }
     std::fprintf(stderr, "prompt: %zu tokens\n", ids.size());
-    stream_decoder dec(tok);
+    stream_decoder dec(tok, /*skip_special_tokens=*/true);
     t0 = std::chrono::steady_clock::now();
     const auto out = eng.generate(ids, max_tokens, sp, [&](int32_t id) {
         if (id == weights->config.eos_token_id) return;

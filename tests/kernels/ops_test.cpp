@@ -6,9 +6,23 @@
 #include <vector>
 
 #include "kernels/api/ops.hpp"
+#include "kernels/cpu/isa.hpp"
 
 namespace longcat::kernels {
 namespace {
+
+// Every ISA level this CPU supports; kernels run on each (LONGCAT_CPU_ISA selects at run time).
+std::vector<cpu_isa> supported_isas() {
+    std::vector<cpu_isa> v = {cpu_isa::scalar};
+    if (static_cast<int>(detected_cpu_isa()) >= static_cast<int>(cpu_isa::avx2)) v.push_back(cpu_isa::avx2);
+    if (detected_cpu_isa() == cpu_isa::avx512) v.push_back(cpu_isa::avx512);
+    return v;
+}
+
+// Restores the detected ISA when a test ends.
+struct isa_guard {
+    ~isa_guard() { set_cpu_isa(detected_cpu_isa()); }
+};
 
 std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
     std::mt19937 rng(seed);
@@ -66,10 +80,12 @@ TEST(Dtype, Fp8E4m3RoundTrip) {
     EXPECT_FLOAT_EQ(f8_e4m3_to_f32(0x01), 0x1.0p-9f);
 }
 
-class LinearTest : public ::testing::TestWithParam<std::tuple<int64_t, bool>> {};
+class LinearTest : public ::testing::TestWithParam<std::tuple<int64_t, bool, cpu_isa>> {};
 
 TEST_P(LinearTest, MatchesReference) {
-    const auto [m, use_bf16] = GetParam();
+    const auto [m, use_bf16, isa] = GetParam();
+    isa_guard guard;
+    if (!set_cpu_isa(isa)) GTEST_SKIP() << "CPU lacks " << cpu_isa_name(isa);
     const int64_t rows = 37, cols = 300;
     auto w = randn(static_cast<size_t>(rows * cols), 1);
     auto x = randn(static_cast<size_t>(m * cols), 2);
@@ -84,8 +100,22 @@ TEST_P(LinearTest, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
-                         ::testing::Combine(::testing::Values(1, 3, 8, 9, 64),
-                                            ::testing::Bool()));
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8, 9, 16, 17, 64),
+                                            ::testing::Bool(),
+                                            ::testing::Values(cpu_isa::scalar, cpu_isa::avx2,
+                                                              cpu_isa::avx512)),
+                         [](const auto& info) {
+                             return "m" + std::to_string(std::get<0>(info.param)) +
+                                    (std::get<1>(info.param) ? "_bf16_" : "_f32_") +
+                                    std::string(cpu_isa_name(std::get<2>(info.param)));
+                         });
+
+TEST(Isa, OverrideRefusesWhatTheCpuLacks) {
+    isa_guard guard;
+    EXPECT_TRUE(set_cpu_isa(cpu_isa::scalar));
+    EXPECT_EQ(active_cpu_isa(), cpu_isa::scalar);
+    if (detected_cpu_isa() != cpu_isa::avx512) EXPECT_FALSE(set_cpu_isa(cpu_isa::avx512));
+}
 
 TEST(RmsNorm, MatchesReference) {
     const int64_t n = 5, d = 96;
@@ -174,6 +204,9 @@ TEST(GroupedExperts, EqualsPerAssignmentSwiGlu) {
     // Expert 2 gets no tokens; token 1 goes to two experts; expert 3 gets three tokens.
     std::vector<int32_t> tok = {0, 1, 1, 3, 4, 2}, ex = {0, 0, 3, 3, 3, 1};
     std::vector<float> w = {0.5f, 0.25f, 1.5f, 0.75f, 2.0f, 1.0f};
+    isa_guard guard;
+    for (cpu_isa isa : supported_isas()) {
+    set_cpu_isa(isa);
     std::vector<float> out(T * H, 1.0f);
     grouped_experts(ev.data(), E, h.data(), H, 6, tok.data(), ex.data(), w.data(), out.data());
     std::vector<double> ref(T * H, 1.0);
@@ -194,7 +227,8 @@ TEST(GroupedExperts, EqualsPerAssignmentSwiGlu) {
             ref[tok[a] * H + c] += w[a] * s;
         }
     }
-    EXPECT_LT(rel_err(out, ref), 1e-6);
+    EXPECT_LT(rel_err(out, ref), 1e-6) << cpu_isa_name(isa);
+    }
 }
 
 // Naive MLA attention over explicit keys/values (expanded form, double precision).
