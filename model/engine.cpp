@@ -1,5 +1,6 @@
 #include "model/engine.hpp"
 
+#include "kernels/api/threads.hpp"
 #include "model/error.hpp"
 
 namespace longcat::model {
@@ -7,7 +8,7 @@ namespace longcat::model {
 engine::engine(std::shared_ptr<const model_weights> weights, const engine_options& opts)
     : weights_(std::move(weights)), opts_(opts), kv_(weights_->config, opts.kv, weights_->mtp.has_value()) {
     if (opts.prefill_chunk <= 0) throw model_error("engine: prefill_chunk must be positive");
-    kernels::set_num_threads(opts.num_threads);
+    kernels::set_num_threads(opts.num_threads > 0 ? opts.num_threads : kernels::default_compute_threads());
 }
 
 forward_output engine::step(const std::vector<sequence*>& seqs,

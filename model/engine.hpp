@@ -18,7 +18,7 @@ namespace longcat::model {
 struct engine_options {
     kv_cache_options kv;
     int64_t prefill_chunk = 512;  // tokens per prefill forward
-    int num_threads = 0;          // compute threads; 0 = the runtime's default
+    int num_threads = 0;          // compute threads; 0 = default_compute_threads() (cores ÷ services)
 };
 
 // A request's state in the engine: its tokens so far and its KV pages.

@@ -135,8 +135,13 @@ void stage_front(const model_weights& w, int64_t layer_idx, const forward_batch&
     kernels::moe_gate(act.h.data(), lw.gate_weight.data(), lw.gate_bias.data(), T, H,
                       c.num_experts_total(), K, static_cast<float>(c.routed_scaling_factor),
                       act.topk_idx.data(), act.topk_w.data());
+    route_after_gate(c, T, act);
+}
+
+void route_after_gate(const model_config& c, int64_t T, layer_activations& act) {
+    const int64_t H = c.hidden_size, K = c.moe_topk;
     // Zero (identity) experts: w·h, computed here and never sent anywhere.
-    act.zero_out.assign(x.size(), 0.0f);
+    act.zero_out.assign(static_cast<size_t>(T * H), 0.0f);
     act.dispatch.clear();
     for (int64_t t = 0; t < T; ++t) {
         for (int64_t k = 0; k < K; ++k) {
@@ -204,6 +209,35 @@ void stage_join(const model_weights& w, int64_t layer_idx, std::vector<float>& x
 
 namespace {
 
+uint64_t bytes_of(const kernels::matrix_view& m) {
+    return static_cast<uint64_t>(m.rows * m.cols) * kernels::dtype_size(m.type);
+}
+
+uint64_t bytes_of(const attention_block_weights& a) {
+    return bytes_of(a.q_a_proj) + bytes_of(a.q_b_proj) + bytes_of(a.kv_a_proj_with_mqa) +
+           bytes_of(a.kv_b_proj) + bytes_of(a.o_proj);
+}
+
+uint64_t bytes_of(const dense_ffn_weights& d) {
+    return bytes_of(d.gate) + bytes_of(d.up) + bytes_of(d.down);
+}
+
+// Weight and KV bytes of one layer's attention worker stages for this batch (experts apart).
+void count_layer(const model_weights& w, int64_t layer_idx, const forward_batch& batch,
+                 kernels::dtype kv_type, step_traffic& t) {
+    const model_config& c = w.config;
+    const layer_weights& lw = w.layers[layer_idx];
+    const uint64_t f = sizeof(float);
+    t.norms += f * static_cast<uint64_t>(4 * c.hidden_size + 2 * (c.q_lora_rank + c.kv_lora_rank));
+    t.gate += f * static_cast<uint64_t>(lw.gate_weight.size() + lw.gate_bias.size());
+    t.attention += bytes_of(lw.attn[0]) + bytes_of(lw.attn[1]);
+    t.dense_ffn += bytes_of(lw.mlps[0]) + bytes_of(lw.mlps[1]);
+    uint64_t rows = 0;
+    for (const sequence_slice& s : batch.seqs) rows += static_cast<uint64_t>(s.first_pos + s.num_tokens);
+    t.kv_read += 2 * rows * static_cast<uint64_t>(c.kv_lora_rank + c.qk_rope_head_dim) *
+                 kernels::dtype_size(kv_type);
+}
+
 std::vector<float> head_logits(const model_weights& w, const std::vector<float>& normed,
                                const forward_batch& batch, bool all_rows) {
     const int64_t H = w.config.hidden_size, V = w.lm_head.rows;
@@ -239,8 +273,20 @@ forward_output forward(const model_weights& w, const forward_batch& batch, kv_ca
     if (opts.on_hidden) opts.on_hidden(-1, x);
     forward_output out;
     layer_activations act;
+    step_traffic& tr = out.traffic;
+    tr.embedding = static_cast<uint64_t>(T * c.hidden_size) * kernels::dtype_size(w.embed_tokens.type);
+    std::vector<uint8_t> used(static_cast<size_t>(c.n_routed_experts));
     for (int64_t l = 0; l < c.num_layers; ++l) {
         stage_front(w, l, batch, kv, x, act);
+        count_layer(w, l, batch, kv.pool(0).type, tr);
+        std::fill(used.begin(), used.end(), 0);
+        for (int32_t e : act.dispatch.expert) {
+            if (used[e]) continue;
+            used[e] = 1;
+            const kernels::expert_weights_view& ev = w.experts[l][e];
+            tr.experts += bytes_of(ev.gate) + bytes_of(ev.up) + bytes_of(ev.down);
+            ++out.num_distinct_experts;
+        }
         act.moe_out.assign(x.size(), 0.0f);
         stage_experts(w, l, act.h.data(), T, act.dispatch, act.moe_out.data());
         stage_mid(w, l, batch, kv, x, act);
@@ -253,6 +299,8 @@ forward_output forward(const model_weights& w, const forward_batch& batch, kv_ca
     kernels::rms_norm(x.data(), w.final_norm.data(), T, c.hidden_size,
                       static_cast<float>(c.rms_norm_eps), out.final_norm.data());
     out.logits = head_logits(w, out.final_norm, batch, opts.all_logits);
+    tr.norms += sizeof(float) * static_cast<uint64_t>(c.hidden_size);
+    tr.lm_head = bytes_of(w.lm_head);
     return out;
 }
 

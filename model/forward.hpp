@@ -56,6 +56,9 @@ struct layer_activations {
 
 void stage_front(const model_weights& w, int64_t layer_idx, const forward_batch& batch,
                  kv_cache& kv, std::vector<float>& x, layer_activations& act);
+// The post-gate part of `front`: from act.h and the gate's top-k, the zero-expert sum
+// (act.zero_out) and the real-expert dispatch list.  Called by stage_front.
+void route_after_gate(const model_config& c, int64_t num_tokens, layer_activations& act);
 // h: [num_rows, hidden]; out is accumulated into.  Experts not held throw.
 void stage_experts(const model_weights& w, int64_t layer_idx, const float* h, int64_t num_rows,
                    const expert_dispatch& dispatch, float* out);
@@ -81,10 +84,29 @@ struct forward_options {
     std::function<void(int64_t, const std::vector<float>&)> on_hidden;
 };
 
+// The bytes one forward step touches in memory, by kind, counted from the weights it reads
+// and the batch (each weight matrix once per step: every kernel reads a weight once for all
+// the batch's tokens; experts counted once per distinct expert routed to in a layer).
+struct step_traffic {
+    uint64_t embedding = 0;  // embedding rows of the batch tokens
+    uint64_t norms = 0;      // RMSNorm weights (fp32)
+    uint64_t gate = 0;       // the fp32 gate and its correction bias
+    uint64_t attention = 0;  // q_a, q_b, kv_a, kv_b, o_proj of every attention block
+    uint64_t dense_ffn = 0;  // both dense FFNs of every layer (this rank's shard)
+    uint64_t experts = 0;    // gate/up/down of each distinct routed expert chosen
+    uint64_t lm_head = 0;
+    uint64_t kv_read = 0;    // cached latent rows read by attention
+    uint64_t total() const {
+        return embedding + norms + gate + attention + dense_ffn + experts + lm_head + kv_read;
+    }
+};
+
 struct forward_output {
     std::vector<float> logits;      // [rows, vocab]: all rows or one per sequence
     std::vector<float> final_norm;  // [T, hidden] model.norm output (the MTP layer's input)
     int64_t num_real_slots = 0;     // real-expert assignments over all layers
+    int64_t num_distinct_experts = 0;  // Σ over layers of distinct real experts routed to
+    step_traffic traffic;
 };
 
 // Runs every layer (all stages in this process), the final norm and lm_head.

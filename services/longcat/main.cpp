@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/api/threads.hpp"
 #include "model/chat_template.hpp"
 #include "model/engine.hpp"
 #include "model/error.hpp"
@@ -170,6 +171,7 @@ int cmd_generate(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    longcat::kernels::ensure_passive_openmp(argv);
     if (argc < 2) {
         std::fputs(kUsage, stderr);
         return 2;

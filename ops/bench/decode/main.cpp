@@ -1,0 +1,311 @@
+// ops/bench/decode — CPU decode against the memory-bandwidth roofline.
+//   longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] [--steps 6] [--runs 3]
+// Measures, in one run with the same threads (OMP_NUM_THREADS, OMP_PROC_BIND/OMP_PLACES):
+//   - memory read bandwidth: best of 5 read-only sweeps over a ≥ 4 GiB buffer (and STREAM triad);
+//   - decode tokens/s at batch 1, 4, 16 and prefill tokens/s for 512-token prompts;
+//   - the bytes a decode step touches (counted by the engine), roofline = bandwidth ÷ bytes per
+//     token, and achieved ÷ roofline;
+//   - the post-gate expert stage for a token routed only to zero experts vs only to real
+//     experts (routing forced through e_score_correction_bias).
+// Prints a table, writes JSON.  Figures are medians over --runs with their min..max spread.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/api/threads.hpp"
+#include "kernels/cpu/isa.hpp"
+#include "model/engine.hpp"
+#include "model/forward.hpp"
+
+namespace {
+
+using namespace longcat;
+using namespace longcat::model;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+struct stats {
+    double median = 0, min = 0, max = 0;
+};
+
+stats summarize(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return {v[v.size() / 2], v.front(), v.back()};
+}
+
+nlohmann::json to_json(const stats& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
+
+// -- memory bandwidth ---------------------------------------------------------------------
+
+struct bandwidth_result {
+    double read_gbs = 0;   // best of the read-only sweeps, 1e9 bytes/s
+    double triad_gbs = 0;  // best STREAM triad (3 arrays, STREAM byte counting)
+    std::vector<double> read_runs;
+};
+
+bandwidth_result measure_bandwidth(size_t bytes, int sweeps) {
+    bandwidth_result r;
+    const size_t n = bytes / sizeof(uint64_t);
+    uint64_t* buf = static_cast<uint64_t*>(std::aligned_alloc(64, n * sizeof(uint64_t)));
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;  // first touch by the readers
+    uint64_t sink = 0;
+    for (int s = 0; s < sweeps; ++s) {
+        const auto t0 = clock_type::now();
+        uint64_t acc = 0;
+#pragma omp parallel for schedule(static) reduction(^ : acc)
+        for (size_t i = 0; i < n; ++i) acc ^= buf[i];
+        const double sec = seconds_since(t0);
+        sink ^= acc;
+        r.read_runs.push_back(static_cast<double>(bytes) / sec / 1e9);
+    }
+    r.read_gbs = *std::max_element(r.read_runs.begin(), r.read_runs.end());
+    std::free(buf);
+    // Triad over three arrays of bytes/8 each.
+    const size_t m = bytes / 8 / sizeof(double);
+    double* a = static_cast<double*>(std::aligned_alloc(64, m * sizeof(double)));
+    double* b = static_cast<double*>(std::aligned_alloc(64, m * sizeof(double)));
+    double* c = static_cast<double*>(std::aligned_alloc(64, m * sizeof(double)));
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < m; ++i) {
+        a[i] = 0;
+        b[i] = 1.0 + static_cast<double>(i % 7);
+        c[i] = 2.0;
+    }
+    for (int s = 0; s < sweeps; ++s) {
+        const auto t0 = clock_type::now();
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < m; ++i) a[i] = b[i] + 3.0 * c[i];
+        const double sec = seconds_since(t0);
+        r.triad_gbs = std::max(r.triad_gbs, 3.0 * static_cast<double>(m * sizeof(double)) / sec / 1e9);
+    }
+    sink ^= static_cast<uint64_t>(a[m / 2]);
+    std::free(a);
+    std::free(b);
+    std::free(c);
+    if (sink == 42) std::printf(" ");  // keeps the sweeps observable
+    return r;
+}
+
+// -- decode -----------------------------------------------------------------------------
+
+std::vector<int32_t> prompt_tokens(int64_t n, int salt, int64_t vocab) {
+    std::vector<int32_t> t;
+    for (int64_t i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((i * 131 + salt * 977 + 11) % (vocab - 8) + 4));
+    return t;
+}
+
+struct decode_result {
+    int batch = 0;
+    stats tokens_per_s;
+    double bytes_per_step = 0;  // engine-counted, averaged over the timed steps
+    step_traffic traffic;       // of the last timed step
+};
+
+decode_result bench_decode(const std::shared_ptr<const model_weights>& w, int batch, int64_t prompt_len,
+                           int steps, int runs) {
+    decode_result r;
+    r.batch = batch;
+    std::vector<double> tps;
+    double bytes = 0;
+    int64_t counted = 0;
+    for (int run = 0; run < runs; ++run) {
+        engine_options eo;
+        eo.kv.page_size = 16;
+        eo.kv.num_pages = batch * ((prompt_len + steps + 16) / 16 + 1);
+        engine eng(w, eo);
+        std::vector<sequence> seqs(static_cast<size_t>(batch));
+        std::vector<sequence*> ptrs;
+        std::vector<std::vector<int32_t>> prompts;
+        for (int i = 0; i < batch; ++i) {
+            ptrs.push_back(&seqs[i]);
+            prompts.push_back(prompt_tokens(prompt_len, i + run * 100, w->config.vocab_size));
+        }
+        forward_output out = eng.step(ptrs, prompts);  // prefill, untimed
+        const auto t0 = clock_type::now();
+        for (int s = 0; s < steps; ++s) {
+            std::vector<std::vector<int32_t>> next;
+            for (int i = 0; i < batch; ++i)
+                next.push_back({argmax(out.logits.data() + i * w->config.vocab_size, w->config.vocab_size)});
+            out = eng.step(ptrs, next);
+            bytes += static_cast<double>(out.traffic.total());
+            ++counted;
+        }
+        tps.push_back(static_cast<double>(batch) * steps / seconds_since(t0));
+        r.traffic = out.traffic;
+    }
+    r.tokens_per_s = summarize(tps);
+    r.bytes_per_step = bytes / static_cast<double>(counted);
+    return r;
+}
+
+stats bench_prefill(const std::shared_ptr<const model_weights>& w, int64_t prompt_len, int runs) {
+    std::vector<double> tps;
+    for (int run = 0; run < runs; ++run) {
+        engine_options eo;
+        eo.kv.num_pages = prompt_len / 16 + 2;
+        engine eng(w, eo);
+        sequence s;
+        const auto t0 = clock_type::now();
+        eng.step({&s}, {prompt_tokens(prompt_len, 50 + run, w->config.vocab_size)});
+        tps.push_back(static_cast<double>(prompt_len) / seconds_since(t0));
+    }
+    return summarize(tps);
+}
+
+// -- zero experts ----------------------------------------------------------------------
+
+// Time of the post-gate expert stage (zero-expert sum + dispatch + grouped experts) for one
+// token with routing forced to zero experts only or real experts only, summed over layers.
+stats bench_post_gate(const model_weights& base, bool zero_only, int runs) {
+    model_weights w = base;  // views and shared storage; only the gate biases are changed
+    const model_config& c = w.config;
+    for (layer_weights& lw : w.layers)
+        for (int64_t e = 0; e < c.num_experts_total(); ++e)
+            lw.gate_bias[e] += ((e >= c.n_routed_experts) == zero_only) ? 1e3f : 0.0f;
+    std::vector<float> h(static_cast<size_t>(c.hidden_size));
+    for (int64_t i = 0; i < c.hidden_size; ++i) h[i] = 0.01f * static_cast<float>((i * 7) % 13) - 0.06f;
+    std::vector<layer_activations> acts(static_cast<size_t>(c.num_layers));
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+        layer_activations& a = acts[l];
+        a.h = h;
+        a.topk_idx.resize(static_cast<size_t>(c.moe_topk));
+        a.topk_w.resize(static_cast<size_t>(c.moe_topk));
+        kernels::moe_gate(a.h.data(), w.layers[l].gate_weight.data(), w.layers[l].gate_bias.data(), 1,
+                          c.hidden_size, c.num_experts_total(), c.moe_topk,
+                          static_cast<float>(c.routed_scaling_factor), a.topk_idx.data(), a.topk_w.data());
+        for (int32_t e : a.topk_idx)
+            if ((e >= c.n_routed_experts) != zero_only) {
+                std::fprintf(stderr, "bench: forced routing failed (layer %ld)\n", static_cast<long>(l));
+                std::exit(1);
+            }
+    }
+    std::vector<double> times;
+    for (int run = 0; run < runs + 1; ++run) {
+        const auto t0 = clock_type::now();
+        for (int64_t l = 0; l < c.num_layers; ++l) {
+            layer_activations& a = acts[l];
+            route_after_gate(c, 1, a);
+            a.moe_out.assign(static_cast<size_t>(c.hidden_size), 0.0f);
+            stage_experts(w, l, a.h.data(), 1, a.dispatch, a.moe_out.data());
+        }
+        if (run > 0) times.push_back(seconds_since(t0));  // the first run warms caches equally
+    }
+    return summarize(times);
+}
+
+std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
+    for (int i = 1; i + 1 < argc; ++i)
+        if (argv[i] == name) return argv[i + 1];
+    return def;
+}
+
+std::string cpu_model() {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    return "unknown";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    kernels::ensure_passive_openmp(argv);
+    const std::string model_dir = arg(argc, argv, "--model", "");
+    if (model_dir.empty()) {
+        std::fprintf(stderr,
+                     "usage: longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] "
+                     "[--steps 6] [--runs 3]\n");
+        return 2;
+    }
+    const std::string json_out = arg(argc, argv, "--json", "bench-decode.json");
+    const double gib = std::stod(arg(argc, argv, "--bandwidth-gib", "4"));
+    const int steps = std::stoi(arg(argc, argv, "--steps", "6"));
+    const int runs = std::stoi(arg(argc, argv, "--runs", "3"));
+    const int threads = omp_get_max_threads();
+    std::printf("machine: %s, %d compute threads, ISA %s, OPENBLAS_CORETYPE=%s, OMP_PROC_BIND=%s\n",
+                cpu_model().c_str(), threads, std::string(kernels::cpu_isa_name(kernels::active_cpu_isa())).c_str(),
+                std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)",
+                std::getenv("OMP_PROC_BIND") ? std::getenv("OMP_PROC_BIND") : "(unset)");
+
+    const bandwidth_result bw = measure_bandwidth(static_cast<size_t>(gib * (1ull << 30)), 5);
+    std::printf("memory read bandwidth: %.2f GB/s (best of 5 read-only sweeps over %.1f GiB; runs",
+                bw.read_gbs, gib);
+    for (double v : bw.read_runs) std::printf(" %.2f", v);
+    std::printf("), triad %.2f GB/s\n", bw.triad_gbs);
+
+    auto t0 = clock_type::now();
+    auto weights = std::make_shared<model_weights>(load_model_weights(model_dir));
+    std::printf("model: %s loaded in %.1f s (%ld layers, hidden %ld, %ld+%ld experts, top-%ld)\n",
+                model_dir.c_str(), seconds_since(t0), static_cast<long>(weights->config.num_layers),
+                static_cast<long>(weights->config.hidden_size),
+                static_cast<long>(weights->config.n_routed_experts),
+                static_cast<long>(weights->config.zero_expert_num), static_cast<long>(weights->config.moe_topk));
+
+    nlohmann::json j;
+    j["machine"] = {{"cpu", cpu_model()}, {"threads", threads},
+                    {"isa", std::string(kernels::cpu_isa_name(kernels::active_cpu_isa()))}};
+    j["bandwidth"] = {{"read_gbs", bw.read_gbs}, {"read_runs_gbs", bw.read_runs}, {"triad_gbs", bw.triad_gbs},
+                      {"buffer_gib", gib}};
+    j["model"] = model_dir;
+
+    std::printf("\n%-8s %12s %18s %14s %14s %8s\n", "batch", "tokens/s", "(min..max)", "MB/step",
+                "roofline t/s", "ratio");
+    double tps1 = 0;
+    for (int batch : {1, 4, 16}) {
+        const decode_result r = bench_decode(weights, batch, 64, steps, runs);
+        const double bytes_per_token = r.bytes_per_step / batch;
+        const double roofline = bw.read_gbs * 1e9 / bytes_per_token;
+        if (batch == 1) tps1 = r.tokens_per_s.median;
+        std::printf("%-8d %12.2f %8.2f..%-8.2f %14.1f %14.2f %8.3f\n", batch, r.tokens_per_s.median,
+                    r.tokens_per_s.min, r.tokens_per_s.max, r.bytes_per_step / 1e6, roofline,
+                    r.tokens_per_s.median / roofline);
+        const step_traffic& t = r.traffic;
+        j["decode"].push_back({{"batch", batch}, {"tokens_per_s", to_json(r.tokens_per_s)},
+                               {"bytes_per_step", r.bytes_per_step},
+                               {"bytes_per_token", bytes_per_token}, {"roofline_tokens_per_s", roofline},
+                               {"ratio_to_roofline", r.tokens_per_s.median / roofline},
+                               {"speedup_vs_batch1", r.tokens_per_s.median / tps1},
+                               {"traffic_last_step",
+                                {{"embedding", t.embedding}, {"norms", t.norms}, {"gate", t.gate},
+                                 {"attention", t.attention}, {"dense_ffn", t.dense_ffn},
+                                 {"experts", t.experts}, {"lm_head", t.lm_head}, {"kv_read", t.kv_read}}}});
+        if (batch == 1)
+            std::printf("         bytes/step (batch 1): embedding %.3f MB, norms %.3f, gate %.2f, attention %.1f, "
+                        "dense FFN %.1f, experts %.1f, lm_head %.1f, KV %.3f\n",
+                        t.embedding / 1e6, t.norms / 1e6, t.gate / 1e6, t.attention / 1e6,
+                        t.dense_ffn / 1e6, t.experts / 1e6, t.lm_head / 1e6, t.kv_read / 1e6);
+    }
+    for (const auto& d : j["decode"])
+        if (d["batch"] != 1)
+            std::printf("batch %d / batch 1 tokens/s: %.2fx\n", d["batch"].get<int>(), d["speedup_vs_batch1"].get<double>());
+
+    const stats pf = bench_prefill(weights, 512, runs);
+    std::printf("prefill (512-token prompt): %.1f tokens/s (%.1f..%.1f)\n", pf.median, pf.min, pf.max);
+    j["prefill"] = {{"prompt_tokens", 512}, {"tokens_per_s", to_json(pf)}};
+
+    const stats zero = bench_post_gate(*weights, true, 20);
+    const stats real = bench_post_gate(*weights, false, 20);
+    std::printf("post-gate expert stage, one token, all layers: zero-only %.1f us, real-only %.1f us, "
+                "ratio %.4f\n", zero.median * 1e6, real.median * 1e6, zero.median / real.median);
+    j["zero_experts"] = {{"zero_only_s", to_json(zero)}, {"real_only_s", to_json(real)},
+                         {"ratio", zero.median / real.median}};
+
+    std::ofstream(json_out) << j.dump(2) << "\n";
+    std::printf("wrote %s\n", json_out.c_str());
+    return 0;
+}
