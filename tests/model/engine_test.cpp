@@ -130,6 +130,30 @@ TEST_F(EngineTest, FragmentedPoolIsBitwiseEqualToFresh) {
     }
 }
 
+TEST_F(EngineTest, StepTrafficCountsWhatTheStepReads) {
+    // Closed forms from the config (bf16 checkpoint, fp32 KV, fp32 gate and norms).
+    const model_config& c = weights_->config;
+    engine e = make_engine();
+    sequence s;
+    e.step({&s}, {tokens(9, 4)});
+    forward_output out = e.step({&s}, {{77}});
+    const step_traffic& t = out.traffic;
+    const uint64_t H = c.hidden_size, L = c.num_layers, heads = c.num_attention_heads;
+    EXPECT_EQ(t.embedding, H * 2);
+    EXPECT_EQ(t.lm_head, static_cast<uint64_t>(c.vocab_size) * H * 2);
+    const uint64_t attn = H * c.q_lora_rank + c.q_lora_rank * heads * c.qk_head_dim() +
+                          H * (c.kv_lora_rank + c.qk_rope_head_dim) +
+                          c.kv_lora_rank * heads * (c.qk_nope_head_dim + c.v_head_dim) +
+                          heads * c.v_head_dim * H;
+    EXPECT_EQ(t.attention, L * 2 * attn * 2);
+    EXPECT_EQ(t.dense_ffn, L * 2 * 3 * H * c.ffn_hidden_size * 2);
+    EXPECT_EQ(t.gate, L * (c.num_experts_total() * H + c.num_experts_total()) * 4);
+    EXPECT_EQ(t.kv_read, L * 2 * 10 * (c.kv_lora_rank + c.qk_rope_head_dim) * 4);
+    EXPECT_EQ(t.experts, static_cast<uint64_t>(out.num_distinct_experts) * 3 * H * c.expert_ffn_hidden_size * 2);
+    // One token: every real slot is a distinct expert within its layer.
+    EXPECT_EQ(out.num_distinct_experts, out.num_real_slots);
+}
+
 TEST_F(EngineTest, OutOfPagesIsAnErrorAndChangesNothing) {
     engine e = make_engine(4);  // 16 tokens
     sequence s;

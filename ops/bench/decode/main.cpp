@@ -229,13 +229,24 @@ int main(int argc, char** argv) {
     if (model_dir.empty()) {
         std::fprintf(stderr,
                      "usage: longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] "
-                     "[--steps 6] [--runs 3]\n");
+                     "[--steps 6] [--runs 3] [--batches 1,4,16]\n");
         return 2;
     }
     const std::string json_out = arg(argc, argv, "--json", "bench-decode.json");
     const double gib = std::stod(arg(argc, argv, "--bandwidth-gib", "4"));
     const int steps = std::stoi(arg(argc, argv, "--steps", "6"));
     const int runs = std::stoi(arg(argc, argv, "--runs", "3"));
+    std::vector<int> batches;
+    {
+        const std::string list = arg(argc, argv, "--batches", "1,4,16");
+        size_t pos = 0;
+        while (pos < list.size()) {
+            const size_t comma = list.find(',', pos);
+            batches.push_back(std::stoi(list.substr(pos, comma - pos)));
+            pos = comma == std::string::npos ? list.size() : comma + 1;
+        }
+    }
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
     const int threads = omp_get_max_threads();
     std::printf("machine: %s, %d compute threads, ISA %s, OPENBLAS_CORETYPE=%s, OMP_PROC_BIND=%s\n",
                 cpu_model().c_str(), threads, std::string(kernels::cpu_isa_name(kernels::active_cpu_isa())).c_str(),
@@ -266,7 +277,7 @@ int main(int argc, char** argv) {
     std::printf("\n%-8s %12s %18s %14s %14s %8s\n", "batch", "tokens/s", "(min..max)", "MB/step",
                 "roofline t/s", "ratio");
     double tps1 = 0;
-    for (int batch : {1, 4, 16}) {
+    for (int batch : batches) {
         const decode_result r = bench_decode(weights, batch, 64, steps, runs);
         const double bytes_per_token = r.bytes_per_step / batch;
         const double roofline = bw.read_gbs * 1e9 / bytes_per_token;
