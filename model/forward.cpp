@@ -238,8 +238,10 @@ void count_layer(const model_weights& w, int64_t layer_idx, const forward_batch&
                  kernels::dtype_size(kv_type);
 }
 
-std::vector<float> head_logits(const model_weights& w, const std::vector<float>& normed,
-                               const forward_batch& batch, bool all_rows) {
+}  // namespace
+
+std::vector<float> compute_logits(const model_weights& w, const std::vector<float>& normed,
+                                  const forward_batch& batch, bool all_rows) {
     const int64_t H = w.config.hidden_size, V = w.lm_head.rows;
     std::vector<float> rows;
     int64_t num_rows;
@@ -262,7 +264,6 @@ std::vector<float> head_logits(const model_weights& w, const std::vector<float>&
     return logits;
 }
 
-}  // namespace
 
 forward_output forward(const model_weights& w, const forward_batch& batch, kv_cache& kv,
                        const forward_options& opts) {
@@ -298,7 +299,7 @@ forward_output forward(const model_weights& w, const forward_batch& batch, kv_ca
     out.final_norm.resize(x.size());
     kernels::rms_norm(x.data(), w.final_norm.data(), T, c.hidden_size,
                       static_cast<float>(c.rms_norm_eps), out.final_norm.data());
-    out.logits = head_logits(w, out.final_norm, batch, opts.all_logits);
+    out.logits = compute_logits(w, out.final_norm, batch, opts.all_logits);
     tr.norms += sizeof(float) * static_cast<uint64_t>(c.hidden_size);
     tr.lm_head = bytes_of(w.lm_head);
     return out;
@@ -325,7 +326,7 @@ std::vector<float> forward_mtp(const model_weights& w, const forward_batch& batc
     kernels::rms_norm(z.data(), m.post_attention_layernorm.data(), T, H, eps, hn.data());
     dense_ffn(m.mlp, hn.data(), T, H, z.data());
     kernels::rms_norm(z.data(), m.final_norm.data(), T, H, eps, hn.data());
-    return head_logits(w, hn, batch, true);
+    return compute_logits(w, hn, batch, true);
 }
 
 }  // namespace longcat::model

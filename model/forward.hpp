@@ -109,6 +109,10 @@ struct forward_output {
     step_traffic traffic;
 };
 
+// lm_head over final-normed rows: every batch row, or each sequence's last row.
+std::vector<float> compute_logits(const model_weights& w, const std::vector<float>& normed,
+                                  const forward_batch& batch, bool all_rows);
+
 // Runs every layer (all stages in this process), the final norm and lm_head.
 forward_output forward(const model_weights& w, const forward_batch& batch, kv_cache& kv,
                        const forward_options& opts = {});
