@@ -176,11 +176,15 @@ void stage_experts(const model_weights& w, int64_t layer_idx, const float* h, in
 }
 
 void stage_mid(const model_weights& w, int64_t layer_idx, const forward_batch& batch,
-               kv_cache& kv, std::vector<float>& x, layer_activations& act) {
+               kv_cache& kv, std::vector<float>& x, layer_activations& act,
+               const dense_ffn_runner& ffn) {
     const model_config& c = w.config;
     const layer_weights& lw = w.layers[layer_idx];
     const int64_t T = batch.num_tokens(), H = c.hidden_size;
-    dense_ffn(lw.mlps[0], act.h.data(), T, H, x.data());
+    if (ffn)
+        ffn(lw.mlps[0], act.h.data(), T, x.data());
+    else
+        dense_ffn(lw.mlps[0], act.h.data(), T, H, x.data());
     std::vector<float> h1(x.size());
     kernels::rms_norm(x.data(), lw.input_layernorm[1].data(), T, H,
                       static_cast<float>(c.rms_norm_eps), h1.data());
@@ -188,7 +192,8 @@ void stage_mid(const model_weights& w, int64_t layer_idx, const forward_batch& b
 }
 
 void stage_back(const model_weights& w, int64_t layer_idx, const forward_batch& batch,
-                kv_cache& kv, std::vector<float>& x, layer_activations& act) {
+                kv_cache& kv, std::vector<float>& x, layer_activations& act,
+                const dense_ffn_runner& ffn) {
     const model_config& c = w.config;
     const layer_weights& lw = w.layers[layer_idx];
     const int64_t T = batch.num_tokens(), H = c.hidden_size;
@@ -196,7 +201,10 @@ void stage_back(const model_weights& w, int64_t layer_idx, const forward_batch& 
     std::vector<float> h2(x.size());
     kernels::rms_norm(x.data(), lw.post_attention_layernorm[1].data(), T, H,
                       static_cast<float>(c.rms_norm_eps), h2.data());
-    dense_ffn(lw.mlps[1], h2.data(), T, H, x.data());
+    if (ffn)
+        ffn(lw.mlps[1], h2.data(), T, x.data());
+    else
+        dense_ffn(lw.mlps[1], h2.data(), T, H, x.data());
 }
 
 void stage_join(const model_weights& w, int64_t layer_idx, std::vector<float>& x,

@@ -62,10 +62,17 @@ void route_after_gate(const model_config& c, int64_t num_tokens, layer_activatio
 // h: [num_rows, hidden]; out is accumulated into.  Experts not held throw.
 void stage_experts(const model_weights& w, int64_t layer_idx, const float* h, int64_t num_rows,
                    const expert_dispatch& dispatch, float* out);
+// How mid/back run a dense FFN: out += FFN(h) over num_tokens rows.  Empty = `dense_ffn` on this
+// process's weights; a TP group passes one that all-gathers, runs its shard and reduce-scatters.
+using dense_ffn_runner =
+    std::function<void(const dense_ffn_weights& w, const float* h, int64_t num_tokens, float* out)>;
+
 void stage_mid(const model_weights& w, int64_t layer_idx, const forward_batch& batch,
-               kv_cache& kv, std::vector<float>& x, layer_activations& act);
+               kv_cache& kv, std::vector<float>& x, layer_activations& act,
+               const dense_ffn_runner& ffn = {});
 void stage_back(const model_weights& w, int64_t layer_idx, const forward_batch& batch,
-                kv_cache& kv, std::vector<float>& x, layer_activations& act);
+                kv_cache& kv, std::vector<float>& x, layer_activations& act,
+                const dense_ffn_runner& ffn = {});
 void stage_join(const model_weights& w, int64_t layer_idx, std::vector<float>& x,
                 layer_activations& act);
 
