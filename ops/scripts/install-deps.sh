@@ -7,6 +7,8 @@ pkgs=(
   # C++ libraries (shared/design/deps.md section 0)
   libcaf-dev libucx-dev ucx-utils prometheus-cpp-dev libboost-dev nlohmann-json3-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev libomp-dev
+  # the Prometheus server, started by the metrics tests on 127.0.0.1
+  prometheus
   # tokenizer pre-tokenizer regexes: Oniguruma, the engine HF tokenizers uses
   libonig-dev
   # tokenizer NFC normalization and Unicode categories: utf8proc (small, as used by Julia)

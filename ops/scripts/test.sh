@@ -7,6 +7,10 @@ source ops/scripts/env.sh
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# UCX under ASan: its malloc hooks and memory events clash with the sanitizer (deps.md).
+# Loopback only, listeners reusable right after a test stops.
+export UCX_MEM_MALLOC_HOOKS=n UCX_MEM_EVENTS=n UCX_NET_DEVICES=lo UCX_TCP_CM_REUSEADDR=y \
+       UCX_WARN_UNUSED_ENV_VARS=n
 
 declare -a phases=()
 t=$SECONDS

@@ -1,0 +1,330 @@
+// The one catalogue of CAF control-plane messages (CAF 0.17). Every type that crosses a process
+// through CAF's middleman is declared here with its `inspect`, gets a type id in the `longcat`
+// id block below, and is registered by register_message_types(), which every process calls on
+// its actor_system_config before starting the actor system (a type missing on one node makes
+// remote_actor fail with unexpected_actor_messaging_interface).
+// NOTES: this is the only proto/ header that includes CAF; include it only where actors are
+// defined. Changing a message's fields means bumping kProtocolVersion.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/meta/type_name.hpp>
+#include <caf/type_id.hpp>
+
+#include "proto/node_role.hpp"
+#include "proto/version.hpp"
+
+namespace caf {
+class actor_system_config;
+}  // namespace caf
+
+namespace longcat::proto {
+
+// -- handshake --------------------------------------------------------------------------------
+
+// First message on every control-plane connection, answered with the responder's own hello.
+// Both sides call check_hello(own, received) and refuse (exit/down) on a mismatch.
+struct hello {
+    uint16_t protocol_version = kProtocolVersion;
+    uint32_t ucx_major = 0;  // linked_ucx_version() of the sender
+    uint32_t ucx_minor = 0;
+    uint32_t ucx_release = 0;
+    node_role role = node_role::coordinator;
+    std::string name;                // e.g. "attention-0"; appears in every error about it
+    std::string data_plane_address;  // data_plane::address(), e.g. "ucx://127.0.0.1:41234"
+
+    bool operator==(const hello&) const = default;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, hello& x) {
+    return f(caf::meta::type_name("longcat.hello"), x.protocol_version, x.ucx_major, x.ucx_minor,
+             x.ucx_release, x.role, x.name, x.data_plane_address);
+}
+
+// This process's hello: kProtocolVersion and the linked UCX version.
+hello make_hello(node_role role, std::string name, std::string data_plane_address);
+wire_versions versions_of(const hello& message);
+
+// Empty when `remote` may talk to `local`; otherwise why not, naming both sides (their name,
+// role and versions).
+std::optional<std::string> check_hello(const hello& local, const hello& remote);
+
+// -- membership (ARCHITECTURE.md §1, §7) -------------------------------------------------------
+// Members (attention workers, expert groups) register with the coordinator, which monitors
+// them; a dead member is a CAF down message there. Flow:
+//   member → coordinator  register_member            → register_reply (refused: names both sides)
+//   member → coordinator  member_ready                (weights loaded, data plane listening)
+//   coordinator → member  placement_update           → placement_ack (peers connected)
+// A member's data-plane address travels in its hello; per-layer traffic never touches CAF.
+
+// Where one expert group sits in the placement map: its experts in every layer.
+struct expert_group_placement {
+    std::string name;                                  // e.g. "experts-1"
+    std::string data_plane_address;                    // "ucx://127.0.0.1:41234"
+    std::vector<std::vector<int32_t>> experts_by_layer;  // [num_layers][..] routed expert ids
+    bool operator==(const expert_group_placement&) const = default;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, expert_group_placement& x) {
+    return f(caf::meta::type_name("longcat.expert_group_placement"), x.name,
+             x.data_plane_address, x.experts_by_layer);
+}
+
+// One attention worker (one TP rank) as its peers see it.
+struct attention_worker_entry {
+    std::string name;  // e.g. "attention-0.1"
+    std::string data_plane_address;
+    std::string tp_group;  // workers of one TP group run dense FFNs together
+    int32_t tp_rank = 0;
+    int32_t tp_size = 1;
+    bool operator==(const attention_worker_entry&) const = default;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, attention_worker_entry& x) {
+    return f(caf::meta::type_name("longcat.attention_worker_entry"), x.name,
+             x.data_plane_address, x.tp_group, x.tp_rank, x.tp_size);
+}
+
+// The versioned placement map: every routed expert of every layer has ≥ 1 replica among
+// `groups` (else the cluster is not serving). Members switch maps only at step boundaries.
+struct placement_map {
+    uint64_t version = 0;  // strictly increasing; 0 = none yet
+    int32_t num_layers = 0;
+    int32_t num_routed_experts = 0;
+    std::vector<expert_group_placement> groups;
+    std::vector<attention_worker_entry> workers;  // the workers every group pairs with
+    bool operator==(const placement_map&) const = default;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, placement_map& x) {
+    return f(caf::meta::type_name("longcat.placement_map"), x.version, x.num_layers,
+             x.num_routed_experts, x.groups, x.workers);
+}
+
+// member → coordinator, answered with register_reply.
+struct register_member {
+    hello greeting;        // versions, role, name, data-plane address
+    std::string tp_group;  // attention workers: their TP group; expert groups: empty
+    int32_t tp_rank = 0;
+    int32_t tp_size = 1;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, register_member& x) {
+    return f(caf::meta::type_name("longcat.register_member"), x.greeting, x.tp_group, x.tp_rank,
+             x.tp_size);
+}
+
+struct register_reply {
+    bool accepted = false;
+    std::string error;  // refused: why (a version mismatch names both sides)
+    hello coordinator;  // the coordinator's own hello
+    uint64_t member_id = 0;
+    // Expert groups: the experts to load, [num_layers][..]. Empty for attention workers.
+    std::vector<std::vector<int32_t>> experts_by_layer;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, register_reply& x) {
+    return f(caf::meta::type_name("longcat.register_reply"), x.accepted, x.error, x.coordinator,
+             x.member_id, x.experts_by_layer);
+}
+
+// member → coordinator: weights loaded, serving (its /readyz turns ready too).
+struct member_ready {
+    uint64_t member_id = 0;
+    std::string name;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, member_ready& x) {
+    return f(caf::meta::type_name("longcat.member_ready"), x.member_id, x.name);
+}
+
+// coordinator → member: the map to use from the next step on; answered with placement_ack once
+// the member's data plane is connected to the peers the map names.
+struct placement_update {
+    placement_map map;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, placement_update& x) {
+    return f(caf::meta::type_name("longcat.placement_update"), x.map);
+}
+
+struct placement_ack {
+    uint64_t version = 0;
+    std::string name;
+    std::string error;  // empty: connected; else which peer could not be reached
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, placement_ack& x) {
+    return f(caf::meta::type_name("longcat.placement_ack"), x.version, x.name, x.error);
+}
+
+// -- steps (ARCHITECTURE.md §4) -----------------------------------------------------------------
+// coordinator → attention worker, once per step, answered with step_result. Every worker of the
+// placement gets a plan every step (possibly with no sequences: it still sends header-only
+// dispatch frames, so expert groups never wait for a worker that has nothing to do).
+
+struct step_sequence {
+    uint64_t request_id = 0;
+    std::vector<int32_t> new_tokens;  // prompt (first step) or the last sampled token
+    uint64_t token_index = 0;         // request-local index of the token this step samples
+    float temperature = 0.0f;         // sampling params (model::sampling_params)
+    float top_p = 1.0f;
+    int64_t top_k = 0;
+    uint64_t seed = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_sequence& x) {
+    return f(caf::meta::type_name("longcat.step_sequence"), x.request_id, x.new_tokens,
+             x.token_index, x.temperature, x.top_p, x.top_k, x.seed);
+}
+
+struct step_plan {
+    uint64_t step_id = 0;
+    uint64_t placement_version = 0;  // the map this step runs with
+    std::vector<step_sequence> sequences;
+    std::vector<uint64_t> released;  // requests whose KV pages the worker frees before the step
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_plan& x) {
+    return f(caf::meta::type_name("longcat.step_plan"), x.step_id, x.placement_version,
+             x.sequences, x.released);
+}
+
+struct sampled_token {
+    uint64_t request_id = 0;
+    int32_t token = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sampled_token& x) {
+    return f(caf::meta::type_name("longcat.sampled_token"), x.request_id, x.token);
+}
+
+struct step_result {
+    uint64_t step_id = 0;
+    std::string worker;
+    std::vector<sampled_token> tokens;  // one per planned sequence, in plan order
+    int64_t kv_pages_used = 0;
+    int64_t kv_pages_free = 0;
+    double step_seconds = 0.0;
+    std::string error;  // empty on success; else what failed (names the peer)
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, step_result& x) {
+    return f(caf::meta::type_name("longcat.step_result"), x.step_id, x.worker, x.tokens,
+             x.kv_pages_used, x.kv_pages_free, x.step_seconds, x.error);
+}
+
+// -- requests (client → coordinator) --------------------------------------------------------------
+
+struct generate_request {
+    std::string client_request_id;  // shown in logs and errors
+    std::vector<int32_t> prompt;
+    int64_t max_tokens = 16;
+    float temperature = 0.0f;
+    float top_p = 1.0f;
+    int64_t top_k = 0;
+    uint64_t seed = 0;
+    int64_t deadline_ms = 0;  // 0: the coordinator's default request deadline
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, generate_request& x) {
+    return f(caf::meta::type_name("longcat.generate_request"), x.client_request_id, x.prompt,
+             x.max_tokens, x.temperature, x.top_p, x.top_k, x.seed, x.deadline_ms);
+}
+
+struct generate_reply {
+    uint64_t request_id = 0;
+    std::vector<int32_t> tokens;  // generated ids (EOS included when produced)
+    std::string finish_reason;    // "length" | "stop" | "error"
+    std::string error;            // set when finish_reason is "error"
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, generate_reply& x) {
+    return f(caf::meta::type_name("longcat.generate_reply"), x.request_id, x.tokens,
+             x.finish_reason, x.error);
+}
+
+// Anyone → coordinator: the cluster as the coordinator sees it (tests, the launcher).
+struct status_query {
+    bool verbose = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, status_query& x) {
+    return f(caf::meta::type_name("longcat.status_query"), x.verbose);
+}
+
+struct cluster_status {
+    bool serving = false;   // every expert placed, every member ready and paired
+    std::string reason;     // why not serving
+    placement_map map;
+    std::vector<std::string> members;  // "name (role, state)"
+    uint64_t steps = 0;
+    uint64_t running_requests = 0;
+    uint64_t queued_requests = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cluster_status& x) {
+    return f(caf::meta::type_name("longcat.cluster_status"), x.serving, x.reason, x.map,
+             x.members, x.steps, x.running_requests, x.queued_requests);
+}
+
+// Service → its coordinator on SIGTERM: stop admitting (new requests are refused), answer once
+// the running and queued requests have ended (the service then exits 0).
+struct drain_request {
+    int64_t grace_ms = 10000;  // the caller's grace; past it the coordinator answers anyway
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, drain_request& x) {
+    return f(caf::meta::type_name("longcat.drain_request"), x.grace_ms);
+}
+
+// -- registration -----------------------------------------------------------------------------
+
+// Registers every type above with `config` (call once per process, before actor_system).
+void register_message_types(caf::actor_system_config& config);
+
+}  // namespace longcat::proto
+
+// Type ids, in declaration order; append only (ids are part of the protocol in CAF >= 0.18).
+CAF_BEGIN_TYPE_ID_BLOCK(longcat, caf::first_custom_type_id)
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::hello))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::expert_group_placement))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::attention_worker_entry))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::placement_map))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::register_member))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::register_reply))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::member_ready))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::placement_update))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::placement_ack))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::step_sequence))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::step_plan))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::sampled_token))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::step_result))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::generate_request))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::generate_reply))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::status_query))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::cluster_status))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::drain_request))
+CAF_END_TYPE_ID_BLOCK(longcat)

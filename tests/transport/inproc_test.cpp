@@ -1,0 +1,241 @@
+// inproc_data_plane: the data_plane contract, deterministic, in one process.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "actors/transport/inproc_data_plane.hpp"
+#include "tests/transport/test_frames.hpp"
+
+namespace longcat::transport {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::check_pattern;
+using testing::make_pattern;
+using testing::make_test_header;
+
+struct pair_fixture : ::testing::Test {
+    std::shared_ptr<inproc_fabric> fabric = std::make_shared<inproc_fabric>();
+    inproc_data_plane a{fabric, {.name = "attention-0"}};
+    inproc_data_plane b{fabric, {.name = "experts-0"}};
+    peer_id a_to_b;
+
+    void SetUp() override {
+        auto connected = a.connect(b.address(), deadline_after(1s));
+        ASSERT_TRUE(connected.has_value()) << connected.error().message;
+        a_to_b = *connected;
+    }
+};
+
+TEST_F(pair_fixture, AddressesAndPeers) {
+    EXPECT_TRUE(a.address().starts_with("inproc://attention-0"));
+    auto info = a.peer(a_to_b);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->name, "experts-0");
+    EXPECT_EQ(info->address, b.address());
+    EXPECT_TRUE(info->connected_by_us);
+    EXPECT_EQ(describe_peer(*info), "experts-0 (" + b.address() + ")");
+}
+
+TEST_F(pair_fixture, RoundTripBothWaysWithContents) {
+    for (uint64_t size : {uint64_t{0}, uint64_t{1024}, uint64_t{4} << 20}) {
+        const proto::frame_header header = make_test_header(size + 1, size);
+        const std::vector<std::byte> payload = make_pattern(header);
+        ASSERT_TRUE(a.send(a_to_b, header, {payload}, deadline_after(1s)).has_value());
+        auto got = b.receive(deadline_after(1s));
+        ASSERT_TRUE(got.has_value()) << got.error().message;
+        EXPECT_EQ(got->header, header);
+        EXPECT_TRUE(check_pattern(got->header, got->payload.span()));
+        auto info = b.peer(got->peer);
+        ASSERT_TRUE(info.has_value());
+        EXPECT_EQ(info->name, "attention-0");
+        EXPECT_FALSE(info->connected_by_us);
+
+        proto::frame_header reply = header;
+        reply.kind = proto::frame_kind::combine;
+        const std::vector<std::byte> reply_payload = make_pattern(reply);
+        ASSERT_TRUE(b.send(got->peer, reply, {reply_payload}, deadline_after(1s)).has_value());
+        auto back = a.receive(deadline_after(1s), {.peer = a_to_b});
+        ASSERT_TRUE(back.has_value()) << back.error().message;
+        EXPECT_EQ(back->header.kind, proto::frame_kind::combine);
+        EXPECT_TRUE(check_pattern(back->header, back->payload.span()));
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(back->payload.data()) % byte_buffer::kAlignment, 0u);
+    }
+    EXPECT_EQ(a.stats().frames_sent, 3u);
+    EXPECT_EQ(b.stats().frames_received, 3u);
+    EXPECT_EQ(b.stats().bytes_received, 1024u + (4u << 20));
+}
+
+TEST_F(pair_fixture, ReceiveByKeyLeavesOtherFramesQueued) {
+    for (uint64_t step : {1, 2, 3}) {
+        const proto::frame_header header = make_test_header(step, 64);
+        ASSERT_TRUE(a.send(a_to_b, header, {make_pattern(header)}, deadline_after(1s)));
+    }
+    auto third = b.receive(deadline_after(1s), {.step_id = 3});
+    ASSERT_TRUE(third.has_value());
+    EXPECT_EQ(third->header.step_id, 3u);
+    auto first = b.receive(deadline_after(1s));
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->header.step_id, 1u);  // FIFO for the rest
+    frame_filter even;
+    even.predicate = [](peer_id, const proto::frame_header& h) { return h.step_id % 2 == 0; };
+    auto second = b.receive(deadline_after(1s), even);
+    ASSERT_TRUE(second.has_value());
+    EXPECT_EQ(second->header.step_id, 2u);
+}
+
+TEST_F(pair_fixture, ReceiveTimesOutByItsDeadline) {
+    const auto start = clock::now();
+    auto got = b.receive(deadline_after(200ms), {.kind = proto::frame_kind::kv});
+    const auto waited = clock::now() - start;
+    ASSERT_FALSE(got.has_value());
+    EXPECT_EQ(got.error().code, transport_error::timeout);
+    EXPECT_GE(waited, 200ms);
+    EXPECT_LT(waited, 2s);
+}
+
+TEST_F(pair_fixture, BadOutgoingFramesAreRefusedBeforeSending) {
+    proto::frame_header header = make_test_header(1, 1024);
+    const std::vector<std::byte> payload = make_pattern(header);
+    header.payload_bytes += 1;
+    auto sent = a.send(a_to_b, header, {payload}, deadline_after(1s));
+    ASSERT_FALSE(sent.has_value());
+    EXPECT_EQ(sent.error().code, transport_error::bad_frame);
+    header = make_test_header(1, 1024);
+    sent = a.send(a_to_b, header, {std::span(payload).first(100)}, deadline_after(1s));
+    ASSERT_FALSE(sent.has_value());
+    EXPECT_EQ(sent.error().code, transport_error::bad_frame);
+    sent = a.send(a_to_b, header, {payload, memory_type::cuda}, deadline_after(1s));
+    ASSERT_FALSE(sent.has_value());
+    EXPECT_EQ(sent.error().code, transport_error::unsupported_memory);
+    EXPECT_EQ(a.stats().frames_sent, 0u);
+}
+
+TEST_F(pair_fixture, MalformedFrameIsANamedErrorThenTheNextFrameArrives) {
+    const proto::frame_header header = make_test_header(5, 1024);
+    const std::vector<std::byte> payload = make_pattern(header);
+    const proto::frame_header_bytes bytes = proto::encode_frame_header(header);
+    ASSERT_TRUE(a.send_raw(a_to_b, std::span<const std::byte>(bytes).first(20), {payload}));
+    auto bad = b.receive(deadline_after(1s));
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error().code, transport_error::bad_frame);
+    EXPECT_NE(bad.error().message.find("truncated"), std::string::npos) << bad.error().message;
+    EXPECT_NE(bad.error().message.find("attention-0"), std::string::npos) << bad.error().message;
+    ASSERT_TRUE(a.send(a_to_b, header, {payload}, deadline_after(1s)));
+    auto good = b.receive(deadline_after(1s));
+    ASSERT_TRUE(good.has_value()) << good.error().message;
+    EXPECT_TRUE(check_pattern(good->header, good->payload.span()));
+    EXPECT_EQ(b.stats().bad_frames, 1u);
+}
+
+TEST(Inproc, OversizedForTheReceiverIsABadFrameThere) {
+    auto fabric = std::make_shared<inproc_fabric>();
+    inproc_data_plane a{fabric, {.name = "a"}};
+    inproc_data_plane b{fabric, {.name = "b", .limits = {.max_payload_bytes = 1 << 20}}};
+    auto peer = a.connect(b.address(), deadline_after(1s));
+    ASSERT_TRUE(peer.has_value());
+    const proto::frame_header header = make_test_header(1, 2 << 20);
+    ASSERT_TRUE(a.send(*peer, header, {make_pattern(header)}, deadline_after(1s)));
+    auto got = b.receive(deadline_after(1s));
+    ASSERT_FALSE(got.has_value());
+    EXPECT_EQ(got.error().code, transport_error::bad_frame);
+    EXPECT_NE(got.error().message.find("oversized"), std::string::npos) << got.error().message;
+}
+
+TEST(Inproc, VersionMismatchIsRefusedNamingBothSides) {
+    auto fabric = std::make_shared<inproc_fabric>();
+    inproc_data_plane ours{fabric, {.name = "attention-0"}};
+    proto::wire_versions old = proto::local_wire_versions();
+    old.protocol = proto::kProtocolVersion + 1;
+    inproc_data_plane theirs{fabric, {.name = "experts-9", .versions = old}};
+    auto connected = ours.connect(theirs.address(), deadline_after(1s));
+    ASSERT_FALSE(connected.has_value());
+    EXPECT_EQ(connected.error().code, transport_error::version_mismatch);
+    const std::string& message = connected.error().message;
+    EXPECT_NE(message.find("attention-0"), std::string::npos) << message;
+    EXPECT_NE(message.find("experts-9"), std::string::npos) << message;
+    EXPECT_NE(message.find("protocol " + std::to_string(proto::kProtocolVersion)),
+              std::string::npos);
+    EXPECT_NE(message.find("protocol " + std::to_string(proto::kProtocolVersion + 1)),
+              std::string::npos);
+    auto seen = theirs.receive(deadline_after(1s));
+    ASSERT_FALSE(seen.has_value());
+    EXPECT_EQ(seen.error().code, transport_error::version_mismatch);
+    EXPECT_EQ(theirs.stats().refused_handshakes, 1u);
+}
+
+TEST_F(pair_fixture, ClosedPeerFailsReceivesAndSendsNamingIt) {
+    std::thread waiter([&] {
+        auto got = a.receive(deadline_after(5s), {.peer = a_to_b});
+        ASSERT_FALSE(got.has_value());
+        EXPECT_EQ(got.error().code, transport_error::peer_failed);
+        EXPECT_NE(got.error().message.find("experts-0"), std::string::npos);
+    });
+    std::this_thread::sleep_for(50ms);
+    b.close();
+    waiter.join();
+    auto sent = a.send(a_to_b, make_test_header(1, 0), {}, deadline_after(1s));
+    ASSERT_FALSE(sent.has_value());
+    EXPECT_EQ(sent.error().code, transport_error::peer_failed);
+    auto again = a.receive(deadline_after(1s), {.peer = a_to_b});  // sticky
+    ASSERT_FALSE(again.has_value());
+    EXPECT_EQ(again.error().code, transport_error::peer_failed);
+    auto info = a.peer(a_to_b);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_TRUE(info->failure.has_value());
+}
+
+TEST_F(pair_fixture, FramesQueuedBeforeAFailureAreStillDelivered) {
+    const proto::frame_header header = make_test_header(1, 64);
+    ASSERT_TRUE(a.send(a_to_b, header, {make_pattern(header)}, deadline_after(1s)));
+    auto from_a = b.receive(deadline_after(1s));
+    ASSERT_TRUE(from_a.has_value());
+    ASSERT_TRUE(b.send(from_a->peer, header, {make_pattern(header)}, deadline_after(1s)));
+    b.close();
+    auto queued = a.receive(deadline_after(1s), {.peer = a_to_b});
+    ASSERT_TRUE(queued.has_value());
+    auto failed = a.receive(deadline_after(1s), {.peer = a_to_b});
+    ASSERT_FALSE(failed.has_value());
+    EXPECT_EQ(failed.error().code, transport_error::peer_failed);
+}
+
+TEST_F(pair_fixture, DisconnectFailsBothSides) {
+    ASSERT_TRUE(a.disconnect(a_to_b, deadline_after(1s)));
+    auto sent = a.send(a_to_b, make_test_header(1, 0), {}, deadline_after(1s));
+    ASSERT_FALSE(sent.has_value());
+    EXPECT_EQ(sent.error().code, transport_error::peer_failed);
+    auto event = b.receive(deadline_after(1s));
+    ASSERT_FALSE(event.has_value());
+    EXPECT_EQ(event.error().code, transport_error::peer_failed);
+}
+
+TEST_F(pair_fixture, CloseWakesAWaitingReceive) {
+    std::thread waiter([&] {
+        auto got = b.receive(deadline_after(10s));
+        ASSERT_FALSE(got.has_value());
+        EXPECT_EQ(got.error().code, transport_error::closed);
+    });
+    std::this_thread::sleep_for(50ms);
+    const auto start = clock::now();
+    b.close();
+    waiter.join();
+    EXPECT_LT(clock::now() - start, 1s);
+    b.close();  // idempotent
+}
+
+TEST(Inproc, BadAddressAndUnknownPeer) {
+    auto fabric = std::make_shared<inproc_fabric>();
+    inproc_data_plane a{fabric, {.name = "a"}};
+    auto connected = a.connect("inproc://nobody#1", deadline_after(1s));
+    ASSERT_FALSE(connected.has_value());
+    EXPECT_EQ(connected.error().code, transport_error::bad_address);
+    connected = a.connect("ucx://127.0.0.1:1", deadline_after(1s));
+    ASSERT_FALSE(connected.has_value());
+    EXPECT_EQ(connected.error().code, transport_error::bad_address);
+    auto sent = a.send(peer_id{42}, make_test_header(1, 0), {}, deadline_after(1s));
+    ASSERT_FALSE(sent.has_value());
+    EXPECT_EQ(sent.error().code, transport_error::unknown_peer);
+}
+
+}  // namespace
+}  // namespace longcat::transport

@@ -1,0 +1,496 @@
+// ucx_data_plane between two real processes on 127.0.0.1: this test process and transport_peer
+// (fork + exec), over UCX_TLS=tcp with error mode peer and over UCX_TLS=sm,self,tcp with error
+// mode none. Payload contents are checked both ways; refusals, malformed frames and killed peers
+// must end in named errors by their deadlines, never in a hang or a crash.
+#include "actors/transport/ucx_data_plane.hpp"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "tests/transport/test_frames.hpp"
+
+namespace longcat::transport {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::check_pattern;
+using testing::kEchoVerified;
+using testing::kStopStep;
+using testing::make_pattern;
+using testing::make_test_header;
+
+// For runs outside ctest (ctest sets these through the launcher, before UCX loads).
+const bool kEnvironmentReady = [] {
+    ::setenv("UCX_NET_DEVICES", "lo", 0);
+    ::setenv("UCX_TCP_CM_REUSEADDR", "y", 0);
+    return true;
+}();
+
+// transport_peer as a child process; its stdout is read line by line.
+class peer_process {
+  public:
+    explicit peer_process(std::vector<std::string> args) {
+        args.insert(args.begin(), LONGCAT_TRANSPORT_PEER);
+        std::vector<char*> argv;
+        for (auto& arg : args) argv.push_back(arg.data());
+        argv.push_back(nullptr);
+        int fds[2];
+        if (::pipe(fds) != 0) return;
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::dup2(fds[1], STDOUT_FILENO);
+            ::close(fds[0]);
+            ::close(fds[1]);
+            ::execv(argv[0], argv.data());
+            ::_exit(127);
+        }
+        ::close(fds[1]);
+        fd_ = fds[0];
+    }
+    ~peer_process() {
+        kill();
+        if (fd_ >= 0) ::close(fd_);
+    }
+    peer_process(const peer_process&) = delete;
+    peer_process& operator=(const peer_process&) = delete;
+
+    // The next stdout line, or nullopt at the deadline / end of output.
+    std::optional<std::string> read_line(deadline until) {
+        for (;;) {
+            if (auto newline = buffer_.find('\n'); newline != std::string::npos) {
+                std::string line = buffer_.substr(0, newline);
+                buffer_.erase(0, newline + 1);
+                return line;
+            }
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(until - clock::now());
+            if (left.count() <= 0 || fd_ < 0) return std::nullopt;
+            pollfd pfd{fd_, POLLIN, 0};
+            if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+            char chunk[4096];
+            const ssize_t got = ::read(fd_, chunk, sizeof(chunk));
+            if (got <= 0) return std::nullopt;
+            buffer_.append(chunk, static_cast<size_t>(got));
+        }
+    }
+
+    // Skips lines until one starts with `prefix`; returns the rest of it.
+    std::optional<std::string> expect(std::string_view prefix, deadline until) {
+        while (auto line = read_line(until)) {
+            seen_ += *line + "\n";
+            if (line->starts_with(prefix)) return line->substr(prefix.size());
+        }
+        return std::nullopt;
+    }
+    const std::string& seen() const { return seen_; }
+
+    void signal(int signo) {
+        if (pid_ > 0) ::kill(pid_, signo);
+    }
+
+    void kill() {
+        if (pid_ <= 0) return;
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+
+    // Exit status, or nullopt if still running at the deadline.
+    std::optional<int> wait_exit(deadline until) {
+        while (pid_ > 0) {
+            int status = 0;
+            const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+            if (done == pid_) {
+                pid_ = -1;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            if (clock::now() >= until) return std::nullopt;
+            std::this_thread::sleep_for(10ms);
+        }
+        return std::nullopt;
+    }
+
+  private:
+    pid_t pid_ = -1;
+    int fd_ = -1;
+    std::string buffer_;
+    std::string seen_;
+};
+
+struct ucx_case {
+    std::string label;
+    std::string tls;
+    ucx_error_mode error_mode;
+    ucx_progress_mode progress_mode;
+};
+
+// Keeps ctest's test names readable (gtest would print the struct's bytes).
+void PrintTo(const ucx_case& c, std::ostream* out) { *out << c.label; }
+
+std::string case_name(const ::testing::TestParamInfo<ucx_case>& info) { return info.param.label; }
+
+std::vector<std::string> peer_args(const ucx_case& c, std::vector<std::string> extra) {
+    std::vector<std::string> args = {
+        "--tls=" + c.tls, "--err-mode=" + std::string(to_string(c.error_mode)),
+        "--progress=" + std::string(to_string(c.progress_mode)), "--lifetime-ms=60000"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+}
+
+ucx_data_plane_config parent_config(const ucx_case& c) {
+    ucx_data_plane_config config;
+    config.name = "test-parent";
+    config.error_mode = c.error_mode;
+    config.progress_mode = c.progress_mode;
+    config.ucx_options = {{"TLS", c.tls}};
+    return config;
+}
+
+std::unique_ptr<ucx_data_plane> make_plane(ucx_data_plane_config config) {
+    auto plane = ucx_data_plane::create(std::move(config));
+    EXPECT_TRUE(plane.has_value()) << plane.error().message;
+    return plane ? std::move(*plane) : nullptr;
+}
+
+double seconds(clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Sends a frame with step_id kStopStep: an echoing transport_peer exits.
+void stop_echo(ucx_data_plane& plane, peer_id peer) {
+    (void)plane.send(peer, make_test_header(kStopStep, 0), {}, deadline_after(2s));
+}
+
+class UcxTwoProcess : public ::testing::TestWithParam<ucx_case> {};
+
+TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
+    peer_process child(peer_args(GetParam(), {"--name=echo-peer"}));
+    auto address = child.expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << child.seen();
+    auto plane = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(plane);
+    auto peer = plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    auto info = plane->peer(*peer);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->name, "echo-peer");
+    EXPECT_EQ(info->address, *address);
+    EXPECT_EQ(info->versions, proto::local_wire_versions());
+
+    for (uint64_t size : {uint64_t{0}, uint64_t{1024}, uint64_t{4} << 20}) {
+        const proto::frame_header header = make_test_header(size + 7, size);
+        const std::vector<std::byte> payload = make_pattern(header);
+        auto sent = plane->send(*peer, header, {payload}, deadline_after(10s));
+        ASSERT_TRUE(sent.has_value()) << sent.error().message;
+        auto reply = plane->receive(deadline_after(10s), {.peer = *peer});
+        ASSERT_TRUE(reply.has_value()) << reply.error().message;
+        EXPECT_EQ(reply->header.kind, proto::frame_kind::combine);
+        EXPECT_EQ(reply->header.step_id, header.step_id);
+        EXPECT_EQ(reply->header.payload_bytes, size);
+        EXPECT_EQ(reply->header.request_id, kEchoVerified) << "the peer saw a corrupt payload";
+        EXPECT_TRUE(check_pattern(reply->header, reply->payload.span())) << size << " bytes";
+    }
+    auto transports = plane->transports(*peer, deadline_after(5s));
+    ASSERT_TRUE(transports.has_value());
+    std::string joined;
+    for (const auto& t : *transports) joined += t + " ";
+    std::printf("[ %s ] transports in use: %s\n", GetParam().label.c_str(), joined.c_str());
+    EXPECT_FALSE(transports->empty());
+    const data_plane_stats stats = plane->stats();
+    EXPECT_EQ(stats.frames_sent, 3u);
+    EXPECT_EQ(stats.frames_received, 3u);
+    EXPECT_EQ(stats.bytes_received, 1024u + (4u << 20));
+    stop_echo(*plane, *peer);
+    EXPECT_TRUE(child.expect("DONE", deadline_after(10s)).has_value()) << child.seen();
+    EXPECT_EQ(child.wait_exit(deadline_after(10s)), 0);
+    plane->close();
+}
+
+TEST_P(UcxTwoProcess, PeerWithAnotherProtocolVersionIsRefusedNamingBoth) {
+    const std::string other = std::to_string(proto::kProtocolVersion + 1);
+    auto plane = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(plane);
+    auto names_both = [&](const std::string& message) {
+        EXPECT_NE(message.find("test-parent"), std::string::npos) << message;
+        EXPECT_NE(message.find("old-peer"), std::string::npos) << message;
+        EXPECT_NE(message.find("protocol " + std::to_string(proto::kProtocolVersion)),
+                  std::string::npos)
+            << message;
+        EXPECT_NE(message.find("protocol " + other), std::string::npos) << message;
+    };
+    {  // we connect to the old peer
+        peer_process child(
+            peer_args(GetParam(), {"--name=old-peer", "--protocol-version=" + other}));
+        auto address = child.expect("ADDRESS ", deadline_after(20s));
+        ASSERT_TRUE(address.has_value()) << child.seen();
+        auto peer = plane->connect(*address, deadline_after(10s));
+        ASSERT_FALSE(peer.has_value());
+        EXPECT_EQ(peer.error().code, transport_error::version_mismatch);
+        names_both(peer.error().message);
+        auto seen = child.expect("ERROR version_mismatch", deadline_after(10s));
+        ASSERT_TRUE(seen.has_value()) << child.seen();
+        names_both(*seen);
+    }
+    {  // the old peer connects to us
+        peer_process child(peer_args(GetParam(), {"--name=old-peer", "--protocol-version=" + other,
+                                                  "--connect=" + plane->address()}));
+        auto refused = child.expect("ERROR version_mismatch", deadline_after(20s));
+        ASSERT_TRUE(refused.has_value()) << child.seen();
+        names_both(*refused);
+        auto event = plane->receive(deadline_after(10s));
+        ASSERT_FALSE(event.has_value());
+        EXPECT_EQ(event.error().code, transport_error::version_mismatch);
+        names_both(event.error().message);
+        EXPECT_EQ(child.wait_exit(deadline_after(10s)), 1);
+    }
+    EXPECT_EQ(plane->stats().refused_handshakes, 2u);
+}
+
+TEST_P(UcxTwoProcess, MalformedFramesAreNamedErrorsAndTheNextGoodFrameArrives) {
+    ucx_data_plane_config config = parent_config(GetParam());
+    config.limits.max_payload_bytes = 1 << 20;  // the peer's 2 MiB frame is oversized here
+    auto plane = make_plane(config);
+    ASSERT_TRUE(plane);
+    peer_process child(peer_args(
+        GetParam(), {"--name=bad-peer", "--script=bad-frames", "--connect=" + plane->address()}));
+    ASSERT_TRUE(child.expect("CONNECTED", deadline_after(20s)).has_value()) << child.seen();
+    std::vector<std::string> errors;
+    std::optional<received_frame> good;
+    const deadline until = deadline_after(20s);
+    while ((errors.size() < 3 || !good) && clock::now() < until) {
+        auto got = plane->receive(until);
+        if (got) {
+            good = std::move(*got);
+        } else {
+            ASSERT_EQ(got.error().code, transport_error::bad_frame) << got.error().message;
+            EXPECT_NE(got.error().message.find("bad-peer"), std::string::npos)
+                << got.error().message;
+            errors.push_back(got.error().message);
+        }
+    }
+    ASSERT_EQ(errors.size(), 3u);
+    auto has = [&](std::string_view what) {
+        return std::any_of(errors.begin(), errors.end(),
+                           [&](const std::string& e) { return e.find(what) != std::string::npos; });
+    };
+    EXPECT_TRUE(has("truncated"));
+    EXPECT_TRUE(has("oversized"));
+    EXPECT_TRUE(has("bad_magic"));
+    ASSERT_TRUE(good.has_value());
+    EXPECT_EQ(good->header.step_id, 77u);
+    EXPECT_TRUE(check_pattern(good->header, good->payload.span()));
+    EXPECT_EQ(plane->stats().bad_frames, 3u);
+    // Still up both ways: the peer answers a frame of ours.
+    const proto::frame_header header = make_test_header(5, 1024);
+    ASSERT_TRUE(plane->send(good->peer, header, {make_pattern(header)}, deadline_after(10s)));
+    auto reply = plane->receive(deadline_after(10s), {.peer = good->peer});
+    ASSERT_TRUE(reply.has_value()) << reply.error().message;
+    EXPECT_EQ(reply->header.request_id, kEchoVerified);
+    stop_echo(*plane, good->peer);
+    EXPECT_EQ(child.wait_exit(deadline_after(10s)), 0);
+}
+
+TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
+    peer_process child(peer_args(GetParam(), {"--name=doomed-peer"}));
+    auto address = child.expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << child.seen();
+    auto plane = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(plane);
+    auto peer = plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    const proto::frame_header header = make_test_header(1, 1024);
+    ASSERT_TRUE(plane->send(*peer, header, {make_pattern(header)}, deadline_after(10s)));
+    ASSERT_TRUE(plane->receive(deadline_after(10s), {.peer = *peer}).has_value());
+
+    // A receive is waiting on the peer when it dies.
+    const bool peer_mode = GetParam().error_mode == ucx_error_mode::peer;
+    constexpr auto kDeadline = 2s;
+    const auto start = clock::now();
+    std::optional<transport_result<received_frame>> waited;
+    std::thread waiter([&] { waited = plane->receive(start + kDeadline, {.peer = *peer}); });
+    std::this_thread::sleep_for(200ms);
+    child.kill();
+    waiter.join();
+    const auto elapsed = clock::now() - start;
+    ASSERT_TRUE(waited.has_value());
+    ASSERT_FALSE(waited->has_value());
+    std::printf("[ %s ] receive on a killed peer: %s after %.3f s\n", GetParam().label.c_str(),
+                waited->error().message.c_str(), seconds(elapsed));
+    if (peer_mode) {
+        EXPECT_EQ(waited->error().code, transport_error::peer_failed) << waited->error().message;
+        EXPECT_NE(waited->error().message.find("doomed-peer"), std::string::npos);
+        EXPECT_LT(elapsed, kDeadline + 1s);
+    } else {
+        // No peer-failure detection is promised in none mode: the deadline is the bound. (UCX
+        // 1.13 still reports the tcp connection manager's disconnect of a client-server
+        // endpoint, so the error usually comes early, as peer_failed.)
+        if (waited->error().code == transport_error::timeout) {
+            EXPECT_GE(elapsed, kDeadline - 10ms);
+        } else {
+            EXPECT_EQ(waited->error().code, transport_error::peer_failed)
+                << waited->error().message;
+        }
+        EXPECT_LT(elapsed, 5s);
+    }
+
+    // A rendezvous-sized send to the dead peer fails by its deadline (+ teardown grace).
+    const proto::frame_header big = make_test_header(2, 4 << 20);
+    const std::vector<std::byte> big_payload = make_pattern(big);
+    const auto send_start = clock::now();
+    auto sent = plane->send(*peer, big, {big_payload}, deadline_after(kDeadline));
+    const auto send_elapsed = clock::now() - send_start;
+    ASSERT_FALSE(sent.has_value());
+    std::printf("[ %s ] 4 MiB send to a killed peer: %s after %.3f s\n", GetParam().label.c_str(),
+                sent.error().message.c_str(), seconds(send_elapsed));
+    EXPECT_TRUE(sent.error().code == transport_error::peer_failed ||
+                sent.error().code == transport_error::timeout)
+        << sent.error().message;
+    EXPECT_LT(send_elapsed, 5s);
+
+    // The peer is failed for good now; tearing down does not hang.
+    auto again = plane->send(*peer, header, {make_pattern(header)}, deadline_after(kDeadline));
+    ASSERT_FALSE(again.has_value());
+    EXPECT_EQ(again.error().code, transport_error::peer_failed) << again.error().message;
+    ASSERT_TRUE(plane->disconnect(*peer, deadline_after(2s)).has_value());
+    const auto close_start = clock::now();
+    plane->close();
+    EXPECT_LT(clock::now() - close_start, 5s);
+}
+
+TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
+    peer_process child(peer_args(GetParam(), {"--name=stalled-peer"}));
+    auto address = child.expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << child.seen();
+    ucx_data_plane_config config = parent_config(GetParam());
+    config.teardown_grace = 500ms;
+    auto plane = make_plane(config);
+    ASSERT_TRUE(plane);
+    auto peer = plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    const proto::frame_header header = make_test_header(1, 1024);
+    ASSERT_TRUE(plane->send(*peer, header, {make_pattern(header)}, deadline_after(10s)));
+    ASSERT_TRUE(plane->receive(deadline_after(10s), {.peer = *peer}).has_value());
+
+    child.signal(SIGSTOP);  // alive, but answers nothing
+    constexpr auto kDeadline = 1s;
+    const proto::frame_header big = make_test_header(2, 4 << 20);
+    const std::vector<std::byte> big_payload = make_pattern(big);  // outlives the plane
+    const auto start = clock::now();
+    auto sent = plane->send(*peer, big, {big_payload}, deadline_after(kDeadline));
+    const auto elapsed = clock::now() - start;
+    ASSERT_FALSE(sent.has_value());
+    std::printf("[ %s ] 4 MiB send to a stalled peer: %s after %.3f s\n", GetParam().label.c_str(),
+                sent.error().message.c_str(), seconds(elapsed));
+    EXPECT_EQ(sent.error().code, transport_error::timeout) << sent.error().message;
+    EXPECT_GE(elapsed, kDeadline - 10ms);
+    EXPECT_LT(elapsed, kDeadline + config.teardown_grace + 1s);
+    // The timeout failed the peer: a receive naming it fails at once.
+    const auto receive_start = clock::now();
+    auto got = plane->receive(deadline_after(5s), {.peer = *peer});
+    ASSERT_FALSE(got.has_value());
+    EXPECT_EQ(got.error().code, transport_error::peer_failed) << got.error().message;
+    EXPECT_LT(clock::now() - receive_start, 1s);
+    child.kill();
+    const auto close_start = clock::now();
+    plane->close();
+    EXPECT_LT(clock::now() - close_start, 5s);
+}
+
+TEST_P(UcxTwoProcess, ConnectToNobodyFailsByTheDeadline) {
+    auto plane = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(plane);
+    // A port that was just free: nobody listens there.
+    std::string address = plane->address();
+    auto other = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(other);
+    const std::string dead_address = other->address();
+    other->close();
+    const auto start = clock::now();
+    auto peer = plane->connect(dead_address, deadline_after(2s));
+    ASSERT_FALSE(peer.has_value());
+    EXPECT_TRUE(peer.error().code == transport_error::peer_failed ||
+                peer.error().code == transport_error::timeout)
+        << peer.error().message;
+    EXPECT_LT(clock::now() - start, 5s);
+    auto bad = plane->connect("ucx://not-an-ip:1", deadline_after(1s));
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error().code, transport_error::bad_address);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxTwoProcess,
+                         ::testing::Values(ucx_case{"tcp_peer", "tcp", ucx_error_mode::peer,
+                                                    ucx_progress_mode::wakeup},
+                                           ucx_case{"shm_none", "sm,self,tcp", ucx_error_mode::none,
+                                                    ucx_progress_mode::wakeup}),
+                         case_name);
+
+// -- the comparison behind actors/transport/README.md ------------------------------------------
+
+class UcxComparison : public ::testing::TestWithParam<ucx_case> {};
+
+TEST_P(UcxComparison, LatencyAndBandwidth) {
+    peer_process child(peer_args(GetParam(), {"--name=bench-peer", "--script=echo-raw"}));
+    auto address = child.expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << child.seen();
+    auto plane = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(plane);
+    auto peer = plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+
+    auto round_trip = [&](const proto::frame_header& header, std::span<const std::byte> payload) {
+        auto sent = plane->send(*peer, header, {payload}, deadline_after(10s));
+        EXPECT_TRUE(sent.has_value());
+        auto reply = plane->receive(deadline_after(10s), {.peer = *peer});
+        EXPECT_TRUE(reply.has_value());
+    };
+    const proto::frame_header small = make_test_header(1, 64);
+    const std::vector<std::byte> small_payload = make_pattern(small);
+    for (int warm = 0; warm < 50; ++warm) round_trip(small, small_payload);
+    std::vector<double> rtts;
+    for (int iter = 0; iter < 300; ++iter) {
+        const auto start = clock::now();
+        round_trip(small, small_payload);
+        rtts.push_back(seconds(clock::now() - start) * 1e6);
+    }
+    std::sort(rtts.begin(), rtts.end());
+    const proto::frame_header big = make_test_header(2, 4 << 20);
+    const std::vector<std::byte> big_payload = make_pattern(big);
+    round_trip(big, big_payload);
+    constexpr int kBigRounds = 20;
+    const auto start = clock::now();
+    for (int iter = 0; iter < kBigRounds; ++iter) round_trip(big, big_payload);
+    const double big_seconds = seconds(clock::now() - start);
+    const double gib_per_s = 2.0 * kBigRounds * (4 << 20) / big_seconds / (1 << 30);
+    auto transports = plane->transports(*peer, deadline_after(5s));
+    std::string joined;
+    if (transports) {
+        for (const auto& t : *transports) joined += t + " ";
+    }
+    std::printf("| %s | %s | %s | %s | %.1f | %.1f | %.2f | %.2f | %s|\n", GetParam().label.c_str(),
+                GetParam().tls.c_str(), std::string(to_string(GetParam().error_mode)).c_str(),
+                std::string(to_string(GetParam().progress_mode)).c_str(), rtts[rtts.size() / 2],
+                rtts[rtts.size() * 99 / 100], big_seconds / kBigRounds * 1e3, gib_per_s,
+                joined.c_str());
+    stop_echo(*plane, *peer);
+    EXPECT_EQ(child.wait_exit(deadline_after(10s)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Modes, UcxComparison,
+    ::testing::Values(
+        ucx_case{"tcp_peer_wakeup", "tcp", ucx_error_mode::peer, ucx_progress_mode::wakeup},
+        ucx_case{"shm_peer_wakeup", "sm,self,tcp", ucx_error_mode::peer, ucx_progress_mode::wakeup},
+        ucx_case{"shm_none_wakeup", "sm,self,tcp", ucx_error_mode::none, ucx_progress_mode::wakeup},
+        ucx_case{"tcp_peer_busy", "tcp", ucx_error_mode::peer, ucx_progress_mode::busy_poll},
+        ucx_case{"shm_none_busy", "sm,self,tcp", ucx_error_mode::none,
+                 ucx_progress_mode::busy_poll}),
+    case_name);
+
+}  // namespace
+}  // namespace longcat::transport
