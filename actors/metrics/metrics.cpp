@@ -327,9 +327,9 @@ metrics_server::metrics_server(const metrics_registry& registry, const metrics_s
         throw metrics_error("metrics_server: no listening port for " + opts.listen_address);
     }
     port_ = ports[0].port;
-    mg_set_request_handler(ctx_, "/metrics", &metrics_server::handle_metrics, this);
-    mg_set_request_handler(ctx_, "/healthz", &metrics_server::handle_healthz, this);
-    mg_set_request_handler(ctx_, "/readyz", &metrics_server::handle_readyz, this);
+    // One handler for every path: civetweb's own error pages (mg_send_http_error) overflow its
+    // small worker-thread stacks under AddressSanitizer, so no request may reach them.
+    mg_set_request_handler(ctx_, "/", &metrics_server::handle_any, this);
 }
 
 metrics_server::~metrics_server() { stop(); }
@@ -369,6 +369,14 @@ void metrics_server::stop() {
     stopped.store(true, std::memory_order_release);
     waker.join();
     ctx_ = nullptr;
+}
+
+int metrics_server::handle_any(mg_connection* conn, void* self) {
+    const char* uri = mg_get_request_info(conn)->local_uri;
+    if (std::strcmp(uri, "/metrics") == 0) return handle_metrics(conn, self);
+    if (std::strcmp(uri, "/healthz") == 0) return handle_healthz(conn, self);
+    if (std::strcmp(uri, "/readyz") == 0) return handle_readyz(conn, self);
+    return send_response(conn, 404, "text/plain; charset=utf-8", "not found\n");
 }
 
 int metrics_server::handle_metrics(mg_connection* conn, void* self) {

@@ -305,6 +305,7 @@ public:
     void stop();  // idempotent, one caller at a time; waits for requests in flight, ~10 ms
 
 private:
+    static int handle_any(mg_connection* conn, void* self);
     static int handle_metrics(mg_connection* conn, void* self);
     static int handle_healthz(mg_connection* conn, void* self);
     static int handle_readyz(mg_connection* conn, void* self);
