@@ -1,0 +1,66 @@
+#include "actors/control/caf_runtime.hpp"
+
+#include <stdexcept>
+#include <string>
+
+#include <caf/atom.hpp>
+#include <caf/io/all.hpp>
+#include <thread>
+#include <caf/io/middleman.hpp>
+
+#include "proto/messages.hpp"
+
+namespace longcat::control {
+
+std::unique_ptr<caf::actor_system_config> make_caf_config(const caf_runtime_options& opts) {
+    auto config = std::make_unique<caf::actor_system_config>();
+    config->load<caf::io::middleman>();
+    proto::register_message_types(*config);
+    config->set("scheduler.policy", caf::atom("sharing"));
+    config->set("scheduler.max-threads", opts.scheduler_threads);
+    config->set("middleman.workers", opts.middleman_workers);
+    return config;
+}
+
+host_port parse_host_port(const std::string& text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+        throw std::invalid_argument("expected HOST:PORT, got \"" + text + "\"");
+    host_port out;
+    out.host = text.substr(0, colon);
+    try {
+        const int port = std::stoi(text.substr(colon + 1));
+        if (port <= 0 || port > 65535) throw std::out_of_range("port");
+        out.port = static_cast<uint16_t>(port);
+    } catch (const std::exception&) {
+        throw std::invalid_argument("bad port in \"" + text + "\"");
+    }
+    return out;
+}
+
+uint16_t publish_coordinator(caf::actor_system& system, const coordinator_actor& coordinator,
+                             const std::string& host, uint16_t port) {
+    auto bound = system.middleman().publish(coordinator, port, host.c_str(), true);
+    if (!bound)
+        throw std::runtime_error("cannot publish on " + host + ":" + std::to_string(port) + ": " +
+                                 system.render(bound.error()));
+    return *bound;
+}
+
+coordinator_actor connect_coordinator(caf::actor_system& system, const std::string& address,
+                                      std::chrono::milliseconds timeout) {
+    const host_port where = parse_host_port(address);
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    std::string last_error;
+    for (;;) {
+        auto remote = system.middleman().remote_actor<coordinator_actor>(where.host, where.port);
+        if (remote) return *remote;
+        last_error = system.render(remote.error());
+        if (std::chrono::steady_clock::now() >= until) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    throw std::runtime_error("cannot reach " + address + " within " + std::to_string(timeout.count()) +
+                             " ms: " + last_error);
+}
+
+}  // namespace longcat::control

@@ -1,0 +1,279 @@
+#include "actors/control/compute_adapters.hpp"
+
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "actors/attention/worker_executor.hpp"
+#include "actors/collective/collective.hpp"
+#include "actors/experts/expert_group.hpp"
+#include "actors/transport/ucx_data_plane.hpp"
+#include "model/sampling.hpp"
+#include "model/weights.hpp"
+
+namespace longcat::control {
+
+namespace {
+
+std::unique_ptr<transport::ucx_data_plane> make_plane(const std::string& name,
+                                                      const data_plane_options& opts) {
+    transport::ucx_data_plane_config config;
+    config.name = name;
+    config.listen_host = opts.listen_host;
+    config.listen_port = opts.port;
+    if (opts.error_mode == "none") config.error_mode = transport::ucx_error_mode::none;
+    else if (opts.error_mode == "peer") config.error_mode = transport::ucx_error_mode::peer;
+    else throw std::runtime_error("data-plane error mode must be peer or none, got " + opts.error_mode);
+    auto plane = transport::ucx_data_plane::create(std::move(config));
+    if (!plane) throw std::runtime_error("data plane of " + name + ": " + plane.error().message);
+    return std::move(*plane);
+}
+
+// -- attention ------------------------------------------------------------------------------------
+
+class worker_attention_compute final : public attention_compute {
+public:
+    explicit worker_attention_compute(attention_compute_options opts)
+        : opts_(std::move(opts)), plane_(make_plane(opts_.name, opts_.data_plane)) {}
+    ~worker_attention_compute() override { stop(); }
+
+    std::string data_plane_address() const override { return plane_->address(); }
+
+    std::optional<std::string> load() override {
+        if (opts_.tp_size > 1 && opts_.micro_batches != 1)
+            return "tensor parallelism needs micro-batches = 1 for now (empty micro-batches skip "
+                   "the dense FFN, which would break the TP lockstep)";
+        try {
+            model::weight_selection sel;
+            sel.attention = true;
+            sel.tp_rank = opts_.tp_rank;
+            sel.tp_size = opts_.tp_size;
+            sel.all_experts = false;
+            weights_ = std::make_shared<model::model_weights>(
+                model::load_model_weights(opts_.model_dir, sel));
+        } catch (const std::exception& e) {
+            return std::string(e.what());
+        }
+        return std::nullopt;
+    }
+
+    std::optional<std::string> apply_placement(const member_placement& placement) override {
+        if (!weights_) return "weights are not loaded";
+        if (executor_ && executor_->placement().version() == placement.experts.version())
+            return std::nullopt;
+        int32_t worker_index = 0;
+        for (size_t idx = 0; idx < placement.workers.size(); ++idx)
+            if (placement.workers[idx].name == opts_.name) worker_index = static_cast<int32_t>(idx);
+        // TP peers: this rank connects to every other rank of its group (once per address); a new
+        // collective per map version, tagged with it, so a step that failed half-way on one rank
+        // cannot leave stale frames that match the next map's operations.
+        executor_.reset();  // its dense-FFN runner refers to the old collective
+        sequences_.clear();
+        collective_.reset();
+        if (opts_.tp_size > 1) {
+            std::vector<transport::peer_id> peers(static_cast<size_t>(opts_.tp_size));
+            std::string tp_group;
+            for (const worker_entry& w : placement.workers)
+                if (w.name == opts_.name) tp_group = w.tp_group;
+            int32_t found = 1;
+            for (const worker_entry& w : placement.workers) {
+                if (w.tp_group != tp_group || w.name == opts_.name) continue;
+                if (w.tp_rank < 0 || w.tp_rank >= opts_.tp_size || w.tp_size != opts_.tp_size)
+                    return "TP peer " + w.name + " has rank " + std::to_string(w.tp_rank) + " of " +
+                           std::to_string(w.tp_size) + ", this rank expects " + std::to_string(opts_.tp_size);
+                auto known = tp_peers_.find(w.address);
+                if (known == tp_peers_.end()) {
+                    auto peer = plane_->connect(w.address, transport::deadline_after(opts_.connect_timeout));
+                    if (!peer) return "TP peer " + w.name + ": " + peer.error().message;
+                    known = tp_peers_.emplace(w.address, *peer).first;
+                }
+                peers[static_cast<size_t>(w.tp_rank)] = known->second;
+                ++found;
+            }
+            if (found != opts_.tp_size)
+                return "TP group " + tp_group + " has " + std::to_string(found) + " of " +
+                       std::to_string(opts_.tp_size) + " ranks in placement v" +
+                       std::to_string(placement.experts.version());
+            const uint64_t tag = (std::hash<std::string>{}(tp_group) & 0xFFFFFFFFFFull) ^
+                                 (placement.experts.version() << 40);
+            collective_ = std::make_unique<collective::data_plane_collective>(*plane_, opts_.tp_rank,
+                                                                               std::move(peers), tag);
+        }
+        attention::worker_executor_config config;
+        if (collective_)
+            config.dense_ffn = collective::tp_dense_ffn(*collective_, weights_->config.hidden_size,
+                                                        opts_.combine_timeout);
+        config.worker_index = worker_index;
+        config.num_micro_batches = opts_.micro_batches;
+        config.combine_timeout = opts_.combine_timeout;
+        config.send_timeout = opts_.combine_timeout;
+        config.kv.num_pages = opts_.kv_pages;
+        config.kv.page_size = opts_.page_size;
+        // NOTES: a new executor means a new KV cache; the coordinator only applies a map when no
+        // request runs, so no request loses its pages.
+        executor_.reset();
+        sequences_.clear();
+        auto executor = attention::worker_executor::create(weights_, placement.experts, *plane_, config);
+        if (!executor) return executor.error().message;
+        executor_ = std::move(*executor);
+        if (auto connected = executor_->connect_groups(transport::deadline_after(opts_.connect_timeout));
+            !connected) {
+            std::string error = connected.error().message;
+            executor_.reset();
+            return error;
+        }
+        return std::nullopt;
+    }
+
+    proto::expected<compute_step_output, std::string> run_step(
+        uint64_t step_id, const std::vector<compute_sequence>& sequences,
+        const std::vector<uint64_t>& released) override {
+        using failure = proto::unexpected<std::string>;
+        if (!executor_) return failure("no placement applied yet");
+        for (uint64_t request_id : released) {
+            if (auto it = sequences_.find(request_id); it != sequences_.end()) {
+                executor_->release(it->second);
+                sequences_.erase(it);
+            }
+        }
+        compute_step_output out;
+        const int64_t vocab = executor_->model_config().vocab_size;
+        if (sequences.empty()) {
+            // Still one (empty) forward: the expert groups wait for this worker's frames. A TP
+            // rank also takes its part in the group's dense FFNs (0 rows of its own, its shard for
+            // the other ranks' rows), beside the forward, in the forward's layer order.
+            std::optional<std::string> tp_error;
+            std::thread tp_part;
+            if (collective_) {
+                tp_part = std::thread([&] {
+                    auto runner = collective::tp_dense_ffn(*collective_, weights_->config.hidden_size,
+                                                           opts_.combine_timeout);
+                    try {
+                        for (const auto& layer : weights_->layers) {
+                            runner(layer.mlps[0], nullptr, 0, nullptr);
+                            runner(layer.mlps[1], nullptr, 0, nullptr);
+                        }
+                    } catch (const std::exception& e) {
+                        tp_error = e.what();
+                    }
+                });
+            }
+            model::forward_batch empty;
+            auto result = executor_->forward(empty, step_id);
+            if (tp_part.joinable()) tp_part.join();
+            if (!result) return failure(result.error().message);
+            if (tp_error) return failure(*tp_error);
+        } else {
+            std::vector<model::sequence*> seqs;
+            std::vector<std::vector<int32_t>> new_tokens;
+            for (const compute_sequence& seq : sequences) {
+                seqs.push_back(&sequences_[seq.request_id]);
+                new_tokens.push_back(seq.new_tokens);
+            }
+            auto result = executor_->step(seqs, new_tokens, step_id);
+            if (!result) return failure(result.error().message);
+            out.dispatch_seconds = result->stats.dispatch_seconds;
+            out.combine_wait_seconds = result->stats.combine_wait_seconds;
+            out.dispatch_bytes = result->stats.dispatch_bytes;
+            out.combine_bytes = result->stats.combine_bytes;
+            for (const auto& tokens : new_tokens) out.num_tokens += static_cast<int64_t>(tokens.size());
+            const auto& logits = result->forward.logits;
+            for (size_t idx = 0; idx < sequences.size(); ++idx)
+                out.tokens.push_back(model::sample_token(logits.data() + static_cast<int64_t>(idx) * vocab,
+                                                         vocab, sequences[idx].sampling,
+                                                         sequences[idx].token_index));
+        }
+        out.kv_pages_free = executor_->cache().num_free_pages();
+        out.kv_pages_used = executor_->cache().num_pages() - out.kv_pages_free;
+        return out;
+    }
+
+    void stop() override {
+        executor_.reset();
+        collective_.reset();
+        if (plane_) plane_->close();
+    }
+
+private:
+    attention_compute_options opts_;
+    std::unique_ptr<transport::ucx_data_plane> plane_;
+    std::shared_ptr<const model::model_weights> weights_;
+    std::unique_ptr<attention::worker_executor> executor_;
+    std::map<uint64_t, model::sequence> sequences_;
+    std::map<std::string, transport::peer_id> tp_peers_;  // by address
+    std::unique_ptr<collective::collective> collective_;
+};
+
+// -- experts --------------------------------------------------------------------------------------
+
+class group_expert_compute final : public expert_compute {
+public:
+    explicit group_expert_compute(expert_compute_options opts)
+        : opts_(std::move(opts)), plane_(make_plane(opts_.name, opts_.data_plane)) {}
+    ~group_expert_compute() override { stop(); }
+
+    std::string data_plane_address() const override { return plane_->address(); }
+
+    std::optional<std::string> load(const std::vector<std::vector<int32_t>>& experts_by_layer) override {
+        try {
+            model::weight_selection sel;
+            sel.attention = false;
+            sel.all_experts = false;
+            sel.experts_by_layer = experts_by_layer;
+            weights_ = std::make_shared<model::model_weights>(model::load_model_weights(opts_.model_dir, sel));
+        } catch (const std::exception& e) {
+            return std::string(e.what());
+        }
+        return std::nullopt;
+    }
+
+    std::optional<std::string> apply_placement(const member_placement& placement) override {
+        if (!weights_) return "weights are not loaded";
+        auto group_id = placement.experts.find_group(opts_.name);
+        stop_serving();
+        if (!group_id) return std::nullopt;  // holds nothing in this map: idle
+        experts::expert_group_config config;
+        config.group_id = *group_id;
+        for (const worker_entry& worker : placement.workers) config.worker_names.push_back(worker.name);
+        config.unit_timeout = opts_.unit_timeout;
+        config.send_timeout = opts_.unit_timeout;
+        auto group = experts::expert_group::create(weights_, placement.experts, *plane_, config);
+        if (!group) return group.error().message;
+        group_ = std::move(*group);
+        serving_ = std::jthread([group = group_.get()](std::stop_token stop) { group->serve(stop); });
+        return std::nullopt;
+    }
+
+    void stop() override {
+        stop_serving();
+        if (plane_) plane_->close();
+    }
+
+private:
+    void stop_serving() {
+        if (serving_.joinable()) {
+            serving_.request_stop();
+            serving_.join();
+        }
+        group_.reset();
+    }
+
+    expert_compute_options opts_;
+    std::unique_ptr<transport::ucx_data_plane> plane_;
+    std::shared_ptr<const model::model_weights> weights_;
+    std::unique_ptr<experts::expert_group> group_;
+    std::jthread serving_;
+};
+
+}  // namespace
+
+std::shared_ptr<attention_compute> make_attention_compute(const attention_compute_options& opts) {
+    return std::make_shared<worker_attention_compute>(opts);
+}
+
+std::shared_ptr<expert_compute> make_expert_compute(const expert_compute_options& opts) {
+    return std::make_shared<group_expert_compute>(opts);
+}
+
+}  // namespace longcat::control

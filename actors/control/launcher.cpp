@@ -1,0 +1,447 @@
+#include "actors/control/launcher.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "model/config.hpp"
+
+namespace longcat::control {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using failure = proto::unexpected<std::string>;
+
+std::string launched_process::metrics_url() const {
+    return "http://127.0.0.1:" + std::to_string(metrics_port) + "/metrics";
+}
+
+// -- small OS helpers -------------------------------------------------------------------------------
+
+uint16_t pick_free_port(const std::string& host) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = 0;
+    ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+    uint16_t port = 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+        socklen_t len = sizeof addr;
+        if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) port = ntohs(addr.sin_port);
+    }
+    ::close(fd);
+    return port;
+}
+
+int http_get_status(const std::string& host, uint16_t port, const std::string& path,
+                    std::chrono::milliseconds timeout, std::string* body) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return 0;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    auto wait_for = [&](short events) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return false;
+        pollfd pfd{fd, events, 0};
+        return ::poll(&pfd, 1, static_cast<int>(left.count())) == 1 && (pfd.revents & (events | POLLHUP));
+    };
+    int status = 0;
+    std::string response;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 || errno == EINPROGRESS) {
+        int error = 0;
+        socklen_t len = sizeof error;
+        if (wait_for(POLLOUT) && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0) {
+            const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + host + "\r\n\r\n";
+            if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+                char buffer[4096];
+                while (wait_for(POLLIN)) {
+                    const ssize_t got = ::recv(fd, buffer, sizeof buffer, 0);
+                    if (got <= 0) break;
+                    response.append(buffer, static_cast<size_t>(got));
+                }
+                if (response.rfind("HTTP/", 0) == 0) {
+                    const auto space = response.find(' ');
+                    if (space != std::string::npos) status = std::atoi(response.c_str() + space + 1);
+                }
+            }
+        }
+    }
+    ::close(fd);
+    if (body) {
+        const auto split = response.find("\r\n\r\n");
+        *body = split == std::string::npos ? "" : response.substr(split + 4);
+    }
+    return status;
+}
+
+namespace {
+
+std::string read_link(const std::string& path) {
+    char buffer[4096];
+    const ssize_t len = ::readlink(path.c_str(), buffer, sizeof buffer - 1);
+    if (len <= 0) return "";
+    buffer[len] = '\0';
+    std::string out(buffer);
+    const std::string deleted = " (deleted)";
+    if (out.size() > deleted.size() && out.compare(out.size() - deleted.size(), deleted.size(), deleted) == 0)
+        out.resize(out.size() - deleted.size());
+    return out;
+}
+
+// Alive and still running `binary` (a zombie or a reused pid is not ours).
+bool is_our_process(const launched_process& process) {
+    if (process.pid <= 0) return false;
+    const std::string exe = read_link("/proc/" + std::to_string(process.pid) + "/exe");
+    if (exe.empty()) return false;
+    std::error_code ec;
+    return fs::equivalent(exe, process.binary, ec) || exe == process.binary;
+}
+
+std::string log_tail(const std::string& file, size_t max_lines = 15) {
+    std::ifstream in(file);
+    std::vector<std::string> lines;
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(line);
+    std::string out;
+    for (size_t idx = lines.size() > max_lines ? lines.size() - max_lines : 0; idx < lines.size(); ++idx)
+        out += "    " + lines[idx] + "\n";
+    return out;
+}
+
+fs::path find_binary(const fs::path& bin_dir, const std::string& name, const std::string& subdir) {
+    std::vector<fs::path> candidates;
+    if (!bin_dir.empty()) {
+        candidates.push_back(bin_dir / name);
+        candidates.push_back(bin_dir / subdir / name);
+    }
+    const fs::path self = fs::path(read_link("/proc/self/exe")).parent_path();
+    candidates.push_back(self / name);                         // installed side by side
+    candidates.push_back(self.parent_path() / subdir / name);  // build tree: services/<subdir>/
+    for (const fs::path& candidate : candidates)
+        if (::access(candidate.c_str(), X_OK) == 0) return fs::canonical(candidate);
+    throw std::runtime_error("cannot find " + name + " (looked beside " + self.string() +
+                             (bin_dir.empty() ? "" : " and in " + bin_dir.string()) + ")");
+}
+
+int spawn(const fs::path& binary, const std::vector<std::string>& args,
+          const std::vector<std::string>& env, const std::string& log_file) {
+    std::vector<std::string> argv_storage{binary.string()};
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+        ::setsid();  // its own session: a terminal's Ctrl-C does not reach it
+        const int log = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (log >= 0) {
+            ::dup2(log, STDOUT_FILENO);
+            ::dup2(log, STDERR_FILENO);
+        }
+        if (null >= 0) ::dup2(null, STDIN_FILENO);
+        for (const std::string& kv : env) {
+            const auto eq = kv.find('=');
+            if (eq != std::string::npos) ::setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
+        }
+        ::execv(binary.c_str(), argv.data());
+        std::fprintf(stderr, "exec %s: %s\n", binary.c_str(), std::strerror(errno));
+        ::_exit(127);
+    }
+    return pid;
+}
+
+json to_json(const cluster_state& state) {
+    json out;
+    out["topology"] = state.topology;
+    out["model_dir"] = state.model_dir;
+    out["host"] = state.host;
+    out["coordinator"] = state.coordinator;
+    out["processes"] = json::array();
+    for (const auto& p : state.processes)
+        out["processes"].push_back({{"name", p.name}, {"role", p.role}, {"pid", p.pid},
+                                    {"binary", p.binary}, {"metrics_port", p.metrics_port},
+                                    {"control_port", p.control_port}, {"log_file", p.log_file},
+                                    {"metrics_url", p.metrics_url()}});
+    return out;
+}
+
+void write_state(const fs::path& file, const cluster_state& state) {
+    const fs::path tmp = file.string() + ".tmp";
+    std::ofstream(tmp) << to_json(state).dump(2) << "\n";
+    fs::rename(tmp, file);
+}
+
+void stop_processes(std::vector<launched_process>& processes, std::chrono::milliseconds grace,
+                    std::vector<std::string>* report) {
+    for (const auto& p : processes) {
+        if (is_our_process(p)) {
+            ::kill(p.pid, SIGTERM);
+            if (report) report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): SIGTERM");
+        } else if (report) {
+            report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): already stopped");
+        }
+    }
+    const auto until = std::chrono::steady_clock::now() + grace;
+    for (;;) {
+        bool any = false;
+        for (const auto& p : processes) {
+            ::waitpid(p.pid, nullptr, WNOHANG);  // reaps it when we are its parent
+            any = any || is_our_process(p);
+        }
+        if (!any) return;
+        if (std::chrono::steady_clock::now() >= until) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    for (const auto& p : processes) {
+        if (is_our_process(p)) {
+            ::kill(p.pid, SIGKILL);
+            if (report) report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): SIGKILL after grace");
+            ::waitpid(p.pid, nullptr, 0);
+        }
+    }
+}
+
+struct topology_group {
+    std::string name;
+    std::string experts;  // explicit list, or empty
+    int share = 1;
+};
+
+}  // namespace
+
+std::string describe_cluster(const cluster_state& state) {
+    std::ostringstream out;
+    out << "cluster " << state.topology << " on " << state.host << " (model " << state.model_dir << ")\n"
+        << "  coordinator control plane: " << state.coordinator << "\n";
+    for (const auto& p : state.processes) {
+        out << "  " << p.name << " [" << p.role << "] pid " << p.pid << ", metrics " << p.metrics_url();
+        if (p.control_port) out << ", control port " << p.control_port;
+        out << ", log " << p.log_file << "\n";
+    }
+    return out.str();
+}
+
+proto::expected<cluster_state, std::string> read_cluster_state(const fs::path& state_file) {
+    try {
+        std::ifstream in(state_file);
+        if (!in) return failure("cannot read state file " + state_file.string());
+        const json doc = json::parse(in);
+        cluster_state state;
+        state.topology = doc.at("topology").get<std::string>();
+        state.model_dir = doc.at("model_dir").get<std::string>();
+        state.host = doc.at("host").get<std::string>();
+        state.coordinator = doc.at("coordinator").get<std::string>();
+        for (const auto& p : doc.at("processes")) {
+            launched_process process;
+            process.name = p.at("name").get<std::string>();
+            process.role = p.at("role").get<std::string>();
+            process.pid = p.at("pid").get<int>();
+            process.binary = p.at("binary").get<std::string>();
+            process.metrics_port = p.at("metrics_port").get<uint16_t>();
+            process.control_port = p.at("control_port").get<uint16_t>();
+            process.log_file = p.at("log_file").get<std::string>();
+            state.processes.push_back(process);
+        }
+        return state;
+    } catch (const std::exception& e) {
+        return failure("state file " + state_file.string() + ": " + e.what());
+    }
+}
+
+proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options& opts) {
+    cluster_state state;
+    std::vector<launched_process>& started = state.processes;
+    try {
+        std::ifstream in(opts.topology);
+        if (!in) return failure("cannot read topology " + opts.topology.string());
+        const json topo = json::parse(in);
+        const model::model_config model = model::load_model_config(opts.model_dir / "config.json");
+        if (fs::exists(opts.state_file)) {
+            auto old = read_cluster_state(opts.state_file);
+            if (old)
+                for (const auto& p : old->processes)
+                    if (is_our_process(p))
+                        return failure("a cluster from " + opts.state_file.string() + " is still running (" +
+                                       p.name + ", pid " + std::to_string(p.pid) +
+                                       "); run `longcat cluster down` first");
+        }
+        const fs::path dir = fs::absolute(opts.state_file).parent_path();
+        fs::create_directories(dir);
+        state.topology = topo.value("name", opts.topology.stem().string());
+        state.model_dir = fs::absolute(opts.model_dir).string();
+        state.host = topo.value("host", "127.0.0.1");
+        const int threads = topo.value("threads_per_service", 1);
+        const int max_batch = topo.value("max_batch", 8);
+        std::vector<std::string> env = {"UCX_NET_DEVICES=lo", "UCX_TCP_CM_REUSEADDR=y",
+                                        "UCX_WARN_UNUSED_ENV_VARS=n",
+                                        "OMP_NUM_THREADS=" + std::to_string(threads)};
+        for (const char* keep : {"UCX_NET_DEVICES", "UCX_TLS"})
+            if (const char* value = std::getenv(keep)) env.push_back(std::string(keep) + "=" + value);
+        env.insert(env.end(), opts.extra_env.begin(), opts.extra_env.end());
+
+        // Expert placement: explicit lists, or contiguous runs in proportion to `share`.
+        std::vector<topology_group> groups;
+        for (const auto& g : topo.at("expert_groups"))
+            groups.push_back({g.at("name").get<std::string>(), g.value("experts", ""), g.value("share", 1)});
+        if (groups.empty()) return failure("topology has no expert_groups");
+        int total_share = 0;
+        for (const auto& g : groups) total_share += g.experts.empty() ? g.share : 0;
+        std::string placement;
+        int cumulative = 0;
+        const int num_experts = static_cast<int>(model.n_routed_experts);
+        for (const auto& g : groups) {
+            std::string experts = g.experts;
+            if (experts.empty()) {
+                const int begin = cumulative * num_experts / std::max(1, total_share);
+                cumulative += g.share;
+                const int end = cumulative * num_experts / std::max(1, total_share);
+                if (end <= begin) return failure("expert group " + g.name + " would hold no expert");
+                experts = std::to_string(begin) + "-" + std::to_string(end - 1);
+            }
+            placement += (placement.empty() ? "" : ";") + g.name + "=" + experts;
+        }
+        const auto& workers = topo.at("attention");
+        if (workers.empty()) return failure("topology has no attention workers");
+
+        auto log_of = [&](const std::string& name) { return (dir / (name + ".log")).string(); };
+        auto metrics_port = [&] {
+            const uint16_t port = pick_free_port(state.host);
+            if (port == 0) throw std::runtime_error("no free port on " + state.host);
+            return port;
+        };
+        const std::string model_dir = state.model_dir;
+
+        // coordinator
+        launched_process coordinator;
+        coordinator.name = topo.value("coordinator_name", "coordinator");
+        coordinator.role = "coordinator";
+        coordinator.binary = find_binary(opts.bin_dir, "longcat-coordinator", "coordinator").string();
+        coordinator.metrics_port = metrics_port();
+        coordinator.control_port = topo.value("coordinator_port", 0);
+        if (coordinator.control_port == 0) coordinator.control_port = metrics_port();
+        coordinator.log_file = log_of(coordinator.name);
+        state.coordinator = state.host + ":" + std::to_string(coordinator.control_port);
+        coordinator.pid = spawn(coordinator.binary,
+                                {"--name", coordinator.name, "--model", model_dir, "--listen-host", state.host,
+                                 "--port", std::to_string(coordinator.control_port), "--metrics-address",
+                                 state.host + ":" + std::to_string(coordinator.metrics_port),
+                                 "--expected-attention-workers", std::to_string(workers.size()),
+                                 "--expert-placement", placement, "--max-batch", std::to_string(max_batch),
+                                 "--drain-grace-ms", "8000"},  // below `down`'s default 10 s grace
+                                env, coordinator.log_file);
+        started.push_back(coordinator);
+
+        const std::string experts_binary = find_binary(opts.bin_dir, "longcat-experts", "experts").string();
+        for (const auto& g : groups) {
+            launched_process p;
+            p.name = g.name;
+            p.role = "experts";
+            p.binary = experts_binary;
+            p.metrics_port = metrics_port();
+            p.log_file = log_of(p.name);
+            p.pid = spawn(p.binary,
+                          {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
+                           "--listen-host", state.host, "--metrics-address",
+                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads)},
+                          env, p.log_file);
+            started.push_back(p);
+        }
+        const std::string attention_binary = find_binary(opts.bin_dir, "longcat-attention", "attention").string();
+        for (const auto& w : workers) {
+            launched_process p;
+            p.name = w.at("name").get<std::string>();
+            p.role = "attention";
+            p.binary = attention_binary;
+            p.metrics_port = metrics_port();
+            p.log_file = log_of(p.name);
+            p.pid = spawn(p.binary,
+                          {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
+                           "--listen-host", state.host, "--metrics-address",
+                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
+                           "--tp-group", w.value("tp_group", "tp-0"), "--tp-rank", std::to_string(w.value("tp_rank", 0)),
+                           "--tp-size", std::to_string(w.value("tp_size", 1))},
+                          env, p.log_file);
+            started.push_back(p);
+        }
+        write_state(opts.state_file, state);
+
+        // Wait until every part reports ready (the coordinator's /readyz means: serving).
+        const auto until = std::chrono::steady_clock::now() + opts.ready_timeout;
+        std::vector<bool> ready(started.size(), false);
+        for (;;) {
+            size_t num_ready = 0;
+            for (size_t idx = 0; idx < started.size(); ++idx) {
+                const auto& p = started[idx];
+                int wstatus = 0;
+                if (::waitpid(p.pid, &wstatus, WNOHANG) == p.pid) {
+                    std::string why = WIFEXITED(wstatus) ? "exited with status " + std::to_string(WEXITSTATUS(wstatus))
+                                                         : "was killed by signal " + std::to_string(WTERMSIG(wstatus));
+                    const std::string error = p.name + " " + why + " while starting; its log (" + p.log_file +
+                                              "):\n" + log_tail(p.log_file);
+                    stop_processes(started, std::chrono::seconds(5), nullptr);
+                    fs::remove(opts.state_file);
+                    return failure(error);
+                }
+                if (!ready[idx])
+                    ready[idx] = http_get_status(state.host, p.metrics_port, "/readyz",
+                                                 std::chrono::milliseconds(500)) == 200;
+                num_ready += ready[idx] ? 1 : 0;
+            }
+            if (num_ready == started.size()) break;
+            if (std::chrono::steady_clock::now() >= until) {
+                std::string error = "cluster not ready within " + std::to_string(opts.ready_timeout.count()) + " ms:";
+                for (size_t idx = 0; idx < started.size(); ++idx) {
+                    if (ready[idx]) continue;
+                    std::string reason;
+                    http_get_status(state.host, started[idx].metrics_port, "/readyz", std::chrono::milliseconds(500), &reason);
+                    error += "\n  " + started[idx].name + ": " + (reason.empty() ? "no answer" : reason) +
+                             "\n" + log_tail(started[idx].log_file, 5);
+                }
+                stop_processes(started, std::chrono::seconds(5), nullptr);
+                fs::remove(opts.state_file);
+                return failure(error);
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        return state;
+    } catch (const std::exception& e) {
+        stop_processes(started, std::chrono::seconds(5), nullptr);
+        return failure(e.what());
+    }
+}
+
+proto::expected<std::vector<std::string>, std::string> cluster_down(const fs::path& state_file,
+                                                                    std::chrono::milliseconds grace) {
+    auto state = read_cluster_state(state_file);
+    if (!state) return failure(state.error());
+    std::vector<std::string> report;
+    // The coordinator first: it stops admitting, lets running requests finish (its drain grace),
+    // exits, and its members, seeing it stop cleanly, stop too; then whatever is left.
+    std::vector<launched_process> members, coordinator;
+    for (const auto& p : state->processes) (p.role == "coordinator" ? coordinator : members).push_back(p);
+    stop_processes(coordinator, grace, &report);
+    stop_processes(members, grace, &report);
+    std::error_code ec;
+    fs::remove(state_file, ec);
+    return report;
+}
+
+}  // namespace longcat::control

@@ -1,0 +1,192 @@
+// The two member actors (attention_member.hpp, expert_member.hpp) and what they share.
+#include "actors/control/attention_member.hpp"
+#include "actors/control/expert_member.hpp"
+
+#include <caf/all.hpp>
+
+#include "actors/control/stop_signal.hpp"
+
+namespace longcat::control {
+
+void member_status::fail(std::string reason) {
+    std::lock_guard lock(mutex_);
+    if (!failure_) failure_ = std::move(reason);
+}
+std::optional<std::string> member_status::failure() const {
+    std::lock_guard lock(mutex_);
+    return failure_;
+}
+void member_status::set_detail(std::string detail) {
+    std::lock_guard lock(mutex_);
+    detail_ = std::move(detail);
+}
+std::string member_status::detail() const {
+    std::lock_guard lock(mutex_);
+    return detail_;
+}
+
+proto::expected<member_placement, std::string> to_member_placement(const proto::placement_map& map) {
+    std::vector<cluster::expert_group_assignment> groups;
+    for (const auto& group : map.groups)
+        groups.push_back({group.name, group.data_plane_address, group.experts_by_layer});
+    auto experts = cluster::placement_map::create(map.version, map.num_layers,
+                                                  map.num_routed_experts, std::move(groups));
+    if (!experts) return proto::unexpected<std::string>(experts.error().message);
+    member_placement out;
+    out.experts = std::move(*experts);
+    for (const auto& worker : map.workers)
+        out.workers.push_back({worker.name, worker.data_plane_address, worker.tp_group,
+                               worker.tp_rank, worker.tp_size});
+    return out;
+}
+
+namespace {
+
+template <class Self>
+void log_line(Self* self, const member_options& opts, const std::string& line) {
+    if (opts.log) opts.log(line);
+}
+
+proto::register_member make_registration(const member_options& opts) {
+    proto::register_member message;
+    message.greeting = opts.greeting;
+    message.tp_group = opts.tp_group;
+    message.tp_rank = opts.tp_rank;
+    message.tp_size = opts.tp_size;
+    return message;
+}
+
+// Shared start-up: register, monitor the coordinator, then `on_accepted(reply)` (loads weights,
+// on the member's own thread), then member_ready.
+template <class Self, class OnAccepted>
+void register_with(Self* self, coordinator_actor coordinator, const member_options& opts,
+                   std::shared_ptr<member_status> status, OnAccepted on_accepted) {
+    self->monitor(coordinator);
+    self->set_down_handler([self, status, opts](caf::down_msg& down) {
+        if (down.reason == caf::exit_reason::user_shutdown) {
+            // The coordinator stopped cleanly (SIGTERM, drained): this member stops cleanly too.
+            log_line(self, opts, "coordinator stopped; stopping");
+            request_stop();
+        } else {
+            const std::string why = "coordinator is down: " + self->system().render(down.reason);
+            log_line(self, opts, why);
+            status->fail(why);
+        }
+        self->quit();
+    });
+    status->set_detail("registering with the coordinator");
+    self->request(coordinator, opts.register_timeout, make_registration(opts))
+        .then(
+            [=](proto::register_reply& reply) {
+                if (!reply.accepted) {
+                    log_line(self, opts, reply.error);
+                    status->fail(reply.error);
+                    self->quit();
+                    return;
+                }
+                status->set_detail("registered as member " + std::to_string(reply.member_id) +
+                                   ", loading weights");
+                log_line(self, opts, "registered with " + reply.coordinator.name + " as member " +
+                                         std::to_string(reply.member_id));
+                if (auto error = on_accepted(reply)) {
+                    log_line(self, opts, "load failed: " + *error);
+                    status->fail("load failed: " + *error);
+                    self->quit();
+                    return;
+                }
+                status->set_detail("ready");
+                status->set_ready();
+                self->send(coordinator, proto::member_ready{reply.member_id, opts.greeting.name});
+            },
+            [=](caf::error& error) {
+                const std::string why = "registration failed: " + self->system().render(error);
+                log_line(self, opts, why);
+                status->fail(why);
+                self->quit();
+            });
+}
+
+}  // namespace
+
+attention_member_actor spawn_attention_member(caf::actor_system& system,
+                                              coordinator_actor coordinator, member_options opts,
+                                              std::shared_ptr<attention_compute> compute,
+                                              std::shared_ptr<member_status> status) {
+    // NOTES: opts travels as a spawn argument, not a capture: CAF 0.17's init_fun_factory
+    // dereferences a null tuple pointer for argument-less spawns (UBSan flags it).
+    auto behavior = [=](attention_member_actor::pointer self,
+                        member_options opts) -> attention_member_actor::behavior_type {
+        register_with(self, coordinator, opts, status,
+                      [compute](const proto::register_reply&) { return compute->load(); });
+        return {
+            [=](proto::step_plan& plan) -> proto::step_result {
+                proto::step_result result;
+                result.step_id = plan.step_id;
+                result.worker = opts.greeting.name;
+                std::vector<compute_sequence> sequences;
+                for (auto& seq : plan.sequences) {
+                    compute_sequence s;
+                    s.request_id = seq.request_id;
+                    s.new_tokens = std::move(seq.new_tokens);
+                    s.token_index = seq.token_index;
+                    s.sampling.temperature = seq.temperature;
+                    s.sampling.top_p = seq.top_p;
+                    s.sampling.top_k = seq.top_k;
+                    s.sampling.seed = seq.seed;
+                    sequences.push_back(std::move(s));
+                }
+                const auto start = std::chrono::steady_clock::now();
+                auto output = compute->run_step(plan.step_id, sequences, plan.released);
+                result.step_seconds =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                if (!output) {
+                    result.error = opts.greeting.name + ": step " + std::to_string(plan.step_id) +
+                                   " failed: " + output.error();
+                    log_line(self, opts, result.error);
+                    return result;
+                }
+                for (size_t idx = 0; idx < sequences.size(); ++idx)
+                    result.tokens.push_back({sequences[idx].request_id, output->tokens[idx]});
+                result.kv_pages_used = output->kv_pages_used;
+                result.kv_pages_free = output->kv_pages_free;
+                if (opts.on_step) opts.on_step(*output, result.step_seconds);
+                return result;
+            },
+            [=](proto::placement_update& update) -> proto::placement_ack {
+                proto::placement_ack ack{update.map.version, opts.greeting.name, ""};
+                auto placement = to_member_placement(update.map);
+                if (!placement) ack.error = placement.error();
+                else if (auto error = compute->apply_placement(*placement)) ack.error = *error;
+                log_line(self, opts, "placement v" + std::to_string(update.map.version) +
+                                         (ack.error.empty() ? ": paired" : ": " + ack.error));
+                return ack;
+            },
+        };
+    };
+    return system.spawn<caf::detached>(behavior, std::move(opts));
+}
+
+expert_member_actor spawn_expert_member(caf::actor_system& system, coordinator_actor coordinator,
+                                        member_options opts, std::shared_ptr<expert_compute> compute,
+                                        std::shared_ptr<member_status> status) {
+    auto behavior = [=](expert_member_actor::pointer self,
+                        member_options opts) -> expert_member_actor::behavior_type {
+        register_with(self, coordinator, opts, status, [compute](const proto::register_reply& reply) {
+            return compute->load(reply.experts_by_layer);
+        });
+        return {
+            [=](proto::placement_update& update) -> proto::placement_ack {
+                proto::placement_ack ack{update.map.version, opts.greeting.name, ""};
+                auto placement = to_member_placement(update.map);
+                if (!placement) ack.error = placement.error();
+                else if (auto error = compute->apply_placement(*placement)) ack.error = *error;
+                log_line(self, opts, "placement v" + std::to_string(update.map.version) +
+                                         (ack.error.empty() ? ": serving" : ": " + ack.error));
+                return ack;
+            },
+        };
+    };
+    return system.spawn<caf::detached>(behavior, std::move(opts));
+}
+
+}  // namespace longcat::control

@@ -1,0 +1,57 @@
+// member_common: what the two member actors (attention_member.hpp, expert_member.hpp) share:
+// their options, the status the service's main thread reads, and the placement conversion.
+// Both actors run detached (their own thread), so a step's compute or a weight load blocks only
+// that member, never the CAF scheduler. Both register with the coordinator (register_member,
+// then member_ready once loaded), monitor it, and stop cleanly when it stops cleanly.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "actors/control/interfaces.hpp"
+#include "actors/control/member_compute.hpp"
+
+namespace caf {
+class actor_system;
+}
+
+namespace longcat::control {
+
+// What the service's main thread reads (readiness, refusal); written by the member actor.
+class member_status {
+public:
+    void set_ready() { ready_.store(true); }
+    bool ready() const { return ready_.load(); }
+    // The member cannot go on (refused, coordinator lost, load failed): why.
+    void fail(std::string reason);
+    std::optional<std::string> failure() const;
+    void set_detail(std::string detail);  // e.g. "registered as member 3, loading weights"
+    std::string detail() const;
+
+private:
+    std::atomic<bool> ready_{false};
+    mutable std::mutex mutex_;
+    std::optional<std::string> failure_;
+    std::string detail_ = "starting";
+};
+
+struct member_options {
+    proto::hello greeting;  // role, name, data-plane address, versions (tests may alter them)
+    std::string tp_group;   // attention workers
+    int32_t tp_rank = 0;
+    int32_t tp_size = 1;
+    std::chrono::milliseconds register_timeout{30'000};
+    std::function<void(const std::string&)> log;
+    // Attention members: called after every successful step (metrics), on the member's thread.
+    std::function<void(const compute_step_output&, double seconds)> on_step;
+};
+
+// proto::placement_map → the validated runtime form (cluster::placement_map + workers).
+proto::expected<member_placement, std::string> to_member_placement(const proto::placement_map& map);
+
+}  // namespace longcat::control

@@ -1,0 +1,79 @@
+// member_compute: what the member actors (attention worker, expert group) need from the compute
+// core, CAF-free. The CAF actors in attention_member / expert_member own one of these and call
+// it between messages; the per-layer traffic stays inside (data plane only).
+// Implementations adapt the compute core of actors/attention and actors/experts.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "actors/cluster/placement.hpp"
+#include "model/sampling.hpp"
+#include "proto/expected.hpp"
+
+namespace longcat::control {
+
+// One attention worker (TP rank) as the map lists it.
+struct worker_entry {
+    std::string name;
+    std::string address;
+    std::string tp_group;
+    int32_t tp_rank = 0;
+    int32_t tp_size = 1;
+};
+
+// A placement as the members use it: the validated expert map plus the workers it pairs.
+struct member_placement {
+    cluster::placement_map experts;
+    std::vector<worker_entry> workers;
+};
+
+struct compute_sequence {
+    uint64_t request_id = 0;
+    std::vector<int32_t> new_tokens;
+    uint64_t token_index = 0;  // request-local index of the token sampled after this step
+    model::sampling_params sampling;
+};
+
+struct compute_step_output {
+    std::vector<int32_t> tokens;  // one per sequence, in order
+    int64_t kv_pages_used = 0;
+    int64_t kv_pages_free = 0;
+    // Exposed communication (ARCHITECTURE.md §4): time the compute thread was blocked.
+    double dispatch_seconds = 0.0;
+    double combine_wait_seconds = 0.0;
+    uint64_t dispatch_bytes = 0;
+    uint64_t combine_bytes = 0;
+    int64_t num_tokens = 0;  // rows run (prompt + decode tokens)
+};
+
+class attention_compute {
+public:
+    virtual ~attention_compute() = default;
+    virtual std::string data_plane_address() const = 0;
+    // Loads this rank's weights (long; called once, after registration).
+    virtual std::optional<std::string> load() = 0;
+    // Connects to the map's expert groups (and TP peers); between steps only.
+    virtual std::optional<std::string> apply_placement(const member_placement& placement) = 0;
+    // One step: frees `released` requests' pages, runs the sequences, samples one token each.
+    // An error names the peer (expert group, TP peer) or what failed.
+    virtual proto::expected<compute_step_output, std::string> run_step(
+        uint64_t step_id, const std::vector<compute_sequence>& sequences,
+        const std::vector<uint64_t>& released) = 0;
+    virtual void stop() = 0;
+};
+
+class expert_compute {
+public:
+    virtual ~expert_compute() = default;
+    virtual std::string data_plane_address() const = 0;
+    // Loads exactly these experts ([num_layers][..]) and starts serving dispatch frames.
+    virtual std::optional<std::string> load(const std::vector<std::vector<int32_t>>& experts_by_layer) = 0;
+    // The workers to pair with from the next step on.
+    virtual std::optional<std::string> apply_placement(const member_placement& placement) = 0;
+    virtual void stop() = 0;
+};
+
+}  // namespace longcat::control

@@ -1,0 +1,272 @@
+#include <map>
+#include <optional>
+#include <set>
+
+#include <caf/all.hpp>
+
+#include "actors/coordinator/coordinator.hpp"
+
+namespace longcat::coordinator {
+
+namespace {
+
+struct actor_state {
+    std::unique_ptr<coordinator_state> core;
+    coordinator_hooks hooks;
+    std::map<uint64_t, caf::strong_actor_ptr> handles;  // member id → its actor
+    std::map<caf::actor_addr, uint64_t> by_addr;        // for down messages
+    std::map<uint64_t, caf::typed_response_promise<proto::generate_reply>> clients;
+    uint64_t next_request_id = 1;
+    // The step loop.
+    bool step_in_flight = false;
+    uint64_t current_step = 0;
+    std::set<uint64_t> results_pending;  // workers of the current step not answered yet
+    std::vector<proto::step_result> results;
+    clock::time_point step_start;
+    std::optional<step_batch> draft;  // step N+1, planned while step N runs
+    size_t acks_pending = 0;
+    std::string last_reason = "starting";
+    std::vector<caf::typed_response_promise<proto::cluster_status>> drain_waiters;
+};
+
+using self_ptr = control::coordinator_actor::stateful_pointer<actor_state>;
+
+void log(self_ptr self, const std::string& line) {
+    if (self->state.hooks.log) self->state.hooks.log(line);
+}
+
+void notify(self_ptr self) {
+    auto& s = self->state;
+    const proto::cluster_status status = s.core->status();
+    if (status.reason != s.last_reason) {
+        log(self, status.serving ? "serving (placement v" + std::to_string(status.map.version) + ")"
+                                 : "not serving: " + status.reason);
+        s.last_reason = status.reason;
+    }
+    if (s.hooks.on_status_change) s.hooks.on_status_change(status);
+}
+
+void reply_finished(self_ptr self, std::vector<finished_request> finished) {
+    auto& s = self->state;
+    for (finished_request& f : finished) {
+        if (!f.reply.error.empty()) log(self, "request " + std::to_string(f.id) + " failed: " + f.reply.error);
+        if (s.hooks.on_request_end) s.hooks.on_request_end(f.reply.finish_reason);
+        if (auto it = s.clients.find(f.id); it != s.clients.end()) {
+            it->second.deliver(std::move(f.reply));
+            s.clients.erase(it);
+        }
+    }
+}
+
+void drive(self_ptr self);
+
+// -- named steps of the loop --------------------------------------------------------------------
+
+// apply_placement: at a step boundary, send a new map to every member; the loop waits for acks.
+bool apply_placement(self_ptr self) {
+    auto& s = self->state;
+    auto map = s.core->apply_placement();
+    if (!map) return false;
+    log(self, "placement v" + std::to_string(map->version) + ": " + std::to_string(map->groups.size()) +
+                  " expert groups, " + std::to_string(map->workers.size()) + " attention workers");
+    const auto timeout = std::chrono::milliseconds(s.core->config().step_timeout_ms);
+    for (uint64_t member_id : s.core->member_ids()) {
+        auto handle = s.handles.find(member_id);
+        if (handle == s.handles.end()) continue;
+        ++s.acks_pending;
+        auto member = caf::actor_cast<control::expert_member_actor>(handle->second);
+        self->request(member, timeout, proto::placement_update{*map})
+            .then(
+                [=](proto::placement_ack& ack) {
+                    if (!ack.error.empty()) log(self, "placement ack from " + ack.name + ": " + ack.error);
+                    self->state.core->placement_acked(ack, member_id);
+                    --self->state.acks_pending;
+                    notify(self);
+                    drive(self);
+                },
+                [=](caf::error& error) {
+                    log(self, "placement update to member " + std::to_string(member_id) +
+                                  " failed: " + self->system().render(error));
+                    --self->state.acks_pending;
+                    notify(self);
+                    drive(self);
+                });
+    }
+    return true;
+}
+
+void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::step_result result) {
+    auto& s = self->state;
+    if (!s.step_in_flight || step_id != s.current_step || s.results_pending.erase(worker_id) == 0) return;
+    s.results.push_back(std::move(result));
+    if (!s.results_pending.empty()) return;
+    s.step_in_flight = false;
+    const double seconds = std::chrono::duration<double>(clock::now() - s.step_start).count();
+    if (s.hooks.on_step) s.hooks.on_step(seconds);
+    // emit_tokens: sampled tokens to the request table; ended requests answered.
+    reply_finished(self, s.core->emit_tokens(step_id, s.results));
+    s.results.clear();
+    notify(self);
+    drive(self);
+}
+
+// Sends one step's plans; then plans step N+1 while step N runs.
+void run_step(self_ptr self, step_batch batch) {
+    auto& s = self->state;
+    s.step_in_flight = true;
+    s.current_step = batch.step_id;
+    s.results_pending.clear();
+    for (const auto& [worker_id, plan] : batch.plans) s.results_pending.insert(worker_id);
+    s.results.clear();
+    s.step_start = clock::now();
+    const auto timeout = std::chrono::milliseconds(s.core->config().step_timeout_ms);
+    const uint64_t step_id = batch.step_id;
+    for (auto& [planned_worker, plan] : batch.plans) {
+        const uint64_t worker_id = planned_worker;
+        const member_record* worker = s.core->member(worker_id);
+        const std::string name = worker ? worker->greeting.name : std::to_string(worker_id);
+        auto worker_actor = caf::actor_cast<control::attention_member_actor>(s.handles[worker_id]);
+        self->request(worker_actor, timeout, std::move(plan))
+            .then([=](proto::step_result& result) { on_step_result(self, step_id, worker_id, std::move(result)); },
+                  [=](caf::error& error) {
+                      proto::step_result failed;
+                      failed.step_id = step_id;
+                      failed.worker = name;
+                      failed.error = "attention worker " + name + ": " + self->system().render(error);
+                      on_step_result(self, step_id, worker_id, std::move(failed));
+                  });
+    }
+    // plan_step for N+1 (the structure; emit_tokens of N fills the decode tokens).
+    s.draft = s.core->plan_step();
+    reply_finished(self, s.core->take_finished());
+}
+
+void answer_drain_waiters(self_ptr self) {
+    auto& s = self->state;
+    if (s.drain_waiters.empty() || !s.core->drained()) return;
+    for (auto& waiter : s.drain_waiters) waiter.deliver(s.core->status());
+    s.drain_waiters.clear();
+}
+
+void drive(self_ptr self) {
+    answer_drain_waiters(self);
+    auto& s = self->state;
+    if (s.step_in_flight || s.acks_pending > 0) return;
+    if (apply_placement(self)) return;
+    if (!s.core->serving()) {
+        if (s.draft) s.core->discard_plan(*s.draft);
+        s.draft.reset();
+        return;
+    }
+    if (s.draft && !s.core->finalize_plan(*s.draft)) s.draft.reset();
+    if (!s.draft) {
+        s.core->admit_queued();  // admit: a new static batch once the last one ended
+        s.draft = s.core->plan_step();
+        reply_finished(self, s.core->take_finished());
+        if (s.draft->empty()) {
+            s.core->discard_plan(*s.draft);
+            s.draft.reset();
+            return;
+        }
+    }
+    step_batch batch = std::move(*s.draft);
+    s.draft.reset();
+    run_step(self, std::move(batch));
+}
+
+control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
+                                                               std::unique_ptr<coordinator_state> core,
+                                                               coordinator_hooks hooks) {
+    self->state.core = std::move(core);
+    self->state.hooks = std::move(hooks);
+    self->set_down_handler([self](caf::down_msg& down) {
+        auto& s = self->state;
+        auto it = s.by_addr.find(down.source);
+        if (it == s.by_addr.end()) return;
+        const uint64_t member_id = it->second;
+        s.by_addr.erase(it);
+        s.handles.erase(member_id);
+        const member_record* member = s.core->member(member_id);
+        log(self, "member " + (member ? member->greeting.name : std::to_string(member_id)) +
+                      " is down: " + self->system().render(down.reason));
+        if (s.draft) s.core->discard_plan(*s.draft);
+        s.draft.reset();
+        reply_finished(self, s.core->member_down(member_id));
+        // A worker of the running step that died answers nothing: its share of the step failed.
+        if (s.step_in_flight && s.results_pending.count(member_id) != 0) {
+            proto::step_result failed;
+            failed.step_id = s.current_step;
+            failed.error = "attention worker member " + std::to_string(member_id) + " is down";
+            on_step_result(self, s.current_step, member_id, std::move(failed));
+        }
+        notify(self);
+        drive(self);
+    });
+    notify(self);
+    return {
+        [self](proto::register_member& message) -> proto::register_reply {
+            auto& s = self->state;
+            proto::register_reply reply = s.core->register_member(message);
+            if (!reply.accepted) {
+                log(self, reply.error);
+                return reply;
+            }
+            auto sender = self->current_sender();
+            s.handles[reply.member_id] = sender;
+            s.by_addr[caf::actor_cast<caf::actor_addr>(sender)] = reply.member_id;
+            self->monitor(sender);
+            std::string what = message.greeting.name + " (" +
+                               std::string(proto::to_string(message.greeting.role)) + ") at " +
+                               message.greeting.data_plane_address;
+            if (!reply.experts_by_layer.empty())
+                what += ", assigned experts " + format_expert_list(reply.experts_by_layer[0]);
+            log(self, "registered " + what);
+            notify(self);
+            return reply;
+        },
+        [self](proto::member_ready& ready) {
+            log(self, ready.name + " is ready");
+            self->state.core->member_ready(ready.member_id);
+            notify(self);
+            drive(self);
+        },
+        [self](proto::generate_request& request) {
+            auto& s = self->state;
+            auto promise = self->make_response_promise<proto::generate_reply>();
+            const uint64_t request_id = s.next_request_id++;
+            if (auto refused = s.core->admit(request_id, request)) {
+                proto::generate_reply reply;
+                reply.request_id = request_id;
+                reply.finish_reason = "error";
+                reply.error = *refused;
+                if (s.hooks.on_request_end) s.hooks.on_request_end("refused");
+                promise.deliver(std::move(reply));
+                return promise;
+            }
+            s.clients.emplace(request_id, promise);
+            drive(self);
+            return promise;
+        },
+        [self](proto::status_query&) -> proto::cluster_status { return self->state.core->status(); },
+        [self](proto::drain_request& request) {
+            auto& s = self->state;
+            log(self, "draining: refusing new requests, " + std::to_string(s.core->running_requests()) +
+                          " running, " + std::to_string(s.core->queued_requests()) + " queued");
+            s.core->start_draining();
+            auto promise = self->make_response_promise<proto::cluster_status>();
+            s.drain_waiters.push_back(promise);
+            answer_drain_waiters(self);
+            return promise;
+        },
+    };
+}
+
+}  // namespace
+
+control::coordinator_actor spawn_coordinator(caf::actor_system& system,
+                                             std::unique_ptr<coordinator_state> state,
+                                             coordinator_hooks hooks) {
+    return system.spawn(coordinator_behavior, std::move(state), std::move(hooks));
+}
+
+}  // namespace longcat::coordinator

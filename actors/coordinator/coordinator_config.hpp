@@ -1,0 +1,39 @@
+// coordinator_config: the one validated config of longcat-coordinator (STYLE.md §7). Every
+// field's default is next to it; service_options reads file → command line → environment.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace longcat::control {
+class service_options;
+}
+
+namespace longcat::coordinator {
+
+struct coordinator_config {
+    std::string name = "coordinator";
+    std::string model = "";                  // model directory (config.json: layers, experts)
+    std::string listen_host = "127.0.0.1";   // CAF publish address; nothing else is bound
+    uint16_t port = 0;                       // CAF port; 0 = the OS picks (printed)
+    std::string metrics_address = "127.0.0.1:0";  // /metrics /healthz /readyz
+    // The members the cluster waits for before serving.
+    int32_t expected_attention_workers = 1;
+    // Placement spec: "GROUP=EXPERTS;GROUP=EXPERTS", EXPERTS = "a-b,c,..." (same ids in every
+    // layer). Empty: the expected expert groups split the experts evenly in registration order.
+    std::string expert_placement = "";
+    int32_t expected_expert_groups = 1;  // used when expert_placement is empty
+    int32_t max_batch = 8;               // static batch: requests per batch
+    int64_t step_timeout_ms = 30000;     // a step result later than this fails the step
+    int64_t request_deadline_ms = 120000;  // default per-request deadline
+    int32_t scheduler_threads = 2;       // CAF scheduler threads (policy sharing)
+    std::string port_file = "";          // when set: the bound CAF port is written here
+    int64_t drain_grace_ms = 10000;      // SIGTERM: how long running requests may finish
+
+    void declare(control::service_options& options);
+    // Empty when usable; else what is wrong (names the field).
+    std::optional<std::string> validate() const;
+};
+
+}  // namespace longcat::coordinator

@@ -1,0 +1,492 @@
+#include "actors/coordinator/coordinator_state.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <sstream>
+#include <stdexcept>
+
+namespace longcat::coordinator {
+
+// -- expert lists ------------------------------------------------------------------------------
+
+std::vector<int32_t> parse_expert_list(const std::string& text) {
+    std::vector<int32_t> out;
+    std::stringstream in(text);
+    std::string item;
+    try {
+        while (std::getline(in, item, ',')) {
+            if (item.empty()) continue;
+            const auto dash = item.find('-');
+            if (dash == std::string::npos) {
+                out.push_back(std::stoi(item));
+            } else {
+                const int first = std::stoi(item.substr(0, dash));
+                const int last = std::stoi(item.substr(dash + 1));
+                if (last < first) throw std::invalid_argument("range");
+                for (int expert_idx = first; expert_idx <= last; ++expert_idx) out.push_back(expert_idx);
+            }
+        }
+    } catch (const std::exception&) {
+        throw std::invalid_argument("bad expert list \"" + text + "\" (expected e.g. 0-3,7)");
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+std::string format_expert_list(const std::vector<int32_t>& experts) {
+    std::vector<int32_t> sorted = experts;
+    std::sort(sorted.begin(), sorted.end());
+    std::string out;
+    for (size_t idx = 0; idx < sorted.size();) {
+        size_t end = idx;
+        while (end + 1 < sorted.size() && sorted[end + 1] == sorted[end] + 1) ++end;
+        if (!out.empty()) out += ",";
+        out += std::to_string(sorted[idx]);
+        if (end > idx) out += "-" + std::to_string(sorted[end]);
+        idx = end + 1;
+    }
+    return out.empty() ? "none" : out;
+}
+
+std::map<std::string, std::vector<int32_t>> parse_placement_spec(const std::string& text) {
+    std::map<std::string, std::vector<int32_t>> out;
+    std::stringstream in(text);
+    std::string item;
+    while (std::getline(in, item, ';')) {
+        if (item.empty()) continue;
+        const auto eq = item.find('=');
+        if (eq == std::string::npos || eq == 0)
+            throw std::invalid_argument("bad placement entry \"" + item + "\" (expected GROUP=0-3)");
+        out[item.substr(0, eq)] = parse_expert_list(item.substr(eq + 1));
+    }
+    return out;
+}
+
+// -- step_batch ------------------------------------------------------------------------------
+
+bool step_batch::empty() const {
+    for (const auto& [worker_id, plan] : plans)
+        if (!plan.sequences.empty()) return false;
+    return true;
+}
+
+// -- coordinator_state -----------------------------------------------------------------------
+
+coordinator_state::coordinator_state(coordinator_config config, int32_t num_layers,
+                                     int32_t num_routed_experts, int64_t eos_token_id)
+    : config_(std::move(config)),
+      num_layers_(num_layers),
+      num_routed_experts_(num_routed_experts),
+      eos_token_id_(eos_token_id) {
+    hello_ = proto::make_hello(proto::node_role::coordinator, config_.name, "");
+    spec_ = parse_placement_spec(config_.expert_placement);
+    for (const auto& [group, experts] : spec_)
+        for (int32_t expert_idx : experts)
+            if (expert_idx < 0 || expert_idx >= num_routed_experts_)
+                throw std::invalid_argument("expert-placement: group " + group + " names expert " +
+                                            std::to_string(expert_idx) + ", the model has " +
+                                            std::to_string(num_routed_experts_) + " routed experts");
+    map_.num_layers = num_layers_;
+    map_.num_routed_experts = num_routed_experts_;
+}
+
+std::set<int32_t> coordinator_state::unplaced_experts() const {
+    std::set<int32_t> unplaced;
+    for (int32_t expert_idx = 0; expert_idx < num_routed_experts_; ++expert_idx) unplaced.insert(expert_idx);
+    for (const auto& [id, m] : members_)
+        if (!m.is_worker() && !m.experts_by_layer.empty())
+            for (int32_t expert_idx : m.experts_by_layer[0]) unplaced.erase(expert_idx);
+    return unplaced;
+}
+
+std::vector<std::vector<int32_t>> coordinator_state::assignment_for(const std::string& group) const {
+    std::vector<int32_t> experts;
+    const std::set<int32_t> unplaced = unplaced_experts();
+    if (auto it = spec_.find(group); it != spec_.end()) {
+        experts = it->second;
+    } else if (spec_.empty()) {
+        // Even split: the first chunk none of whose experts a live group holds.
+        const int32_t num_groups = config_.expected_expert_groups;
+        for (int32_t chunk = 0; chunk < num_groups && experts.empty(); ++chunk) {
+            const int32_t begin = chunk * num_routed_experts_ / num_groups;
+            const int32_t end = (chunk + 1) * num_routed_experts_ / num_groups;
+            bool all_free = true;
+            for (int32_t expert_idx = begin; expert_idx < end; ++expert_idx)
+                all_free = all_free && unplaced.count(expert_idx) != 0;
+            if (all_free)
+                for (int32_t expert_idx = begin; expert_idx < end; ++expert_idx) experts.push_back(expert_idx);
+        }
+    }
+    if (experts.empty()) experts.assign(unplaced.begin(), unplaced.end());  // orphans, if any
+    return std::vector<std::vector<int32_t>>(static_cast<size_t>(num_layers_), experts);
+}
+
+proto::register_reply coordinator_state::register_member(const proto::register_member& message) {
+    proto::register_reply reply;
+    reply.coordinator = hello_;
+    if (auto mismatch = proto::check_hello(hello_, message.greeting)) {
+        reply.error = "registration refused: " + *mismatch;
+        return reply;
+    }
+    const proto::node_role role = message.greeting.role;
+    if (role == proto::node_role::coordinator || role == proto::node_role::gateway) {
+        reply.error = "registration refused: " + message.greeting.name + " has role " +
+                      std::string(proto::to_string(role)) + ", not a cluster member";
+        return reply;
+    }
+    for (const auto& [id, m] : members_)
+        if (m.greeting.name == message.greeting.name) {
+            reply.error = "registration refused: a live member is already named " + m.greeting.name;
+            return reply;
+        }
+    if (message.tp_size < 1 || message.tp_rank < 0 || message.tp_rank >= message.tp_size) {
+        reply.error = "registration refused: " + message.greeting.name + " has TP rank " +
+                      std::to_string(message.tp_rank) + " of " + std::to_string(message.tp_size);
+        return reply;
+    }
+    member_record record;
+    record.id = next_member_id_++;
+    record.greeting = message.greeting;
+    record.tp_group = message.tp_group;
+    record.tp_rank = message.tp_rank;
+    record.tp_size = message.tp_size;
+    if (!record.is_worker()) {
+        record.experts_by_layer = assignment_for(record.greeting.name);
+        reply.experts_by_layer = record.experts_by_layer;
+        down_groups_.erase(record.greeting.name);
+    }
+    reply.accepted = true;
+    reply.member_id = record.id;
+    members_[record.id] = record;
+    membership_changed_ = true;
+    return reply;
+}
+
+void coordinator_state::member_ready(uint64_t member_id) {
+    if (auto it = members_.find(member_id); it != members_.end()) {
+        it->second.ready = true;
+        membership_changed_ = true;
+    }
+}
+
+void coordinator_state::placement_acked(const proto::placement_ack& ack, uint64_t member_id) {
+    if (auto it = members_.find(member_id); it != members_.end() && ack.error.empty())
+        it->second.acked_version = std::max(it->second.acked_version, ack.version);
+}
+
+const member_record* coordinator_state::member(uint64_t member_id) const {
+    auto it = members_.find(member_id);
+    return it == members_.end() ? nullptr : &it->second;
+}
+
+std::vector<uint64_t> coordinator_state::member_ids() const {
+    std::vector<uint64_t> ids;
+    for (const auto& [id, m] : members_) ids.push_back(id);
+    return ids;
+}
+
+std::string coordinator_state::describe_group(const member_record& group) const {
+    if (group.experts_by_layer.empty()) return group.greeting.name + " (no experts)";
+    return group.greeting.name + " (experts " + format_expert_list(group.experts_by_layer[0]) +
+           " of every layer)";
+}
+
+std::vector<finished_request> coordinator_state::member_down(uint64_t member_id) {
+    auto it = members_.find(member_id);
+    if (it == members_.end()) return {};
+    const member_record record = it->second;
+    members_.erase(it);
+    membership_changed_ = true;
+    std::string error;
+    if (record.is_worker()) {
+        error = "attention worker " + record.greeting.name + " (TP group " + record.tp_group +
+                " rank " + std::to_string(record.tp_rank) + ") is down";
+    } else {
+        const bool holds_experts = !record.experts_by_layer.empty() && !record.experts_by_layer[0].empty();
+        if (!holds_experts) return {};  // a spare group: no request needed it
+        const std::string description = describe_group(record);
+        down_groups_[record.greeting.name] = description;
+        error = "expert group " + description + " is down";
+    }
+    release_by_worker_.erase(member_id);
+    std::vector<finished_request> out;
+    // Every running request needs every expert and every worker of the step (lockstep), and
+    // queued ones would be refused now: all of them fail, naming the member.
+    std::vector<uint64_t> ids(running_.begin(), running_.end());
+    ids.insert(ids.end(), queue_.begin(), queue_.end());
+    for (uint64_t request_id : ids) out.push_back(end_request(request_id, "error", error));
+    return out;
+}
+
+std::vector<const member_record*> coordinator_state::ready_workers() const {
+    std::vector<const member_record*> out;
+    for (const auto& [id, m] : members_)
+        if (m.is_worker() && m.ready) out.push_back(&m);
+    return out;
+}
+
+std::optional<proto::placement_map> coordinator_state::apply_placement() {
+    if (!membership_changed_) return std::nullopt;
+    // Static batching: a batch finishes under the map it started with (workers rebuild their
+    // executors, and with them their KV caches, on a new map).
+    if (!running_.empty()) return std::nullopt;
+    for (const auto& [id, m] : members_)
+        if (!m.ready) return std::nullopt;
+    if (!unplaced_experts().empty()) return std::nullopt;
+    if (static_cast<int32_t>(ready_workers().size()) < config_.expected_attention_workers)
+        return std::nullopt;
+    proto::placement_map next;
+    next.version = map_.version + 1;
+    next.num_layers = num_layers_;
+    next.num_routed_experts = num_routed_experts_;
+    for (const auto& [id, m] : members_) {
+        if (m.is_worker()) {
+            next.workers.push_back({m.greeting.name, m.greeting.data_plane_address, m.tp_group,
+                                    m.tp_rank, m.tp_size});
+        } else if (!m.experts_by_layer.empty() && !m.experts_by_layer[0].empty()) {
+            next.groups.push_back({m.greeting.name, m.greeting.data_plane_address, m.experts_by_layer});
+        }
+    }
+    map_ = next;
+    membership_changed_ = false;
+    return map_;
+}
+
+std::string coordinator_state::refusal_reason() const {
+    const std::set<int32_t> unplaced = unplaced_experts();
+    if (!unplaced.empty() && !down_groups_.empty()) {
+        std::string out;
+        for (const auto& [name, description] : down_groups_)
+            out += (out.empty() ? "" : "; ") + ("expert group " + description + " is down");
+        return out + "; requests are refused until it re-registers";
+    }
+    const size_t num_workers = ready_workers().size();
+    if (static_cast<int32_t>(num_workers) < config_.expected_attention_workers)
+        return "waiting for attention workers: " + std::to_string(num_workers) + " of " +
+               std::to_string(config_.expected_attention_workers) + " ready";
+    if (!unplaced.empty())
+        return "waiting for expert groups: experts " +
+               format_expert_list({unplaced.begin(), unplaced.end()}) + " have no replica";
+    return "";
+}
+
+std::string coordinator_state::not_serving_reason() const {
+    if (std::string hard = refusal_reason(); !hard.empty()) return hard;
+    for (const auto& [id, m] : members_)
+        if (!m.ready) return "waiting for " + m.greeting.name + " to load its weights";
+    if (membership_changed_ || map_.version == 0) return "placement update pending";
+    for (const auto& [id, m] : members_)
+        if (m.acked_version < map_.version)
+            return "waiting for " + m.greeting.name + " to pair with placement v" +
+                   std::to_string(map_.version);
+    return "";
+}
+
+std::optional<std::string> coordinator_state::admit(uint64_t request_id,
+                                                    const proto::generate_request& request) {
+    if (draining_) return "coordinator " + config_.name + " is stopping (draining)";
+    // Refused while something is missing; queued while members merely (re)pair with a new map.
+    if (auto reason = refusal_reason(); !reason.empty()) return "not serving: " + reason;
+    if (request.prompt.empty()) return "empty prompt";
+    if (request.max_tokens < 1) return "max_tokens must be >= 1";
+    request_record record;
+    record.id = request_id;
+    record.request = request;
+    const int64_t deadline_ms = request.deadline_ms > 0 ? request.deadline_ms : config_.request_deadline_ms;
+    record.deadline = clock::now() + std::chrono::milliseconds(deadline_ms);
+    requests_[request_id] = std::move(record);
+    queue_.push_back(request_id);
+    return std::nullopt;
+}
+
+void coordinator_state::admit_queued() {
+    if (!running_.empty() || queue_.empty() || !serving()) return;
+    const auto workers = ready_workers();
+    if (workers.empty()) return;
+    size_t taken = 0;
+    while (taken < static_cast<size_t>(config_.max_batch) && !queue_.empty()) {
+        const uint64_t request_id = queue_.front();
+        queue_.erase(queue_.begin());
+        request_record& record = requests_.at(request_id);
+        record.worker_id = workers[round_robin_++ % workers.size()]->id;
+        running_.insert(request_id);
+        ++taken;
+    }
+}
+
+step_batch coordinator_state::plan_step() {
+    const auto now = clock::now();
+    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
+        if (requests_.at(request_id).deadline < now)
+            finished_.push_back(end_request(request_id, "error",
+                                            "request " + std::to_string(request_id) +
+                                                " missed its deadline"));
+    step_batch batch;
+    batch.step_id = next_step_id_++;
+    for (const member_record* worker : ready_workers()) {
+        proto::step_plan& plan = batch.plans[worker->id];
+        plan.step_id = batch.step_id;
+        plan.placement_version = map_.version;
+        if (auto it = release_by_worker_.find(worker->id); it != release_by_worker_.end()) {
+            plan.released = std::move(it->second);
+            release_by_worker_.erase(it);
+        }
+    }
+    for (uint64_t request_id : running_) {
+        request_record& record = requests_.at(request_id);
+        auto plan = batch.plans.find(record.worker_id);
+        if (plan == batch.plans.end()) continue;
+        proto::step_sequence seq;
+        seq.request_id = request_id;
+        // Decode tokens of a request still in the running step are filled by emit_tokens.
+        if (!record.prefilled) seq.new_tokens = record.request.prompt;
+        else if (!record.generated.empty()) seq.new_tokens = {record.generated.back()};
+        seq.token_index = record.generated.size();
+        seq.temperature = record.request.temperature;
+        seq.top_p = record.request.top_p;
+        seq.top_k = record.request.top_k;
+        seq.seed = record.request.seed;
+        plan->second.sequences.push_back(std::move(seq));
+    }
+    return batch;
+}
+
+finished_request coordinator_state::end_request(uint64_t request_id, const std::string& reason,
+                                                const std::string& error) {
+    finished_request out;
+    out.id = request_id;
+    out.reply.request_id = request_id;
+    out.reply.finish_reason = reason;
+    out.reply.error = error;
+    if (auto it = requests_.find(request_id); it != requests_.end()) {
+        out.reply.tokens = it->second.generated;
+        if (running_.count(request_id) != 0 && members_.count(it->second.worker_id) != 0)
+            release_by_worker_[it->second.worker_id].push_back(request_id);
+        requests_.erase(it);
+    }
+    running_.erase(request_id);
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), request_id), queue_.end());
+    return out;
+}
+
+std::vector<finished_request> coordinator_state::emit_tokens(
+    uint64_t step_id, const std::vector<proto::step_result>& results) {
+    ++steps_done_;
+    std::string step_error;
+    for (const proto::step_result& result : results)
+        if (!result.error.empty()) step_error += (step_error.empty() ? "" : "; ") + result.error;
+    if (!step_error.empty()) {
+        // Name the expert group the failure is about, with its experts, when a worker's error
+        // mentions one (its name or data-plane address).
+        std::string named;
+        auto mentions = [&](const std::string& text) {
+            // Whole words only: "experts-1" must not match "experts-10", nor ":41" match ":412".
+            for (auto at = step_error.find(text); !text.empty() && at != std::string::npos;
+                 at = step_error.find(text, at + 1)) {
+                const size_t end = at + text.size();
+                if (end == step_error.size() || !std::isalnum(static_cast<unsigned char>(step_error[end])))
+                    return true;
+            }
+            return false;
+        };
+        for (const auto& [name, description] : down_groups_)
+            if (named.empty() && mentions(name)) named = "expert group " + description + " is down";
+        for (const auto& [id, m] : members_)
+            if (!m.is_worker() && named.empty() && mentions(m.greeting.name))
+                named = "expert group " + describe_group(m) + " failed";
+        for (const auto& [id, m] : members_)
+            if (!m.is_worker() && named.empty() && mentions(m.greeting.data_plane_address))
+                named = "expert group " + describe_group(m) + " failed";
+        return fail_step(step_id, named.empty() ? step_error : named + ": " + step_error);
+    }
+    std::vector<finished_request> out;
+    for (const proto::step_result& result : results) {
+        for (const proto::sampled_token& sampled : result.tokens) {
+            auto it = requests_.find(sampled.request_id);
+            if (it == requests_.end() || running_.count(sampled.request_id) == 0) continue;
+            request_record& record = it->second;
+            record.prefilled = true;
+            record.generated.push_back(sampled.token);
+            if (sampled.token == eos_token_id_)
+                out.push_back(end_request(record.id, "stop", ""));
+            else if (static_cast<int64_t>(record.generated.size()) >= record.request.max_tokens)
+                out.push_back(end_request(record.id, "length", ""));
+        }
+    }
+    for (auto& f : take_finished()) out.push_back(std::move(f));
+    return out;
+}
+
+std::vector<finished_request> coordinator_state::fail_step(uint64_t step_id, const std::string& error) {
+    std::vector<finished_request> out;
+    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
+        out.push_back(end_request(request_id, "error", "step " + std::to_string(step_id) + ": " + error));
+    for (auto& f : take_finished()) out.push_back(std::move(f));
+    return out;
+}
+
+std::vector<finished_request> coordinator_state::take_finished() {
+    std::vector<finished_request> out = std::move(finished_);
+    finished_.clear();
+    return out;
+}
+
+bool coordinator_state::finalize_plan(step_batch& draft) {
+    for (auto& [worker_id, plan] : draft.plans) {
+        plan.placement_version = map_.version;
+        auto& sequences = plan.sequences;
+        sequences.erase(std::remove_if(sequences.begin(), sequences.end(),
+                                       [&](const proto::step_sequence& seq) {
+                                           return running_.count(seq.request_id) == 0;
+                                       }),
+                        sequences.end());
+        for (proto::step_sequence& seq : sequences) {
+            const request_record& record = requests_.at(seq.request_id);
+            if (record.prefilled && !record.generated.empty()) {
+                seq.new_tokens = {record.generated.back()};
+                seq.token_index = record.generated.size();
+            }
+        }
+        if (auto it = release_by_worker_.find(worker_id); it != release_by_worker_.end()) {
+            plan.released.insert(plan.released.end(), it->second.begin(), it->second.end());
+            release_by_worker_.erase(it);
+        }
+    }
+    // Workers that died since the draft was made are gone from it; new ones join next batch.
+    for (auto it = draft.plans.begin(); it != draft.plans.end();)
+        it = members_.count(it->first) == 0 ? draft.plans.erase(it) : std::next(it);
+    if (!draft.empty()) return true;
+    discard_plan(draft);
+    return false;
+}
+
+void coordinator_state::discard_plan(step_batch& draft) {
+    for (auto& [worker_id, plan] : draft.plans) {
+        if (members_.count(worker_id) == 0) continue;
+        auto& pending = release_by_worker_[worker_id];
+        pending.insert(pending.end(), plan.released.begin(), plan.released.end());
+        plan.released.clear();
+    }
+    draft.plans.clear();
+}
+
+proto::cluster_status coordinator_state::status() const {
+    proto::cluster_status out;
+    out.reason = not_serving_reason();
+    out.serving = out.reason.empty();
+    out.map = map_;
+    for (const auto& [id, m] : members_) {
+        std::string line = m.greeting.name + " (" + std::string(proto::to_string(m.greeting.role)) +
+                           ", " + (m.ready ? "ready" : "loading") + ", placement v" +
+                           std::to_string(m.acked_version) + ", " + m.greeting.data_plane_address;
+        if (!m.is_worker()) line += ", experts " + format_expert_list(m.experts_by_layer.empty() ? std::vector<int32_t>{} : m.experts_by_layer[0]);
+        out.members.push_back(line + ")");
+    }
+    out.steps = steps_done_;
+    out.running_requests = running_.size();
+    out.queued_requests = queue_.size();
+    return out;
+}
+
+}  // namespace longcat::coordinator

@@ -1,0 +1,174 @@
+// coordinator_state: the coordinator's logic without CAF — membership, the versioned placement
+// map and the static-batch step loop as named steps (STYLE.md §3). The actor
+// (coordinator_actor.cpp) owns one, feeds it events and sends what it returns.
+// Owns: members (attention workers by TP group and rank, expert groups), the placement map and
+//   its version, the request table (queued, running), the step counter.
+// Receives (as calls): register/ready/down of members, placement acks, client requests, step
+//   results. Returns: replies, placement updates to send, step plans to send, finished requests.
+//
+// Step loop (the actor calls these in order at every step boundary):
+//   apply_placement → (acks) → admit → plan_step → [step N runs] → plan_step(N+1) drafted
+//   → emit_tokens(results of N) → finalize the draft into step N+1 → ...
+// NOTES: a new map takes effect only at a step boundary: apply_placement returns nothing while a
+//   step is in flight. Every ready worker gets a plan every step (possibly empty), so expert
+//   groups receive a frame from every paired worker for every (step, layer, micro-batch).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "actors/coordinator/coordinator_config.hpp"
+#include "proto/messages.hpp"
+
+namespace longcat::coordinator {
+
+using clock = std::chrono::steady_clock;
+
+struct member_record {
+    uint64_t id = 0;
+    proto::hello greeting;
+    std::string tp_group;
+    int32_t tp_rank = 0;
+    int32_t tp_size = 1;
+    bool ready = false;                                  // weights loaded
+    uint64_t acked_version = 0;                          // last placement it connected for
+    std::vector<std::vector<int32_t>> experts_by_layer;  // expert groups: what it holds
+    bool is_worker() const {
+        return greeting.role == proto::node_role::attention_decode ||
+               greeting.role == proto::node_role::attention_prefill;
+    }
+};
+
+struct request_record {
+    uint64_t id = 0;
+    proto::generate_request request;
+    uint64_t worker_id = 0;          // owner (data-parallel attention)
+    std::vector<int32_t> generated;  // sampled so far
+    bool prefilled = false;
+    clock::time_point deadline;
+};
+
+// A request that ended: the reply to send to its client.
+struct finished_request {
+    uint64_t id = 0;
+    proto::generate_reply reply;
+};
+
+// Plans for one step: one per ready worker.
+struct step_batch {
+    uint64_t step_id = 0;
+    std::map<uint64_t, proto::step_plan> plans;  // worker member id → plan
+    bool empty() const;                          // no sequence in any plan
+};
+
+class coordinator_state {
+public:
+    // num_layers and num_routed_experts come from the model's config.json.
+    coordinator_state(coordinator_config config, int32_t num_layers, int32_t num_routed_experts,
+                      int64_t eos_token_id);
+
+    // -- membership -------------------------------------------------------------------------
+    // check_hello against the coordinator's own hello, a duplicate live name, and for expert
+    // groups an assignment (from the spec, else the experts no live group holds).
+    proto::register_reply register_member(const proto::register_member& message);
+    void member_ready(uint64_t member_id);
+    // A member died (CAF down). Returns the requests that fail because of it, each with an error
+    // naming the member (an expert group: with its experts).
+    std::vector<finished_request> member_down(uint64_t member_id);
+    void placement_acked(const proto::placement_ack& ack, uint64_t member_id);
+    const member_record* member(uint64_t member_id) const;
+    std::vector<uint64_t> member_ids() const;
+
+    // -- step functions -----------------------------------------------------------------------
+    // At a step boundary: when membership changed since the last map, every live member is
+    // ready and no batch is running (static batching: a batch ends under its map), a new map
+    // (version + 1) to send to every member. nullopt: nothing to apply.
+    std::optional<proto::placement_map> apply_placement();
+    // Why the cluster is not serving ("" when it is): waiting for members, an expert without a
+    // replica (names the dead group and its experts), members not yet paired.
+    std::string not_serving_reason() const;
+    bool serving() const { return not_serving_reason().empty(); }
+    // The part of not_serving_reason() that refuses new requests (a dead group's experts without
+    // a replica, attention workers missing); "" while requests are only queued (members loading
+    // or pairing with a new map).
+    std::string refusal_reason() const;
+
+    // A client request: queued, or refused with refusal_reason() (then nothing is kept).
+    std::optional<std::string> admit(uint64_t request_id, const proto::generate_request& request);
+    // Static batching: when nothing runs, moves up to max_batch queued requests into the batch
+    // and assigns each an owner worker (round robin over ready workers).
+    void admit_queued();
+    // The next step's plans (sequences with their new tokens; released requests). Requests past
+    // their deadline end here (returned through take_finished()).
+    step_batch plan_step();
+    // Step results: appends sampled tokens, ends requests at max_tokens/EOS or on a step error.
+    // Returns the requests that ended.
+    std::vector<finished_request> emit_tokens(uint64_t step_id,
+                                              const std::vector<proto::step_result>& results);
+    // A step that did not complete (timeout, a worker died): its requests end with `error`.
+    std::vector<finished_request> fail_step(uint64_t step_id, const std::string& error);
+    std::vector<finished_request> take_finished();
+    // SIGTERM: new requests are refused from now on; drained() once none runs or waits.
+    void start_draining() { draining_ = true; }
+    bool drained() const { return running_.empty() && queue_.empty(); }
+    // The draft of step N+1 (planned while N ran), brought up to date after emit_tokens(N):
+    // ended requests dropped, decode tokens filled, pending releases and the current map
+    // version set. Returns false when nothing is left to run (releases are kept for later).
+    bool finalize_plan(step_batch& draft);
+    // Gives a draft's releases back (the draft is dropped, e.g. after a member died).
+    void discard_plan(step_batch& draft);
+
+    proto::cluster_status status() const;
+    const proto::placement_map& placement() const { return map_; }
+    const proto::hello& own_hello() const { return hello_; }
+    const coordinator_config& config() const { return config_; }
+    uint64_t steps_done() const { return steps_done_; }
+    size_t running_requests() const { return running_.size(); }
+    size_t queued_requests() const { return queue_.size(); }
+
+    // "experts-0 (experts 0-3,7 of every layer)"
+    std::string describe_group(const member_record& group) const;
+
+private:
+    std::vector<std::vector<int32_t>> assignment_for(const std::string& group_name) const;
+    std::set<int32_t> unplaced_experts() const;  // layer 0 view (same ids in every layer)
+    finished_request end_request(uint64_t request_id, const std::string& finish_reason,
+                                 const std::string& error);
+    std::vector<const member_record*> ready_workers() const;
+
+    coordinator_config config_;
+    int32_t num_layers_;
+    int32_t num_routed_experts_;
+    int64_t eos_token_id_;
+    proto::hello hello_;
+    std::map<std::string, std::vector<int32_t>> spec_;  // parsed expert_placement
+    std::map<uint64_t, member_record> members_;
+    uint64_t next_member_id_ = 1;
+    bool membership_changed_ = false;
+    bool draining_ = false;
+    std::map<std::string, std::string> down_groups_;  // name → description while not replaced
+    proto::placement_map map_;
+    std::map<uint64_t, request_record> requests_;
+    std::vector<uint64_t> queue_;
+    std::set<uint64_t> running_;
+    std::vector<uint64_t> released_pending_;  // freed on their worker at the next step
+    std::map<uint64_t, std::vector<uint64_t>> release_by_worker_;
+    std::vector<finished_request> finished_;
+    uint64_t next_step_id_ = 1;
+    uint64_t steps_done_ = 0;
+    size_t round_robin_ = 0;
+};
+
+// "0-3,5" → {0,1,2,3,5}; throws std::invalid_argument naming the text.
+std::vector<int32_t> parse_expert_list(const std::string& text);
+// {0,1,2,3,5} → "0-3,5"
+std::string format_expert_list(const std::vector<int32_t>& experts);
+// "a=0-3;b=4-7" → {a:[0..3], b:[4..7]}
+std::map<std::string, std::vector<int32_t>> parse_placement_spec(const std::string& text);
+
+}  // namespace longcat::coordinator

@@ -1,0 +1,399 @@
+// The local cluster as real processes on 127.0.0.1 (deploy/local/minimal.json): `longcat cluster
+// up`, generations through the coordinator (CAF) with MoE traffic over UCX, failures, `down`.
+// Every test stops what it started (cluster down in a guard, extra processes by pid).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "actors/control/cluster_client.hpp"
+#include "actors/control/launcher.hpp"
+#include "model/engine.hpp"
+#include "model/mkmodel.hpp"
+#include "model/tokenizer.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace longcat::control {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+struct process_result {
+    int exit_code = -1;
+    std::string output;  // stdout + stderr
+};
+
+// Runs a command to completion, capturing its output (killed after `timeout`).
+process_result run_process(const std::vector<std::string>& args, std::chrono::seconds timeout = 120s) {
+    int pipe_fds[2];
+    EXPECT_EQ(::pipe(pipe_fds), 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(pipe_fds[1], STDOUT_FILENO);
+        ::dup2(pipe_fds[1], STDERR_FILENO);
+        ::close(pipe_fds[0]);
+        std::vector<char*> argv;
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    ::close(pipe_fds[1]);
+    ::fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
+    process_result result;
+    const auto until = clock_type::now() + timeout;
+    int status = 0;
+    bool done = false;
+    while (!done) {
+        char buffer[4096];
+        ssize_t got;
+        while ((got = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0) result.output.append(buffer, got);
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+            done = true;
+            while ((got = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0) result.output.append(buffer, got);
+        } else if (clock_type::now() > until) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            result.output += "\n[test: killed after timeout]";
+            done = true;
+        } else {
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    ::close(pipe_fds[0]);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return result;
+}
+
+bool alive(const launched_process& p) {
+    char buffer[4096];
+    const ssize_t len = ::readlink(("/proc/" + std::to_string(p.pid) + "/exe").c_str(), buffer, sizeof buffer - 1);
+    if (len <= 0) return false;
+    std::string exe(buffer, static_cast<size_t>(len));
+    return exe.rfind(p.binary, 0) == 0;
+}
+
+const launched_process& find(const cluster_state& state, const std::string& name) {
+    for (const auto& p : state.processes)
+        if (p.name == name) return p;
+    throw std::runtime_error("no process " + name);
+}
+
+class ClusterCaf : public ::testing::Test {
+protected:
+    void SetUp() override {
+        ::setenv("UCX_NET_DEVICES", "lo", 1);
+        ::setenv("UCX_TCP_CM_REUSEADDR", "y", 1);
+        ::setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
+        model_dir_ = dir_.path() / "model";
+        model::mkmodel_options o;
+        o.preset = "tiny-b";
+        o.out_dir = model_dir_;
+        model::make_model(o);
+        state_file_ = dir_.path() / "cluster" / "state.json";
+    }
+    void TearDown() override {
+        for (int pid : extra_pids_) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+        if (fs::exists(state_file_)) run_process({LONGCAT_CLI_PATH, "cluster", "down", "--state", state_file_});
+    }
+
+    cluster_state up(const std::string& topology = "minimal") {
+        const auto result = run_process({LONGCAT_CLI_PATH, "cluster", "up", "--topology",
+                                         std::string(LONGCAT_SOURCE_DIR) + "/deploy/local/" + topology + ".json",
+                                         "--model", model_dir_, "--state", state_file_, "--timeout-s", "90"});
+        EXPECT_EQ(result.exit_code, 0) << result.output;
+        auto state = read_cluster_state(state_file_);
+        if (!state) throw std::runtime_error(state.error() + "\n" + result.output);
+        return *state;
+    }
+
+    std::vector<int32_t> prompt() const {
+        const auto tok = model::tokenizer::load_dir(model_dir_);
+        return tok.encode("The quick brown fox jumps over the lazy dog", true);
+    }
+
+    std::vector<int32_t> engine_greedy(const std::vector<int32_t>& ids, int64_t max_tokens) const {
+        auto weights = std::make_shared<model::model_weights>(model::load_model_weights(model_dir_));
+        model::engine_options eo;
+        eo.num_threads = 1;
+        model::engine eng(weights, eo);
+        model::sampling_params sp;
+        sp.temperature = 0.0f;
+        return eng.generate(ids, max_tokens, sp);
+    }
+
+    // Starts another longcat-experts against the running coordinator (killed in TearDown).
+    int start_experts(const cluster_state& state, const launched_process& like, const std::string& name,
+                      const std::vector<std::string>& extra, const fs::path& log) {
+        std::vector<std::string> args{like.binary, "--name", name, "--model", model_dir_, "--coordinator",
+                                      state.coordinator, "--threads", "1"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            ::dup2(fd, STDOUT_FILENO);
+            ::dup2(fd, STDERR_FILENO);
+            std::vector<char*> argv;
+            for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+            argv.push_back(nullptr);
+            ::execv(argv[0], argv.data());
+            ::_exit(127);
+        }
+        extra_pids_.push_back(pid);
+        return pid;
+    }
+
+    testing::temp_dir dir_;
+    fs::path model_dir_;
+    fs::path state_file_;
+    std::vector<int> extra_pids_;
+};
+
+std::string slurp(const fs::path& file) {
+    std::ifstream in(file);
+    std::stringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+TEST_F(ClusterCaf, MinimalGreedyMatchesSingleProcessEngineAndDownLeavesNoProcess) {
+    const cluster_state state = up("minimal");
+    ASSERT_EQ(state.processes.size(), 3u);
+    for (const auto& p : state.processes) {
+        EXPECT_TRUE(alive(p)) << p.name;
+        EXPECT_EQ(http_get_status("127.0.0.1", p.metrics_port, "/readyz", 2s), 200) << p.name;
+        EXPECT_EQ(http_get_status("127.0.0.1", p.metrics_port, "/healthz", 2s), 200) << p.name;
+    }
+    const auto ids = prompt();
+    const auto expected = engine_greedy(ids, 24);
+
+    cluster_generate_options o;
+    o.prompt = ids;
+    o.max_tokens = 24;
+    o.timeout = 60s;
+    auto got = cluster_generate(state.coordinator, o);
+    ASSERT_TRUE(got.has_value()) << got.error();
+    EXPECT_EQ(got->tokens, expected);
+
+    // The CLI through the state file prints the same ids as the single-process CLI.
+    const auto via_cluster = run_process({LONGCAT_CLI_PATH, "generate", "--cluster", state_file_, "--prompt",
+                                          "The quick brown fox jumps over the lazy dog", "--max-tokens", "16", "--ids"});
+    const auto single = run_process({LONGCAT_CLI_PATH, "generate", "--model", model_dir_, "--prompt",
+                                     "The quick brown fox jumps over the lazy dog", "--max-tokens", "16", "--ids",
+                                     "--threads", "1"});
+    ASSERT_EQ(via_cluster.exit_code, 0) << via_cluster.output;
+    ASSERT_EQ(single.exit_code, 0) << single.output;
+    auto ids_line = [](const std::string& out) {
+        const auto at = out.find("ids:");
+        return at == std::string::npos ? std::string("<none>") : out.substr(at, out.find('\n', at) - at);
+    };
+    EXPECT_EQ(ids_line(via_cluster.output), ids_line(single.output));
+
+    const std::string coordinator_metrics = [&] {
+        std::string body;
+        http_get_status("127.0.0.1", find(state, "coordinator").metrics_port, "/metrics", 2s, &body);
+        return body;
+    }();
+    EXPECT_NE(coordinator_metrics.find("longcat_placement_version 1"), std::string::npos) << coordinator_metrics;
+    EXPECT_NE(coordinator_metrics.find("longcat_requests_total{outcome=\"length\"} 2"), std::string::npos)
+        << coordinator_metrics;
+    std::string worker_metrics;
+    http_get_status("127.0.0.1", find(state, "attention-0").metrics_port, "/metrics", 2s, &worker_metrics);
+    EXPECT_NE(worker_metrics.find("longcat_exposed_communication_seconds_total{wait=\"combine\"}"),
+              std::string::npos) << worker_metrics;
+    EXPECT_NE(worker_metrics.find("longcat_step_tokens_total"), std::string::npos) << worker_metrics;
+
+    const auto down = run_process({LONGCAT_CLI_PATH, "cluster", "down", "--state", state_file_});
+    EXPECT_EQ(down.exit_code, 0) << down.output;
+    for (const auto& p : state.processes) EXPECT_FALSE(alive(p)) << p.name << " still runs";
+    EXPECT_FALSE(fs::exists(state_file_));
+    // Each service stopped cleanly on SIGTERM (its log says so and shows no fatal error).
+    for (const auto& p : state.processes) EXPECT_EQ(slurp(p.log_file).find("fatal"), std::string::npos) << p.name;
+}
+
+TEST_F(ClusterCaf, MemberWithAnotherProtocolVersionIsRefusedByName) {
+    const cluster_state state = up("minimal");
+    const auto& experts = find(state, "experts-0");
+    const fs::path log = dir_.path() / "experts-x.log";
+    const int pid = start_experts(state, experts, "experts-x", {"--protocol-version", "99"}, log);
+    int status = 0;
+    const auto until = clock_type::now() + 30s;
+    while (::waitpid(pid, &status, WNOHANG) != pid) {
+        ASSERT_LT(clock_type::now(), until) << "the refused member did not exit\n" << slurp(log);
+        std::this_thread::sleep_for(50ms);
+    }
+    extra_pids_.clear();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << slurp(log);
+    const std::string text = slurp(log);
+    EXPECT_NE(text.find("registration refused"), std::string::npos) << text;
+    EXPECT_NE(text.find("coordinator (coordinator) speaks protocol 1"), std::string::npos) << text;
+    EXPECT_NE(text.find("experts-x (expert_group) speaks protocol 99"), std::string::npos) << text;
+    EXPECT_NE(slurp(find(state, "coordinator").log_file).find("experts-x (expert_group) speaks protocol 99"),
+              std::string::npos);
+    // The coordinator stays up and serving.
+    for (const auto& p : state.processes) EXPECT_TRUE(alive(p)) << p.name;
+    auto status_now = cluster_status_of(state.coordinator, 5s);
+    ASSERT_TRUE(status_now.has_value()) << status_now.error();
+    EXPECT_TRUE(status_now->serving) << status_now->reason;
+    cluster_generate_options o;
+    o.prompt = prompt();
+    o.max_tokens = 4;
+    auto got = cluster_generate(state.coordinator, o);
+    EXPECT_TRUE(got.has_value()) << got.error();
+}
+
+TEST_F(ClusterCaf, KilledExpertGroupFailsItsRequestsByNameUntilItReRegisters) {
+    const cluster_state state = up("minimal");
+    const auto& experts = find(state, "experts-0");
+    const auto ids = prompt();
+    // A long request, running when the group dies.
+    cluster_generate_options long_request;
+    long_request.prompt = ids;
+    long_request.max_tokens = 6000;
+    long_request.timeout = 120s;
+    auto running = std::async(std::launch::async, [&] { return cluster_generate(state.coordinator, long_request); });
+    std::this_thread::sleep_for(1500ms);
+    ASSERT_EQ(running.wait_for(0s), std::future_status::timeout) << "the request ended before the kill";
+    const auto killed_at = clock_type::now();
+    ASSERT_EQ(::kill(experts.pid, SIGKILL), 0);
+    // Fails within the data-plane deadline (5 s) + 1 s, naming the group and its experts.
+    ASSERT_EQ(running.wait_for(6s), std::future_status::ready) << "the request did not fail in time";
+    const double seconds = std::chrono::duration<double>(clock_type::now() - killed_at).count();
+    auto failed = running.get();
+    ASSERT_FALSE(failed.has_value());
+    EXPECT_NE(failed.error().find("experts-0"), std::string::npos) << failed.error();
+    EXPECT_NE(failed.error().find("experts 0-11"), std::string::npos) << failed.error();
+    std::printf("request failed %.2f s after the kill: %s\n", seconds, failed.error().c_str());
+    // No other process exited.
+    EXPECT_TRUE(alive(find(state, "coordinator")));
+    EXPECT_TRUE(alive(find(state, "attention-0")));
+    // New requests are refused with that error until the group re-registers.
+    cluster_generate_options o;
+    o.prompt = ids;
+    o.max_tokens = 8;
+    o.timeout = 30s;
+    auto refused = cluster_generate(state.coordinator, o);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_NE(refused.error().find("experts-0 (experts 0-11 of every layer) is down"), std::string::npos)
+        << refused.error();
+    // Restart the group under the same name; once it is paired again, requests succeed.
+    start_experts(state, experts, "experts-0", {"--listen-host", "127.0.0.1"}, dir_.path() / "experts-0-restarted.log");
+    const auto until = clock_type::now() + 60s;
+    for (;;) {
+        auto status = cluster_status_of(state.coordinator, 5s);
+        ASSERT_TRUE(status.has_value()) << status.error();
+        if (status->serving) {
+            EXPECT_GE(status->placement_version, 2u);
+            break;
+        }
+        ASSERT_LT(clock_type::now(), until) << status->reason;
+        std::this_thread::sleep_for(100ms);
+    }
+    auto got = cluster_generate(state.coordinator, o);
+    ASSERT_TRUE(got.has_value()) << got.error();
+    EXPECT_EQ(got->tokens, engine_greedy(ids, 8));
+    EXPECT_TRUE(alive(find(state, "coordinator")));
+    EXPECT_TRUE(alive(find(state, "attention-0")));
+}
+
+TEST_F(ClusterCaf, DownDrainsTheRunningRequestThenStopsEverything) {
+    const cluster_state state = up("minimal");
+    cluster_generate_options o;
+    o.prompt = prompt();
+    o.max_tokens = 400;  // ~0.7 s here, a few s under ASan: well inside the 8 s drain grace
+    auto running = std::async(std::launch::async, [&] { return cluster_generate(state.coordinator, o); });
+    std::this_thread::sleep_for(150ms);
+    ASSERT_EQ(running.wait_for(0s), std::future_status::timeout) << "the request ended before down";
+    const auto down = run_process({LONGCAT_CLI_PATH, "cluster", "down", "--state", state_file_});
+    EXPECT_EQ(down.exit_code, 0) << down.output;
+    auto got = running.get();
+    ASSERT_TRUE(got.has_value()) << got.error();  // drained, not cut off
+    EXPECT_EQ(got->tokens.size(), 400u);
+    for (const auto& p : state.processes) EXPECT_FALSE(alive(p)) << p.name << " still runs";
+    EXPECT_NE(slurp(find(state, "coordinator").log_file).find("drained"), std::string::npos);
+    for (const char* member : {"experts-0", "attention-0"}) {
+        const std::string log = slurp(find(state, member).log_file);
+        EXPECT_NE(log.find("coordinator stopped; stopping"), std::string::npos) << log;
+        EXPECT_EQ(log.find("fatal"), std::string::npos) << log;
+    }
+}
+
+TEST_F(ClusterCaf, SpareGroupRegistersServesNothingAndExitsZeroOnSigterm) {
+    const cluster_state state = up("minimal");
+    const fs::path log = dir_.path() / "experts-spare.log";
+    const int pid = start_experts(state, find(state, "experts-0"), "experts-spare", {}, log);
+    // It registers (no expert is left to assign: it holds none) and turns ready.
+    const auto until = clock_type::now() + 30s;
+    while (slurp(log).find("placement v2") == std::string::npos) {
+        ASSERT_LT(clock_type::now(), until) << slurp(log);
+        std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_NE(slurp(log).find("effective config"), std::string::npos);
+    ASSERT_EQ(::kill(pid, SIGTERM), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    extra_pids_.clear();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << slurp(log);
+    // Its leaving fails nothing: the cluster keeps serving.
+    cluster_generate_options o;
+    o.prompt = prompt();
+    o.max_tokens = 6;
+    auto got = cluster_generate(state.coordinator, o);
+    ASSERT_TRUE(got.has_value()) << got.error();
+    EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 6));
+}
+
+TEST_F(ClusterCaf, DefaultTopologyTensorParallelPairAndThreeUnevenGroups) {
+    const cluster_state state = up("default");
+    ASSERT_EQ(state.processes.size(), 6u);
+    auto status = cluster_status_of(state.coordinator, 5s);
+    ASSERT_TRUE(status.has_value()) << status.error();
+    EXPECT_TRUE(status->serving) << status->reason;
+    std::string members;
+    for (const auto& m : status->members) members += m + "\n";
+    EXPECT_NE(members.find("experts-0 (expert_group, ready, placement v1"), std::string::npos) << members;
+    EXPECT_NE(members.find("experts 0-1)"), std::string::npos) << members;   // shares 1:2:3 of 12
+    EXPECT_NE(members.find("experts 2-5)"), std::string::npos) << members;
+    EXPECT_NE(members.find("experts 6-11)"), std::string::npos) << members;
+    // Several requests at once: both TP ranks own some; every one completes. Against the engine:
+    // TP and three groups change float summation order, so only the first token (after prefill)
+    // is required to match; the rest is reported.
+    const auto tok = model::tokenizer::load_dir(model_dir_);
+    std::vector<std::future<proto::expected<cluster_generation, std::string>>> running;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int idx = 0; idx < 3; ++idx) {
+        prompts.push_back(tok.encode("Request number " + std::to_string(idx) + " says hello", true));
+        cluster_generate_options o;
+        o.prompt = prompts.back();
+        o.max_tokens = 12;
+        running.push_back(std::async(std::launch::async, [&state, o] { return cluster_generate(state.coordinator, o); }));
+    }
+    for (size_t idx = 0; idx < running.size(); ++idx) {
+        auto got = running[idx].get();
+        ASSERT_TRUE(got.has_value()) << got.error();
+        ASSERT_EQ(got->tokens.size(), 12u);
+        const auto expected = engine_greedy(prompts[idx], 12);
+        EXPECT_EQ(got->tokens.front(), expected.front());
+        std::printf("request %zu: %s the engine's greedy tokens\n", idx,
+                    got->tokens == expected ? "equals" : "differs (float order) from");
+    }
+    const auto down = run_process({LONGCAT_CLI_PATH, "cluster", "down", "--state", state_file_});
+    EXPECT_EQ(down.exit_code, 0) << down.output;
+    for (const auto& p : state.processes) EXPECT_FALSE(alive(p)) << p.name << " still runs";
+}
+
+}  // namespace
+}  // namespace longcat::control
