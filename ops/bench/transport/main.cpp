@@ -1,0 +1,502 @@
+// ops/bench/transport — MoE dispatch/combine over ucx_data_plane against raw ucx_perftest.
+//   longcat_bench_transport [--json OUT] [--sizes 64K,256K,1M,4M] [--window 4]
+//                           [--bytes-mib 192] [--perftest /usr/bin/ucx_perftest]
+// For each transport (UCX_TLS=tcp with error mode peer, UCX_TLS=sm,self,tcp with error mode
+// none) and each dispatch payload size:
+//   - raw: `ucx_perftest -t ucp_am_bw -s SIZE -n ITERS` on 127.0.0.1, server pinned to CPU 1 and
+//     client to CPU 0 (taskset), run just before our measurement; its "Final:" overall MB/s;
+//   - ours: this process (pinned to CPU 0) plays the attention worker, a child process (this
+//     binary with --group-peer, pinned to CPU 1) is one expert group serving identity experts
+//     (expert_group_config::identity_experts) for a generated tiny-b checkpoint. The worker sends
+//     real dispatch frames (cluster::encode_dispatch, one slot per row) and receives the combine
+//     frames, with up to --window units in flight. Throughput = (dispatch + combine payload
+//     bytes) / seconds over N round trips after a warm-up.
+// MB/s here means 2^20 bytes per second, as ucx_perftest counts. Prints a table, writes JSON.
+// Every child process is stopped (stdin closed / SIGKILL) before the next measurement.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/cluster/moe_frames.hpp"
+#include "actors/cluster/placement.hpp"
+#include "actors/experts/expert_group.hpp"
+#include "actors/transport/ucx_data_plane.hpp"
+#include "model/config.hpp"
+#include "model/mkmodel.hpp"
+
+namespace {
+
+using namespace longcat;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
+    for (int i = 1; i + 1 < argc; ++i) {
+        if (argv[i] == name) return argv[i + 1];
+    }
+    return def;
+}
+
+bool pin_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return ::sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+
+// A child process: stdin and stdout are pipes; closing stdin asks it to stop; stop() waits up
+// to 2 s, then SIGKILL.
+class child_process {
+  public:
+    explicit child_process(std::vector<std::string> args) {
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        int out[2], in[2];
+        if (::pipe(out) != 0) return;
+        if (::pipe(in) != 0) {
+            ::close(out[0]);
+            ::close(out[1]);
+            return;
+        }
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            ::dup2(out[1], STDOUT_FILENO);
+            ::dup2(out[1], STDERR_FILENO);
+            ::dup2(in[0], STDIN_FILENO);
+            ::close(out[0]);
+            ::close(out[1]);
+            ::close(in[0]);
+            ::close(in[1]);
+            ::execvp(argv[0], argv.data());
+            ::_exit(127);
+        }
+        ::close(out[1]);
+        ::close(in[0]);
+        out_fd_ = out[0];
+        in_fd_ = in[1];
+        ::fcntl(in_fd_, F_SETFD, FD_CLOEXEC);
+        ::fcntl(out_fd_, F_SETFD, FD_CLOEXEC);
+    }
+    ~child_process() {
+        stop();
+        if (out_fd_ >= 0) ::close(out_fd_);
+    }
+    child_process(const child_process&) = delete;
+    child_process& operator=(const child_process&) = delete;
+
+    bool started() const { return pid_ > 0; }
+
+    // The next line of output, or nullopt at EOF / timeout.
+    std::optional<std::string> read_line(clock_type::time_point until) {
+        for (;;) {
+            if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
+                std::string line = buffer_.substr(0, nl);
+                buffer_.erase(0, nl + 1);
+                seen_ += line + "\n";
+                return line;
+            }
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - clock_type::now());
+            if (left.count() <= 0 || out_fd_ < 0) return std::nullopt;
+            pollfd pfd{out_fd_, POLLIN, 0};
+            if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+            char chunk[4096];
+            const ssize_t got = ::read(out_fd_, chunk, sizeof(chunk));
+            if (got <= 0) return std::nullopt;
+            buffer_.append(chunk, static_cast<size_t>(got));
+        }
+    }
+    // Reads all output until EOF or `until`.
+    std::string read_all(clock_type::time_point until) {
+        while (read_line(until)) {
+        }
+        seen_ += buffer_;
+        buffer_.clear();
+        return seen_;
+    }
+    const std::string& seen() const { return seen_; }
+
+    // True when the child exited by itself before `until`.
+    bool wait_exit(clock_type::time_point until) {
+        while (pid_ > 0 && clock_type::now() < until) {
+            if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+                pid_ = -1;
+                return true;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return pid_ <= 0;
+    }
+
+    void stop() {
+        if (in_fd_ >= 0) {
+            ::close(in_fd_);
+            in_fd_ = -1;
+        }
+        if (pid_ <= 0) return;
+        if (wait_exit(clock_type::now() + 2s)) return;
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+
+  private:
+    pid_t pid_ = -1;
+    int out_fd_ = -1;
+    int in_fd_ = -1;
+    std::string buffer_;
+    std::string seen_;
+};
+
+// -- the expert-group side (this binary with --group-peer) ------------------------------------
+
+std::atomic<bool> g_terminate{false};
+
+void say(const std::string& line) {
+    std::fputs((line + "\n").c_str(), stdout);
+    std::fflush(stdout);
+}
+
+int group_peer_main(int argc, char** argv) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    std::signal(SIGTERM, [](int) { g_terminate = true; });
+    if (!pin_to_cpu(std::stoi(arg(argc, argv, "--cpu", "1")))) say("WARN could not pin to cpu");
+    const std::string model_dir = arg(argc, argv, "--model-dir", "");
+    const std::string tls = arg(argc, argv, "--tls", "tcp");
+    const std::string err_mode = arg(argc, argv, "--err-mode", "peer");
+    std::ifstream file(arg(argc, argv, "--placement", ""));
+    std::stringstream text;
+    text << file.rdbuf();
+    auto map = cluster::placement_from_json(text.str());
+    if (!map) {
+        say("ERROR placement: " + map.error().message);
+        return 1;
+    }
+    transport::ucx_data_plane_config plane_config;
+    plane_config.name = map->group(0).name;
+    plane_config.error_mode = err_mode == "none" ? transport::ucx_error_mode::none : transport::ucx_error_mode::peer;
+    plane_config.ucx_options = {{"TLS", tls}};
+    auto plane = transport::ucx_data_plane::create(plane_config);
+    if (!plane) {
+        say("ERROR " + plane.error().message);
+        return 1;
+    }
+    experts::expert_group_config config;
+    config.group_id = 0;
+    config.worker_names = {"attention-0"};
+    config.identity_experts = true;
+    config.on_failure = [](const cluster::cluster_failure& f) { say("FAILED " + f.message); };
+    auto group = experts::expert_group::load(model_dir, *map, **plane, config);
+    if (!group) {
+        say("ERROR " + group.error().message);
+        return 1;
+    }
+    say("ADDRESS " + (*plane)->address());
+    {
+        std::jthread server([g = group->get()](std::stop_token stop) { g->serve(stop); });
+        const auto end = clock_type::now() + 300s;
+        while (!g_terminate && clock_type::now() < end) {
+            pollfd pfd{STDIN_FILENO, POLLIN, 0};
+            if (::poll(&pfd, 1, 100) > 0) break;
+        }
+    }
+    (*plane)->close();
+    say("DONE");
+    return 0;
+}
+
+// -- raw: ucx_perftest ---------------------------------------------------------------------
+
+struct raw_result {
+    std::optional<double> mbs;  // overall bandwidth, MB/s (2^20)
+    std::string error;
+};
+
+std::vector<std::string> ucx_env_args(const std::string& tls) {
+    return {"env", "UCX_TLS=" + tls, "UCX_NET_DEVICES=lo"};
+}
+
+raw_result run_perftest(const std::string& perftest, const std::string& tls, size_t size, int iters, int port) {
+    raw_result r;
+    std::vector<std::string> server = ucx_env_args(tls);
+    for (std::string a : {std::string("taskset"), std::string("-c"), std::string("1"), perftest, std::string("-p"),
+                          std::to_string(port)})
+        server.push_back(a);
+    child_process srv(server);
+    std::this_thread::sleep_for(400ms);  // let the server listen
+    std::vector<std::string> client = ucx_env_args(tls);
+    for (std::string a : {std::string("taskset"), std::string("-c"), std::string("0"), perftest,
+                          std::string("127.0.0.1"), std::string("-p"), std::to_string(port), std::string("-t"),
+                          std::string("ucp_am_bw"), std::string("-s"), std::to_string(size), std::string("-n"),
+                          std::to_string(iters)})
+        client.push_back(a);
+    child_process cli(client);
+    const std::string out = cli.read_all(clock_type::now() + 30s);
+    cli.stop();
+    srv.stop();
+    // "Final:  iters  lat50  lat_avg  lat_overall  bw_avg  bw_overall  rate_avg  rate_overall"
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+        std::istringstream words(line);
+        std::vector<std::string> w;
+        for (std::string x; words >> x;) w.push_back(x);
+        if (w.size() >= 7 && w[0] == "Final:") r.mbs = std::stod(w[6]);
+    }
+    if (!r.mbs) r.error = out.substr(out.size() > 600 ? out.size() - 600 : 0);
+    return r;
+}
+
+// -- ours: dispatch/combine round trips ----------------------------------------------------
+
+struct ours_result {
+    std::optional<double> mbs;
+    int64_t rows = 0;
+    uint64_t dispatch_bytes = 0, combine_bytes = 0;
+    int round_trips = 0;
+    double seconds = 0;
+    std::string error;
+};
+
+ours_result run_ours(transport::ucx_data_plane& plane, transport::peer_id group, int64_t hidden, int64_t rows,
+                     int num_layers, int warmup, int trips, int window, uint64_t& next_step) {
+    ours_result r;
+    r.rows = rows;
+    cluster::dispatch_rows d;
+    d.reset(hidden);
+    d.h.resize(static_cast<size_t>(rows * hidden));
+    for (size_t i = 0; i < d.h.size(); ++i) d.h[i] = static_cast<float>(i % 97) * 0.01f;
+    for (int64_t row = 0; row < rows; ++row) {
+        d.token.push_back(static_cast<int32_t>(row));
+        d.expert.push_back(static_cast<int32_t>(row % 4));
+        d.weight.push_back(1.0f);
+        d.slot_begin.push_back(static_cast<int32_t>(row + 1));  // reset() left the leading 0
+    }
+    // Frames encoded up front (the worker encodes before it sends; this measures the transport).
+    const int total = warmup + trips;
+    std::vector<cluster::encoded_frame> frames;
+    for (int i = 0; i < total; ++i) {
+        cluster::unit_key key{next_step + static_cast<uint64_t>(i), static_cast<uint32_t>(i % num_layers), 0};
+        frames.push_back(cluster::encode_dispatch(key, d));
+    }
+    next_step += static_cast<uint64_t>(total);
+    r.dispatch_bytes = frames[0].header.payload_bytes;
+    int sent = 0, received = 0;
+    clock_type::time_point t0 = clock_type::now();
+    while (received < total) {
+        while (sent < total && sent - received < window) {
+            auto ok = plane.send(group, frames[sent].header, {frames[sent].payload}, transport::deadline_after(10s));
+            if (!ok) {
+                r.error = "send: " + ok.error().message;
+                return r;
+            }
+            ++sent;
+        }
+        transport::frame_filter filter;
+        filter.kind = proto::frame_kind::combine;
+        filter.step_id = frames[received].header.step_id;
+        auto got = plane.receive(transport::deadline_after(10s), filter);
+        if (!got) {
+            r.error = "receive: " + got.error().message;
+            return r;
+        }
+        if (auto bad = cluster::check_combine(got->header, hidden, rows)) {
+            r.error = "combine: " + *bad;
+            return r;
+        }
+        r.combine_bytes = got->header.payload_bytes;
+        ++received;
+        if (received == warmup) t0 = clock_type::now();
+    }
+    r.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
+    r.round_trips = trips;
+    r.mbs = static_cast<double>(r.dispatch_bytes + r.combine_bytes) * trips / r.seconds / kMiB;
+    return r;
+}
+
+size_t parse_size(const std::string& s) {
+    size_t mult = 1;
+    std::string n = s;
+    if (!n.empty() && (n.back() == 'K' || n.back() == 'k')) mult = 1024, n.pop_back();
+    else if (!n.empty() && (n.back() == 'M' || n.back() == 'm')) mult = 1024 * 1024, n.pop_back();
+    return static_cast<size_t>(std::stoull(n)) * mult;
+}
+
+std::string size_label(size_t bytes) {
+    if (bytes % (1024 * 1024) == 0) return std::to_string(bytes / (1024 * 1024)) + " MiB";
+    return std::to_string(bytes / 1024) + " KiB";
+}
+
+struct transport_case {
+    std::string label, tls;
+    transport::ucx_error_mode mode;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        if (std::string(argv[i]) == "--group-peer") return group_peer_main(argc, argv);
+    }
+    const std::string json_out = arg(argc, argv, "--json", "bench-transport.json");
+    const std::string perftest = arg(argc, argv, "--perftest", "ucx_perftest");
+    const int window = std::stoi(arg(argc, argv, "--window", "4"));
+    const double budget_mib = std::stod(arg(argc, argv, "--bytes-mib", "192"));
+    std::vector<size_t> sizes;
+    {
+        std::stringstream list(arg(argc, argv, "--sizes", "64K,256K,1M,4M"));
+        for (std::string item; std::getline(list, item, ',');) sizes.push_back(parse_size(item));
+    }
+    ::setenv("UCX_NET_DEVICES", "lo", 1);
+    ::setenv("UCX_TCP_CM_REUSEADDR", "y", 1);
+    if (!pin_to_cpu(0)) std::fprintf(stderr, "bench: could not pin the worker to CPU 0\n");
+
+    // A generated tiny-b checkpoint; the group loads its experts (identity mode skips the GEMMs).
+    char tmpl[] = "/tmp/longcat-bench-transport-XXXXXX";
+    if (!::mkdtemp(tmpl)) {
+        std::perror("mkdtemp");
+        return 1;
+    }
+    const std::filesystem::path dir = tmpl;
+    struct cleanup {
+        std::filesystem::path p;
+        ~cleanup() {
+            std::error_code ec;
+            std::filesystem::remove_all(p, ec);
+        }
+    } cleanup_dir{dir};
+    model::mkmodel_options mo;
+    mo.preset = "tiny-b";
+    mo.out_dir = dir / "model";
+    model::make_model(mo);
+    const model::model_config cfg = model::find_mkmodel_preset("tiny-b").config;
+    const int64_t hidden = cfg.hidden_size;
+    auto map = cluster::make_uneven_placement(1, static_cast<int32_t>(cfg.num_layers),
+                                              static_cast<int32_t>(cfg.n_routed_experts), 1);
+    if (!map) {
+        std::fprintf(stderr, "bench: placement: %s\n", map.error().message.c_str());
+        return 1;
+    }
+    std::ofstream(dir / "placement.json") << cluster::placement_to_json(*map);
+    const int64_t dispatch_row = 4 * hidden + 4 + 8;  // one slot per row
+    std::printf("model: tiny-b (hidden %ld), dispatch row %ld B, combine row %ld B, window %d units, "
+                "worker CPU 0, group CPU 1, 127.0.0.1, UCX_NET_DEVICES=lo\n",
+                static_cast<long>(hidden), static_cast<long>(dispatch_row), static_cast<long>(4 * hidden), window);
+
+    const std::vector<transport_case> cases = {{"tcp", "tcp", transport::ucx_error_mode::peer},
+                                               {"sm", "sm,self,tcp", transport::ucx_error_mode::none}};
+    nlohmann::json j;
+    j["model"] = {{"preset", "tiny-b"}, {"hidden", hidden}};
+    j["window"] = window;
+    j["units"] = "MB/s = 2^20 bytes/s";
+    int port = 20000 + static_cast<int>(::getpid() % 20000);
+    bool all_ok = true;
+    std::printf("\n%-20s %8s %7s %7s %11s %11s %7s %7s\n", "transport", "size", "rows", "trips", "ours MB/s",
+                "raw MB/s", "ratio", "target");
+    for (const transport_case& tc : cases) {
+        ::setenv("UCX_TLS", tc.tls.c_str(), 1);
+        child_process peer({self_exe(), "--group-peer", "--cpu", "1", "--model-dir", (dir / "model").string(),
+                            "--placement", (dir / "placement.json").string(), "--tls", tc.tls, "--err-mode",
+                            std::string(transport::to_string(tc.mode))});
+        std::optional<std::string> address;
+        while (auto line = peer.read_line(clock_type::now() + 30s)) {
+            if (line->starts_with("ADDRESS ")) {
+                address = line->substr(8);
+                break;
+            }
+        }
+        if (!address) {
+            std::fprintf(stderr, "bench: group peer (%s) did not start:\n%s\n", tc.label.c_str(), peer.seen().c_str());
+            all_ok = false;
+            continue;
+        }
+        transport::ucx_data_plane_config pc;
+        pc.name = "attention-0";
+        pc.error_mode = tc.mode;
+        pc.ucx_options = {{"TLS", tc.tls}};
+        auto plane = transport::ucx_data_plane::create(pc);
+        if (!plane) {
+            std::fprintf(stderr, "bench: data plane: %s\n", plane.error().message.c_str());
+            all_ok = false;
+            continue;
+        }
+        auto group = (*plane)->connect(*address, transport::deadline_after(10s));
+        if (!group) {
+            std::fprintf(stderr, "bench: connect: %s\n", group.error().message.c_str());
+            all_ok = false;
+            continue;
+        }
+        uint64_t next_step = 1;
+        for (size_t size : sizes) {
+            const int64_t rows = std::max<int64_t>(1, static_cast<int64_t>(size) / dispatch_row);
+            const int iters = std::max(50, static_cast<int>(budget_mib * kMiB / static_cast<double>(size)));
+            raw_result raw = run_perftest(perftest, tc.tls, size, iters, port++);
+            const int trips = std::max(20, static_cast<int>(budget_mib * kMiB / 2 / static_cast<double>(size)));
+            const int warmup = std::max(3, trips / 10);
+            ours_result ours = run_ours(**plane, *group, hidden, rows, static_cast<int>(cfg.num_layers), warmup,
+                                        trips, window, next_step);
+            const bool gated = tc.label == "tcp" && size >= 256 * 1024;
+            std::optional<double> ratio;
+            if (ours.mbs && raw.mbs && *raw.mbs > 0) ratio = *ours.mbs / *raw.mbs;
+            const char* verdict = !gated ? "-" : !ratio ? "n/a" : *ratio >= 0.7 ? "ok" : "MISS";
+            std::printf("%-20s %8s %7ld %7d %11s %11s %7s %7s\n", ("UCX_TLS=" + tc.tls).c_str(),
+                        size_label(size).c_str(), static_cast<long>(rows), ours.round_trips,
+                        ours.mbs ? std::to_string(static_cast<long>(*ours.mbs)).c_str() : "error",
+                        raw.mbs ? std::to_string(static_cast<long>(*raw.mbs)).c_str() : "error",
+                        ratio ? (std::to_string(*ratio).substr(0, 5)).c_str() : "-", verdict);
+            std::fflush(stdout);
+            if (!ours.error.empty()) std::fprintf(stderr, "  ours: %s\n", ours.error.c_str());
+            if (!raw.error.empty()) std::fprintf(stderr, "  raw (ucx_perftest): %s\n", raw.error.c_str());
+            nlohmann::json row = {{"transport", tc.label},
+                                  {"ucx_tls", tc.tls},
+                                  {"error_mode", std::string(transport::to_string(tc.mode))},
+                                  {"size_bytes", size},
+                                  {"rows", rows},
+                                  {"dispatch_payload_bytes", ours.dispatch_bytes},
+                                  {"combine_payload_bytes", ours.combine_bytes},
+                                  {"round_trips", ours.round_trips},
+                                  {"seconds", ours.seconds},
+                                  {"perftest_iters", iters},
+                                  {"target_ratio", gated ? nlohmann::json(0.7) : nlohmann::json(nullptr)}};
+            row["ours_mbs"] = ours.mbs ? nlohmann::json(*ours.mbs) : nlohmann::json(nullptr);
+            row["raw_mbs"] = raw.mbs ? nlohmann::json(*raw.mbs) : nlohmann::json(nullptr);
+            row["ratio"] = ratio ? nlohmann::json(*ratio) : nlohmann::json(nullptr);
+            if (!ours.error.empty()) row["ours_error"] = ours.error;
+            if (!raw.error.empty()) row["raw_error"] = raw.error;
+            j["results"].push_back(row);
+            if (!ours.mbs || !raw.mbs) all_ok = false;
+            if (!ours.error.empty()) break;  // the endpoint may have failed; next transport
+        }
+        peer.stop();  // the group closes its endpoint to a live worker first
+        (*plane)->close();
+        const std::string peer_out = peer.read_all(clock_type::now() + 1s);
+        if (peer_out.find("FAILED") != std::string::npos || peer_out.find("\nERROR ") != std::string::npos)
+            std::fprintf(stderr, "group peer (%s) said:\n%s", tc.label.c_str(), peer_out.c_str());
+    }
+    std::ofstream(json_out) << j.dump(2) << "\n";
+    std::printf("wrote %s\n", json_out.c_str());
+    return all_ok ? 0 : 1;
+}
