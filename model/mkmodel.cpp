@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "model/counter_rng.hpp"
 #include "model/error.hpp"
 #include "model/safetensors.hpp"
 
@@ -35,13 +36,6 @@ model_config make_config(int64_t layers, int64_t hidden, int64_t heads, int64_t 
     c.vocab_size = vocab;
     c.max_position_embeddings = max_pos;
     return c;
-}
-
-uint64_t splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
 }
 
 uint64_t name_hash(const std::string& s) {

@@ -6,19 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "model/counter_rng.hpp"
 #include "model/error.hpp"
 
 namespace longcat::model {
-namespace {
-
-uint64_t splitmix64(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-}  // namespace
 
 void validate_sampling_params(const sampling_params& p) {
     if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature))

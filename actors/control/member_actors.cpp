@@ -8,6 +8,26 @@
 
 namespace longcat::control {
 
+int run_member_until_stopped(const member_status& status,
+                             const std::function<void(bool ready, const std::string& detail)>& report,
+                             const std::function<void(const std::string&)>& log) {
+    bool was_ready = false;
+    while (!wait_for_stop(std::chrono::milliseconds(100))) {
+        if (auto failure = status.failure()) {
+            log("stopping: " + *failure);
+            return 1;
+        }
+        if (status.ready() && !was_ready) {
+            was_ready = true;
+            report(true, "ready");
+        } else if (!was_ready) {
+            report(false, status.detail());
+        }
+    }
+    log("stopping");
+    return 0;
+}
+
 void member_status::fail(std::string reason) {
     std::lock_guard lock(mutex_);
     if (!failure_) failure_ = std::move(reason);

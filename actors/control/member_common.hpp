@@ -51,6 +51,13 @@ struct member_options {
     std::function<void(const compute_step_output&, double seconds)> on_step;
 };
 
+// A member service's main loop: until SIGTERM/SIGINT (stop_signal.hpp) or the member fails,
+// reports readiness every 100 ms through `report(ready, detail)` (ready once, then stays).
+// Returns the exit code: 0 on a stop signal, 1 when the member failed (logged with its reason).
+int run_member_until_stopped(const member_status& status,
+                             const std::function<void(bool ready, const std::string& detail)>& report,
+                             const std::function<void(const std::string&)>& log);
+
 // proto::placement_map → the validated runtime form (cluster::placement_map + workers).
 proto::expected<member_placement, std::string> to_member_placement(const proto::placement_map& map);
 

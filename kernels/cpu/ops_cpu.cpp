@@ -217,11 +217,13 @@ void moe_gate(const float* h, const float* gate_w, const float* bias, int64_t nu
               float* topk_w) {
     std::vector<float> probs(static_cast<size_t>(num_tokens * num_experts));
     linear(matrix_view{gate_w, dtype::f32, num_experts, hidden}, h, num_tokens, probs.data());
-#pragma omp parallel for schedule(static) if (num_tokens > 8)
+#pragma omp parallel if (num_tokens > 8)
+    {
+    std::vector<int32_t> order(static_cast<size_t>(num_experts));  // one per thread
+#pragma omp for schedule(static)
     for (int64_t t = 0; t < num_tokens; ++t) {
         float* p = probs.data() + t * num_experts;
         softmax_inplace(p, num_experts);
-        std::vector<int32_t> order(static_cast<size_t>(num_experts));
         for (int64_t e = 0; e < num_experts; ++e) order[e] = static_cast<int32_t>(e);
         auto biased = [&](int32_t e) { return p[e] + (bias ? bias[e] : 0.0f); };
         std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
@@ -233,6 +235,7 @@ void moe_gate(const float* h, const float* gate_w, const float* bias, int64_t nu
             topk_idx[t * top_k + k] = order[k];
             topk_w[t * top_k + k] = p[order[k]] * scale;
         }
+    }
     }
 }
 

@@ -148,22 +148,14 @@ int main(int argc, char** argv) {
                     config.name.c_str(), compute->data_plane_address().c_str(), server.url().c_str(),
                     config.coordinator.c_str());
         std::fflush(stdout);
-        bool was_ready = false;
-        while (!control::wait_for_stop(std::chrono::milliseconds(100))) {
-            if (auto failure = status->failure()) {
-                log("stopping: " + *failure);
-                exit_code = 1;
-                break;
-            }
-            if (status->ready() && !was_ready) {
-                was_ready = true;
+        exit_code = control::run_member_until_stopped(
+            *status,
+            [&](bool ready, const std::string& detail) {
+                if (!ready) return server.set_not_ready(detail);
                 ready_gauge.set(1);
                 server.set_ready();
-            } else if (!was_ready) {
-                server.set_not_ready(status->detail());
-            }
-        }
-        if (exit_code == 0) log("stopping");
+            },
+            log);
         server.set_not_ready("stopping");
         caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
         compute->stop();

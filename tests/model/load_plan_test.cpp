@@ -13,6 +13,7 @@
 
 #include "kernels/api/dtype.hpp"
 #include "model/error.hpp"
+#include "tests/support/expect_error.hpp"
 
 namespace longcat::model {
 namespace {
@@ -45,16 +46,7 @@ const checkpoint_layout& layout_560b() {
 
 template <class Fn>
 void expect_error(Fn fn, const std::vector<std::string>& needles) {
-    try {
-        fn();
-        FAIL() << "no error";
-    } catch (const model_error& e) {
-        const std::string msg = e.what();
-        for (const std::string& needle : needles) {
-            EXPECT_NE(msg.find(needle), std::string::npos)
-                << "missing `" << needle << "` in: " << msg;
-        }
-    }
+    longcat::testing::expect_model_error(fn, needles);
 }
 
 std::vector<std::string> mla_names(const std::string& prefix) {

@@ -12,6 +12,7 @@
 
 #include "kernels/api/dtype.hpp"
 #include "model/error.hpp"
+#include "tests/support/expect_error.hpp"
 
 namespace longcat::model {
 namespace {
@@ -51,19 +52,9 @@ void write_raw(const std::filesystem::path& path, const std::string& header, siz
     out << std::string(data_size, '\0');
 }
 
-// Runs `fn`, expects a model_error naming every needle.
 template <class Fn>
 void expect_error(Fn fn, const std::vector<std::string>& needles) {
-    try {
-        fn();
-        FAIL() << "no error";
-    } catch (const model_error& e) {
-        const std::string msg = e.what();
-        for (const std::string& needle : needles) {
-            EXPECT_NE(msg.find(needle), std::string::npos)
-                << "missing `" << needle << "` in: " << msg;
-        }
-    }
+    longcat::testing::expect_model_error(fn, needles);
 }
 
 // -- independent references -----------------------------------------------------------------------
