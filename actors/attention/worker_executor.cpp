@@ -206,6 +206,13 @@ void worker_executor::run_mid_back(int64_t layer_idx, size_t mb_idx) {
     if (mb.batch.num_tokens() > 0) {
         model::stage_mid(*weights_, layer_idx, mb.batch, kv_, mb.x, mb.act, config_.dense_ffn);
         model::stage_back(*weights_, layer_idx, mb.batch, kv_, mb.x, mb.act, config_.dense_ffn);
+    } else if (config_.dense_ffn) {
+        // A TP rank's empty micro-batch still takes its part in the group's dense FFNs (0 rows
+        // of its own, its shard for the other ranks' rows), in the order mid and back would:
+        // every rank runs the same m × 2 collectives per layer, so they stay in lockstep.
+        const auto& lw = weights_->layers[static_cast<size_t>(layer_idx)];
+        config_.dense_ffn(lw.mlps[0], nullptr, 0, nullptr);
+        config_.dense_ffn(lw.mlps[1], nullptr, 0, nullptr);
     }
     log(stage_event_kind::back_end, layer_idx, mb_idx);
 }

@@ -134,6 +134,8 @@ class worker_executor {
     const model::model_config& model_config() const { return weights_->config; }
     const cluster::placement_map& placement() const { return map_; }
     const worker_executor_config& config() const { return config_; }
+    // The data-plane peer of each group, by group id (empty until connected).
+    const std::vector<transport::peer_id>& group_peers() const { return group_peers_; }
     // The stage log of the last forward (empty unless config.record_stage_log).
     const std::vector<stage_event>& stage_log() const { return log_; }
 

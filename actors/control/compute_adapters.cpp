@@ -41,9 +41,6 @@ public:
     std::string data_plane_address() const override { return plane_->address(); }
 
     std::optional<std::string> load() override {
-        if (opts_.tp_size > 1 && opts_.micro_batches != 1)
-            return "tensor parallelism needs micro-batches = 1 for now (empty micro-batches skip "
-                   "the dense FFN, which would break the TP lockstep)";
         try {
             model::weight_selection sel;
             sel.attention = true;
@@ -123,6 +120,17 @@ public:
             executor_.reset();
             return error;
         }
+        // Say which UCX transports carry each group's frames (tcp, or sysv/cma shared memory).
+        const auto& groups = placement.experts.groups();
+        for (size_t gid = 0; gid < executor_->group_peers().size() && gid < groups.size(); ++gid) {
+            auto used = plane_->transports(executor_->group_peers()[gid],
+                                           transport::deadline_after(std::chrono::seconds(2)));
+            std::string line;
+            for (const std::string& t : used ? *used : std::vector<std::string>{"unknown"})
+                line += (line.empty() ? "" : ", ") + t;
+            std::fprintf(stderr, "[%s] data plane to %s: %s\n", opts_.name.c_str(), groups[gid].name.c_str(),
+                         line.c_str());
+        }
         return std::nullopt;
     }
 
@@ -140,30 +148,11 @@ public:
         compute_step_output out;
         const int64_t vocab = executor_->model_config().vocab_size;
         if (sequences.empty()) {
-            // Still one (empty) forward: the expert groups wait for this worker's frames. A TP
-            // rank also takes its part in the group's dense FFNs (0 rows of its own, its shard for
-            // the other ranks' rows), beside the forward, in the forward's layer order.
-            std::optional<std::string> tp_error;
-            std::thread tp_part;
-            if (collective_) {
-                tp_part = std::thread([&] {
-                    auto runner = collective::tp_dense_ffn(*collective_, weights_->config.hidden_size,
-                                                           opts_.combine_timeout);
-                    try {
-                        for (const auto& layer : weights_->layers) {
-                            runner(layer.mlps[0], nullptr, 0, nullptr);
-                            runner(layer.mlps[1], nullptr, 0, nullptr);
-                        }
-                    } catch (const std::exception& e) {
-                        tp_error = e.what();
-                    }
-                });
-            }
+            // Still one (empty) forward: the expert groups wait for this worker's frames, and a
+            // TP rank's executor takes its part in the group's dense FFNs with 0 rows of its own.
             model::forward_batch empty;
             auto result = executor_->forward(empty, step_id);
-            if (tp_part.joinable()) tp_part.join();
             if (!result) return failure(result.error().message);
-            if (tp_error) return failure(*tp_error);
         } else {
             std::vector<model::sequence*> seqs;
             std::vector<std::vector<int32_t>> new_tokens;

@@ -293,6 +293,23 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         std::vector<std::string> env = {"UCX_NET_DEVICES=lo", "UCX_TCP_CM_REUSEADDR=y",
                                         "UCX_WARN_UNUSED_ENV_VARS=n",
                                         "OMP_NUM_THREADS=" + std::to_string(threads)};
+        // The data plane's transports (actors/transport/README.md): "tcp" keeps UCX's peer error
+        // handling (which makes UCX 1.13 skip shared memory); "shm" turns it off so that
+        // shared memory (sysv, cma) is used, dead peers being found by CAF + deadlines.
+        const std::string transport = topo.value("transport", "tcp");
+        std::string error_mode = "peer";
+        if (transport == "shm") {
+            env.push_back("UCX_TLS=sm,self,tcp");
+            error_mode = "none";
+        } else if (transport == "tcp") {
+            env.push_back("UCX_TLS=tcp,self");
+        } else {
+            return failure("topology transport must be \"tcp\" or \"shm\", got \"" + transport + "\"");
+        }
+        const int micro_batches = topo.value("micro_batches", 1);
+        if (micro_batches < 1 || micro_batches > 4)
+            return failure("topology micro_batches must be 1..4, got " + std::to_string(micro_batches));
+        // The caller's own UCX_NET_DEVICES / UCX_TLS win over the topology's (set last).
         for (const char* keep : {"UCX_NET_DEVICES", "UCX_TLS"})
             if (const char* value = std::getenv(keep)) env.push_back(std::string(keep) + "=" + value);
         env.insert(env.end(), opts.extra_env.begin(), opts.extra_env.end());
@@ -360,7 +377,8 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             p.pid = spawn(p.binary,
                           {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
                            "--listen-host", state.host, "--metrics-address",
-                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads)},
+                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
+                           "--data-plane-error-mode", error_mode},
                           env, p.log_file);
             started.push_back(p);
         }
@@ -377,7 +395,8 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                            "--listen-host", state.host, "--metrics-address",
                            state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
                            "--tp-group", w.value("tp_group", "tp-0"), "--tp-rank", std::to_string(w.value("tp_rank", 0)),
-                           "--tp-size", std::to_string(w.value("tp_size", 1))},
+                           "--tp-size", std::to_string(w.value("tp_size", 1)), "--micro-batches",
+                           std::to_string(micro_batches), "--data-plane-error-mode", error_mode},
                           env, p.log_file);
             started.push_back(p);
         }

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "actors/control/cluster_client.hpp"
 #include "actors/control/launcher.hpp"
 #include "model/engine.hpp"
@@ -89,6 +91,13 @@ const launched_process& find(const cluster_state& state, const std::string& name
     throw std::runtime_error("no process " + name);
 }
 
+std::string slurp_file(const fs::path& file) {
+    std::ifstream in(file);
+    std::stringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
 class ClusterCaf : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -110,9 +119,17 @@ protected:
         if (fs::exists(state_file_)) run_process({LONGCAT_CLI_PATH, "cluster", "down", "--state", state_file_});
     }
 
-    cluster_state up(const std::string& topology = "minimal") {
-        const auto result = run_process({LONGCAT_CLI_PATH, "cluster", "up", "--topology",
-                                         std::string(LONGCAT_SOURCE_DIR) + "/deploy/local/" + topology + ".json",
+    // Starts deploy/local/<topology>.json, with `overrides` (e.g. {"transport":"shm"}) merged into
+    // a copy of it when given.
+    cluster_state up(const std::string& topology = "minimal", const nlohmann::json& overrides = {}) {
+        fs::path file = std::string(LONGCAT_SOURCE_DIR) + "/deploy/local/" + topology + ".json";
+        if (!overrides.is_null()) {
+            nlohmann::json topo = nlohmann::json::parse(slurp_file(file));
+            topo.update(overrides);
+            file = dir_.path() / (topology + "-variant.json");
+            std::ofstream(file) << topo.dump(2);
+        }
+        const auto result = run_process({LONGCAT_CLI_PATH, "cluster", "up", "--topology", file,
                                          "--model", model_dir_, "--state", state_file_, "--timeout-s", "90"});
         EXPECT_EQ(result.exit_code, 0) << result.output;
         auto state = read_cluster_state(state_file_);
@@ -137,12 +154,14 @@ protected:
 
     // Starts another longcat-experts against the running coordinator (killed in TearDown).
     int start_experts(const cluster_state& state, const launched_process& like, const std::string& name,
-                      const std::vector<std::string>& extra, const fs::path& log) {
+                      const std::vector<std::string>& extra, const fs::path& log,
+                      const std::vector<std::pair<std::string, std::string>>& env = {}) {
         std::vector<std::string> args{like.binary, "--name", name, "--model", model_dir_, "--coordinator",
                                       state.coordinator, "--threads", "1"};
         args.insert(args.end(), extra.begin(), extra.end());
         const pid_t pid = ::fork();
         if (pid == 0) {
+            for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
             const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             ::dup2(fd, STDOUT_FILENO);
             ::dup2(fd, STDERR_FILENO);
@@ -156,18 +175,16 @@ protected:
         return pid;
     }
 
+    void kill_group_and_recover(const std::string& transport);
+    void default_topology(const nlohmann::json& overrides);
+
     testing::temp_dir dir_;
     fs::path model_dir_;
     fs::path state_file_;
     std::vector<int> extra_pids_;
 };
 
-std::string slurp(const fs::path& file) {
-    std::ifstream in(file);
-    std::stringstream out;
-    out << in.rdbuf();
-    return out.str();
-}
+std::string slurp(const fs::path& file) { return slurp_file(file); }
 
 TEST_F(ClusterCaf, MinimalGreedyMatchesSingleProcessEngineAndDownLeavesNoProcess) {
     const cluster_state state = up("minimal");
@@ -201,6 +218,10 @@ TEST_F(ClusterCaf, MinimalGreedyMatchesSingleProcessEngineAndDownLeavesNoProcess
         return at == std::string::npos ? std::string("<none>") : out.substr(at, out.find('\n', at) - at);
     };
     EXPECT_EQ(ids_line(via_cluster.output), ids_line(single.output));
+
+    // Over tcp (the default transport) the data plane says so.
+    const std::string worker_log = slurp(find(state, "attention-0").log_file);
+    EXPECT_NE(worker_log.find("data plane to experts-0: tcp"), std::string::npos) << worker_log;
 
     const std::string coordinator_metrics = [&] {
         std::string body;
@@ -255,8 +276,9 @@ TEST_F(ClusterCaf, MemberWithAnotherProtocolVersionIsRefusedByName) {
     EXPECT_TRUE(got.has_value()) << got.error();
 }
 
-TEST_F(ClusterCaf, KilledExpertGroupFailsItsRequestsByNameUntilItReRegisters) {
-    const cluster_state state = up("minimal");
+// Kills the only expert group while a request generates; see the two tests below.
+void ClusterCaf::kill_group_and_recover(const std::string& transport) {
+    const cluster_state state = up("minimal", {{"transport", transport}});
     const auto& experts = find(state, "experts-0");
     const auto ids = prompt();
     // A long request, running when the group dies.
@@ -290,7 +312,11 @@ TEST_F(ClusterCaf, KilledExpertGroupFailsItsRequestsByNameUntilItReRegisters) {
     EXPECT_NE(refused.error().find("experts-0 (experts 0-11 of every layer) is down"), std::string::npos)
         << refused.error();
     // Restart the group under the same name; once it is paired again, requests succeed.
-    start_experts(state, experts, "experts-0", {"--listen-host", "127.0.0.1"}, dir_.path() / "experts-0-restarted.log");
+    // (The launcher's settings for this transport: error mode and UCX_TLS as `cluster up` sets them.)
+    const bool shm = transport == "shm";
+    start_experts(state, experts, "experts-0",
+                  {"--listen-host", "127.0.0.1", "--data-plane-error-mode", shm ? "none" : "peer"},
+                  dir_.path() / "experts-0-restarted.log", {{"UCX_TLS", shm ? "sm,self,tcp" : "tcp,self"}});
     const auto until = clock_type::now() + 60s;
     for (;;) {
         auto status = cluster_status_of(state.coordinator, 5s);
@@ -307,6 +333,16 @@ TEST_F(ClusterCaf, KilledExpertGroupFailsItsRequestsByNameUntilItReRegisters) {
     EXPECT_EQ(got->tokens, engine_greedy(ids, 8));
     EXPECT_TRUE(alive(find(state, "coordinator")));
     EXPECT_TRUE(alive(find(state, "attention-0")));
+}
+
+TEST_F(ClusterCaf, KilledExpertGroupFailsItsRequestsByNameUntilItReRegistersOverTcp) {
+    kill_group_and_recover("tcp");
+}
+
+// Shared memory: UCX peer error handling is off (it would keep UCX on tcp), so the group's death
+// reaches the worker through the combine deadline and the coordinator through CAF's down message.
+TEST_F(ClusterCaf, KilledExpertGroupFailsItsRequestsByNameUntilItReRegistersOverSharedMemory) {
+    kill_group_and_recover("shm");
 }
 
 TEST_F(ClusterCaf, DownDrainsTheRunningRequestThenStopsEverything) {
@@ -356,8 +392,8 @@ TEST_F(ClusterCaf, SpareGroupRegistersServesNothingAndExitsZeroOnSigterm) {
     EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 6));
 }
 
-TEST_F(ClusterCaf, DefaultTopologyTensorParallelPairAndThreeUnevenGroups) {
-    const cluster_state state = up("default");
+void ClusterCaf::default_topology(const nlohmann::json& overrides) {
+    const cluster_state state = up("default", overrides);
     ASSERT_EQ(state.processes.size(), 6u);
     auto status = cluster_status_of(state.coordinator, 5s);
     ASSERT_TRUE(status.has_value()) << status.error();
@@ -393,6 +429,47 @@ TEST_F(ClusterCaf, DefaultTopologyTensorParallelPairAndThreeUnevenGroups) {
     const auto down = run_process({LONGCAT_CLI_PATH, "cluster", "down", "--state", state_file_});
     EXPECT_EQ(down.exit_code, 0) << down.output;
     for (const auto& p : state.processes) EXPECT_FALSE(alive(p)) << p.name << " still runs";
+}
+
+TEST_F(ClusterCaf, DefaultTopologyTensorParallelPairAndThreeUnevenGroups) { default_topology({}); }
+
+// TP = 2 with two micro-batches: a rank's empty micro-batch still runs its part of the dense-FFN
+// collectives, so both ranks stay in lockstep whatever requests each owns.
+TEST_F(ClusterCaf, DefaultTopologyWithTwoMicroBatchesOverTcp) { default_topology({{"micro_batches", 2}}); }
+
+TEST_F(ClusterCaf, DefaultTopologyOverSharedMemory) { default_topology({{"transport", "shm"}}); }
+
+TEST_F(ClusterCaf, MinimalOverSharedMemoryWithFourMicroBatchesMatchesEngine) {
+    const cluster_state state = up("minimal", {{"transport", "shm"}, {"micro_batches", 4}});
+    // The members' logs show the transports UCX chose: shared memory for the data plane.
+    const auto ids = prompt();
+    cluster_generate_options o;
+    o.prompt = ids;
+    o.max_tokens = 16;
+    o.timeout = 60s;
+    auto got = cluster_generate(state.coordinator, o);
+    ASSERT_TRUE(got.has_value()) << got.error();
+    EXPECT_EQ(got->tokens, engine_greedy(ids, 16));
+    // The worker's log names the UCX transports of its data plane to the group: shared memory.
+    const std::string log = slurp(find(state, "attention-0").log_file);
+    const auto at = log.find("data plane to experts-0:");
+    ASSERT_NE(at, std::string::npos) << log;
+    const std::string line = log.substr(at, log.find('\n', at) - at);
+    EXPECT_TRUE(line.find("sysv") != std::string::npos || line.find("posix") != std::string::npos ||
+                line.find("cma") != std::string::npos) << line;
+}
+
+TEST_F(ClusterCaf, TopologyWithAnUnknownTransportIsRefusedByName) {
+    nlohmann::json topo = nlohmann::json::parse(slurp_file(std::string(LONGCAT_SOURCE_DIR) + "/deploy/local/minimal.json"));
+    topo["transport"] = "carrier-pigeon";
+    const fs::path file = dir_.path() / "bad.json";
+    std::ofstream(file) << topo.dump();
+    const auto result = run_process({LONGCAT_CLI_PATH, "cluster", "up", "--topology", file, "--model", model_dir_,
+                                     "--state", state_file_, "--timeout-s", "30"});
+    EXPECT_NE(result.exit_code, 0);
+    EXPECT_NE(result.output.find("transport must be \"tcp\" or \"shm\", got \"carrier-pigeon\""), std::string::npos)
+        << result.output;
+    EXPECT_FALSE(fs::exists(state_file_));
 }
 
 }  // namespace
