@@ -58,9 +58,14 @@ void split_dispatch(const placement_map& map, int32_t layer_idx, int32_t worker_
 }
 
 encoded_frame encode_dispatch(const unit_key& key, const dispatch_rows& rows) {
+    encoded_frame f;
+    encode_dispatch(key, rows, f);
+    return f;
+}
+
+void encode_dispatch(const unit_key& key, const dispatch_rows& rows, encoded_frame& f) {
     const int64_t num_rows = rows.num_rows(), max_slots = rows.max_slots();
     const uint32_t meta = static_cast<uint32_t>(sizeof(int32_t) + kSlotBytes * max_slots);
-    encoded_frame f;
     f.header = proto::make_row_header(proto::frame_kind::dispatch, proto::wire_dtype::f32,
                                       static_cast<uint32_t>(num_rows),
                                       static_cast<uint32_t>(rows.hidden), meta);
@@ -83,7 +88,6 @@ encoded_frame encode_dispatch(const unit_key& key, const dispatch_rows& rows) {
             std::memcpy(m + sizeof(int32_t), &weight, sizeof(float));
         }
     }
-    return f;
 }
 
 proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_header& header,
@@ -147,15 +151,20 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
     return rows;
 }
 
+proto::frame_header combine_header(const unit_key& key, int64_t num_rows, int64_t hidden) {
+    proto::frame_header header =
+        proto::make_row_header(proto::frame_kind::combine, proto::wire_dtype::f32,
+                               static_cast<uint32_t>(num_rows), static_cast<uint32_t>(hidden));
+    header.step_id = key.step_id;
+    header.layer = key.layer;
+    header.micro_batch = key.micro_batch;
+    return header;
+}
+
 encoded_frame encode_combine(const unit_key& key, const float* rows, int64_t num_rows,
                              int64_t hidden) {
     encoded_frame f;
-    f.header =
-        proto::make_row_header(proto::frame_kind::combine, proto::wire_dtype::f32,
-                               static_cast<uint32_t>(num_rows), static_cast<uint32_t>(hidden));
-    f.header.step_id = key.step_id;
-    f.header.layer = key.layer;
-    f.header.micro_batch = key.micro_batch;
+    f.header = combine_header(key, num_rows, hidden);
     f.payload.resize(f.header.payload_bytes);
     if (num_rows > 0) std::memcpy(f.payload.data(), rows, f.payload.size());
     return f;

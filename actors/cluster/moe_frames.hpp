@@ -74,6 +74,9 @@ struct encoded_frame {
 };
 
 encoded_frame encode_dispatch(const unit_key& key, const dispatch_rows& rows);
+// The same into `out`, reusing its payload's memory (the hot path: no allocation, no zero fill
+// once the buffer has grown to the unit's size).
+void encode_dispatch(const unit_key& key, const dispatch_rows& rows, encoded_frame& out);
 
 // Group side: checks the frame's shape against `hidden` (dtype, row_elems, row_bytes, slot
 // counts) and decodes it. Expert ids are checked against [0, num_routed_experts); whether this
@@ -84,6 +87,9 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
                                                             int64_t num_routed_experts);
 
 // rows: [num_rows, hidden] partial sums.
+// A combine frame's header for `num_rows` f32 rows (the payload is the rows themselves, sent
+// from where they are).
+proto::frame_header combine_header(const unit_key& key, int64_t num_rows, int64_t hidden);
 encoded_frame encode_combine(const unit_key& key, const float* rows, int64_t num_rows,
                              int64_t hidden);
 

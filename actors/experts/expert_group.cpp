@@ -195,11 +195,14 @@ cluster_result<unit_report> expert_group::compute_and_reply(
         report.rows_by_worker.push_back(rows[worker_idx].num_rows());
         total_rows += rows[worker_idx].num_rows();
     }
-    std::vector<float> h(static_cast<size_t>(total_rows * hidden));
+    // One worker (the common pairing): its decoded rows are the batch, no second copy.
+    std::vector<float> h;
+    if (rows.size() == 1) h = std::move(rows[0].h);
+    else h.resize(static_cast<size_t>(total_rows * hidden));
     model::expert_dispatch dispatch;
     int64_t row_base = 0;
     for (const cluster::dispatch_rows& r : rows) {
-        std::copy(r.h.begin(), r.h.end(), h.begin() + row_base * hidden);
+        if (rows.size() > 1) std::copy(r.h.begin(), r.h.end(), h.begin() + row_base * hidden);
         for (int64_t row = 0; row < r.num_rows(); ++row) {
             for (int32_t s = r.slot_begin[row]; s < r.slot_begin[row + 1]; ++s) {
                 dispatch.token.push_back(static_cast<int32_t>(row_base + row));
@@ -232,10 +235,13 @@ cluster_result<unit_report> expert_group::compute_and_reply(
     row_base = 0;
     for (size_t worker_idx = 0; worker_idx < frames.size(); ++worker_idx) {
         const int64_t num_rows = rows[worker_idx].num_rows();
-        const cluster::encoded_frame reply =
-            cluster::encode_combine(key, out.data() + row_base * hidden, num_rows, hidden);
+        // Sent from `out` itself: send() returns once the transport is done with the bytes.
+        const proto::frame_header reply = cluster::combine_header(key, num_rows, hidden);
+        const std::span<const std::byte> payload{
+            reinterpret_cast<const std::byte*>(out.data() + row_base * hidden),
+            static_cast<size_t>(num_rows * hidden) * sizeof(float)};
         row_base += num_rows;
-        auto sent = plane_.send(frames[worker_idx]->peer, reply.header, {reply.payload},
+        auto sent = plane_.send(frames[worker_idx]->peer, reply, {payload},
                                 transport::deadline_after(config_.send_timeout));
         if (!sent && !send_failure) {
             send_failure =

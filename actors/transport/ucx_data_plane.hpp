@@ -63,9 +63,15 @@ struct ucx_data_plane_config {
     std::optional<std::string> validate() const;
 };
 
+// Tunes glibc malloc for frame traffic, once per process: freed blocks up to 64 MiB stay in the
+// heap instead of going back to the kernel (each reuse would page-fault and zero-fill). Called by
+// ucx_data_plane::create; a process-wide setting, as every process with a data plane moves frames.
+void keep_freed_frame_memory();
+
 class ucx_data_plane final : public data_plane {
   public:
-    // Creates the UCP context, worker and listener and starts the progress thread.
+    // Creates the UCP context, worker and listener and starts the progress thread (and calls
+    // keep_freed_frame_memory()).
     static transport_result<std::unique_ptr<ucx_data_plane>> create(ucx_data_plane_config config);
     ~ucx_data_plane() override;
     ucx_data_plane(const ucx_data_plane&) = delete;
