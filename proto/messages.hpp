@@ -115,12 +115,14 @@ struct register_member {
     std::string tp_group;  // attention workers: their TP group; expert groups: empty
     int32_t tp_rank = 0;
     int32_t tp_size = 1;
+    int64_t kv_pages = 0;      // attention workers: their KV pool (0: not accounted)
+    int64_t kv_page_size = 0;  // tokens per page
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, register_member& x) {
     return f(caf::meta::type_name("longcat.register_member"), x.greeting, x.tp_group, x.tp_rank,
-             x.tp_size);
+             x.tp_size, x.kv_pages, x.kv_page_size);
 }
 
 struct register_reply {
@@ -197,12 +199,15 @@ struct step_plan {
     uint64_t placement_version = 0;  // the map this step runs with
     std::vector<step_sequence> sequences;
     std::vector<uint64_t> released;  // requests whose KV pages the worker frees before the step
+    // The step whose results this plan was sent in answer to (its requests continue), 0 when the
+    // step starts after an idle loop. Workers time the gap since that step as boundary idle.
+    uint64_t follows_step = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_plan& x) {
     return f(caf::meta::type_name("longcat.step_plan"), x.step_id, x.placement_version,
-             x.sequences, x.released);
+             x.sequences, x.released, x.follows_step);
 }
 
 struct sampled_token {
@@ -242,25 +247,58 @@ struct generate_request {
     int64_t top_k = 0;
     uint64_t seed = 0;
     int64_t deadline_ms = 0;  // 0: the coordinator's default request deadline
+    bool ignore_eos = false;  // generate max_tokens whatever is sampled
+    // Streaming: the coordinator sends the requester token_chunk messages (the first, empty, on
+    // admission: it carries the request id that cancel_request names), then the reply.
+    bool stream = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, generate_request& x) {
     return f(caf::meta::type_name("longcat.generate_request"), x.client_request_id, x.prompt,
-             x.max_tokens, x.temperature, x.top_p, x.top_k, x.seed, x.deadline_ms);
+             x.max_tokens, x.temperature, x.top_p, x.top_k, x.seed, x.deadline_ms, x.ignore_eos,
+             x.stream);
+}
+
+// Coordinator → the requester of a streaming generate_request: the tokens one step produced
+// (none in the first chunk, sent on admission). The generate_reply ends the stream.
+struct token_chunk {
+    uint64_t request_id = 0;
+    std::string client_request_id;
+    std::vector<int32_t> tokens;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_chunk& x) {
+    return f(caf::meta::type_name("longcat.token_chunk"), x.request_id, x.client_request_id,
+             x.tokens);
+}
+
+// Client → coordinator: end a request now (its client left, or a stop string matched). Queued:
+// dropped; running: its KV pages are freed at the next step. Its reply says "cancelled".
+struct cancel_request {
+    uint64_t request_id = 0;
+    std::string reason;  // for the log
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cancel_request& x) {
+    return f(caf::meta::type_name("longcat.cancel_request"), x.request_id, x.reason);
 }
 
 struct generate_reply {
     uint64_t request_id = 0;
     std::vector<int32_t> tokens;  // generated ids (EOS included when produced)
-    std::string finish_reason;    // "length" | "stop" | "error"
+    std::string finish_reason;    // "length" | "stop" | "cancelled" | "error"
     std::string error;            // set when finish_reason is "error"
+    int64_t prompt_tokens = 0;
+    int32_t preemptions = 0;      // times it was preempted and recomputed
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, generate_reply& x) {
     return f(caf::meta::type_name("longcat.generate_reply"), x.request_id, x.tokens,
-             x.finish_reason, x.error);
+             x.finish_reason, x.error, x.prompt_tokens, x.preemptions);
 }
 
 // Anyone → coordinator: the cluster as the coordinator sees it (tests, the launcher).
@@ -281,12 +319,16 @@ struct cluster_status {
     uint64_t steps = 0;
     uint64_t running_requests = 0;
     uint64_t queued_requests = 0;
+    uint64_t preemptions = 0;     // requests preempted (pages ran out) since start
+    int64_t kv_pages_total = 0;   // over the attention workers that report their pools
+    int64_t kv_pages_reserved = 0;  // what the running requests hold after the next step
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cluster_status& x) {
     return f(caf::meta::type_name("longcat.cluster_status"), x.serving, x.reason, x.map,
-             x.members, x.steps, x.running_requests, x.queued_requests);
+             x.members, x.steps, x.running_requests, x.queued_requests, x.preemptions,
+             x.kv_pages_total, x.kv_pages_reserved);
 }
 
 // Service → its coordinator on SIGTERM: stop admitting (new requests are refused), answer once
@@ -327,4 +369,6 @@ CAF_ADD_TYPE_ID(longcat, (longcat::proto::generate_reply))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::status_query))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::cluster_status))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::drain_request))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::token_chunk))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::cancel_request))
 CAF_END_TYPE_ID_BLOCK(longcat)

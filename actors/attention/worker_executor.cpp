@@ -17,6 +17,14 @@ double seconds_since(transport::clock::time_point start) {
     return std::chrono::duration<double>(transport::clock::now() - start).count();
 }
 
+// Runs `stage` and adds its wall time to `total`.
+template <class F>
+void timed(double& total, F&& stage) {
+    const auto start = transport::clock::now();
+    stage();
+    total += seconds_since(start);
+}
+
 }  // namespace
 
 std::string_view to_string(stage_event_kind kind) {
@@ -117,6 +125,19 @@ cluster_result<std::unique_ptr<worker_executor>> worker_executor::create(
     } catch (const std::exception& e) {
         return make_cluster_failure(cluster_error::model_failure, plane.name() + ": " + e.what());
     }
+}
+
+cluster_status worker_executor::replace_placement(cluster::placement_map map, int32_t worker_index,
+                                                  model::dense_ffn_runner dense_ffn) {
+    if (auto fits = map.check_model(weights_->config); !fits) {
+        return make_cluster_failure(cluster_error::bad_placement, fits.error().message);
+    }
+    map_ = std::move(map);
+    config_.worker_index = worker_index;
+    config_.dense_ffn = std::move(dense_ffn);
+    group_peers_.clear();
+    mbs_.clear();  // dispatch rows are per map (group ids)
+    return {};
 }
 
 std::string worker_executor::group_label(int32_t group_id) const {
@@ -348,26 +369,28 @@ cluster_result<worker_step_output> worker_executor::forward(const model::forward
         for (int64_t layer_idx = 0; layer_idx < c.num_layers; ++layer_idx) {
             if (config_.overlap) {
                 for (size_t mb_idx = 0; mb_idx < num_mbs; ++mb_idx) {
-                    run_front(layer_idx, mb_idx);
+                    timed(stats.front_seconds, [&] { run_front(layer_idx, mb_idx); });
                     if (auto sent = send_dispatch(layer_idx, mb_idx, step_id, stats); !sent)
                         return proto::unexpected(sent.error());
                 }
-                for (size_t mb_idx = 0; mb_idx < num_mbs; ++mb_idx) run_mid_back(layer_idx, mb_idx);
+                for (size_t mb_idx = 0; mb_idx < num_mbs; ++mb_idx) {
+                    timed(stats.mid_back_seconds, [&] { run_mid_back(layer_idx, mb_idx); });
+                }
                 for (size_t mb_idx = 0; mb_idx < num_mbs; ++mb_idx) {
                     if (auto got = collect_combines(layer_idx, mb_idx, step_id, stats); !got)
                         return proto::unexpected(got.error());
-                    run_join(layer_idx, mb_idx);
+                    timed(stats.join_seconds, [&] { run_join(layer_idx, mb_idx); });
                 }
             } else {
                 for (size_t mb_idx = 0; mb_idx < num_mbs; ++mb_idx) {
-                    run_front(layer_idx, mb_idx);
+                    timed(stats.front_seconds, [&] { run_front(layer_idx, mb_idx); });
                     if (auto sent = send_dispatch(layer_idx, mb_idx, step_id, stats); !sent)
                         return proto::unexpected(sent.error());
                     // Overlap off: the combines are awaited before mid, so nothing hides them.
                     if (auto got = collect_combines(layer_idx, mb_idx, step_id, stats); !got)
                         return proto::unexpected(got.error());
-                    run_mid_back(layer_idx, mb_idx);
-                    run_join(layer_idx, mb_idx);
+                    timed(stats.mid_back_seconds, [&] { run_mid_back(layer_idx, mb_idx); });
+                    timed(stats.join_seconds, [&] { run_join(layer_idx, mb_idx); });
                 }
             }
             for (const micro_batch& mb : mbs_)

@@ -86,6 +86,10 @@ struct worker_step_stats {
     uint64_t combine_frames = 0;
     uint64_t combine_bytes = 0;
     int64_t dispatched_rows = 0;  // rows sent, over all groups, layers and micro-batches
+    // Wall time in each compute stage, summed over layers and micro-batches (benchmarks).
+    double front_seconds = 0.0;     // run_front: stage_front (MLA_0, gate, zero experts)
+    double mid_back_seconds = 0.0;  // run_mid_back: stage_mid + stage_back
+    double join_seconds = 0.0;      // run_join: stage_join (after the combines are in)
 };
 
 struct worker_step_output {
@@ -106,6 +110,13 @@ class worker_executor {
     static cluster::cluster_result<std::unique_ptr<worker_executor>> create(
         std::shared_ptr<const model::model_weights> weights, cluster::placement_map map,
         transport::data_plane& plane, worker_executor_config config);
+
+    // A new placement map (a step boundary; no forward runs): the map, this worker's index in it
+    // and the dense-FFN runner (a TP group's collective is rebuilt per map) are replaced, the
+    // group connections dropped (connect_groups() again); the KV cache and every sequence's
+    // pages stay, so running requests carry on under the new map.
+    cluster::cluster_status replace_placement(cluster::placement_map map, int32_t worker_index,
+                                              model::dense_ffn_runner dense_ffn);
 
     // Connects to every group of the map at its address (the map's groups must have addresses).
     cluster::cluster_status connect_groups(transport::deadline until);

@@ -65,9 +65,10 @@ public:
         // TP peers: this rank connects to every other rank of its group (once per address); a new
         // collective per map version, tagged with it, so a step that failed half-way on one rank
         // cannot leave stale frames that match the next map's operations.
-        executor_.reset();  // its dense-FFN runner refers to the old collective
-        sequences_.clear();
-        collective_.reset();
+        // The executor (and its KV cache with every running request's pages) stays; only its
+        // map, its pairings and its dense-FFN runner change. The old collective is destroyed
+        // once the executor no longer refers to it.
+        std::unique_ptr<collective::data_plane_collective> next_collective;
         if (opts_.tp_size > 1) {
             std::vector<transport::peer_id> peers(static_cast<size_t>(opts_.tp_size));
             std::string tp_group;
@@ -94,30 +95,41 @@ public:
                        std::to_string(placement.experts.version());
             const uint64_t tag = (std::hash<std::string>{}(tp_group) & 0xFFFFFFFFFFull) ^
                                  (placement.experts.version() << 40);
-            collective_ = std::make_unique<collective::data_plane_collective>(*plane_, opts_.tp_rank,
-                                                                               std::move(peers), tag);
+            next_collective = std::make_unique<collective::data_plane_collective>(
+                *plane_, opts_.tp_rank, std::move(peers), tag);
         }
+        model::dense_ffn_runner dense_ffn;
+        if (next_collective)
+            dense_ffn = collective::tp_dense_ffn(*next_collective, weights_->config.hidden_size,
+                                                 opts_.combine_timeout);
+        if (executor_) {
+            if (auto replaced = executor_->replace_placement(placement.experts, worker_index, dense_ffn);
+                !replaced)
+                return replaced.error().message;
+            collective_ = std::move(next_collective);
+            return connect_and_report(placement);
+        }
+        collective_ = std::move(next_collective);
         attention::worker_executor_config config;
-        if (collective_)
-            config.dense_ffn = collective::tp_dense_ffn(*collective_, weights_->config.hidden_size,
-                                                        opts_.combine_timeout);
+        config.dense_ffn = std::move(dense_ffn);
         config.worker_index = worker_index;
         config.num_micro_batches = opts_.micro_batches;
         config.combine_timeout = opts_.combine_timeout;
         config.send_timeout = opts_.combine_timeout;
         config.kv.num_pages = opts_.kv_pages;
         config.kv.page_size = opts_.page_size;
-        // NOTES: a new executor means a new KV cache; the coordinator only applies a map when no
-        // request runs, so no request loses its pages.
-        executor_.reset();
-        sequences_.clear();
         auto executor = attention::worker_executor::create(weights_, placement.experts, *plane_, config);
         if (!executor) return executor.error().message;
         executor_ = std::move(*executor);
+        return connect_and_report(placement);
+    }
+
+    std::optional<std::string> connect_and_report(const member_placement& placement) {
         if (auto connected = executor_->connect_groups(transport::deadline_after(opts_.connect_timeout));
             !connected) {
             std::string error = connected.error().message;
             executor_.reset();
+            sequences_.clear();  // their pages were in the executor's cache
             return error;
         }
         // Say which UCX transports carry each group's frames (tcp, or sysv/cma shared memory).

@@ -1,7 +1,8 @@
 // interfaces: the typed CAF interfaces of the cluster's control plane (STYLE.md §2) — the set
 // of them is the control-plane architecture on one page. Messages are in proto/messages.hpp.
 //
-//   coordinator_actor       ← members: register_member, member_ready; ← clients: generate_request,
+//   coordinator_actor       ← members: register_member, member_ready; ← clients: generate_request
+//                             (→ token_chunk to a streaming requester), cancel_request,
 //                             status_query; ← its service: drain_request (SIGTERM).
 //                             → members: placement_update, step_plan.
 //   attention_member_actor  ← coordinator: step_plan (→ step_result), placement_update (→ ack).
@@ -21,6 +22,7 @@ using coordinator_actor = caf::typed_actor<
     caf::replies_to<proto::register_member>::with<proto::register_reply>,
     caf::reacts_to<proto::member_ready>,
     caf::replies_to<proto::generate_request>::with<proto::generate_reply>,
+    caf::reacts_to<proto::cancel_request>,
     caf::replies_to<proto::status_query>::with<proto::cluster_status>,
     caf::replies_to<proto::drain_request>::with<proto::cluster_status>>;
 

@@ -73,6 +73,8 @@ proto::register_member make_registration(const member_options& opts) {
     message.tp_group = opts.tp_group;
     message.tp_rank = opts.tp_rank;
     message.tp_size = opts.tp_size;
+    message.kv_pages = opts.kv_pages;
+    message.kv_page_size = opts.kv_page_size;
     return message;
 }
 
@@ -138,8 +140,15 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                         member_options opts) -> attention_member_actor::behavior_type {
         register_with(self, coordinator, opts, status,
                       [compute](const proto::register_reply&) { return compute->load(); });
+        // The last step run and when its result left: boundary idle = the gap until the plan
+        // that follows it (step_plan::follows_step) arrives.
+        auto last_step = std::make_shared<std::pair<uint64_t, std::chrono::steady_clock::time_point>>();
         return {
             [=](proto::step_plan& plan) -> proto::step_result {
+                double boundary_idle = -1.0;
+                if (plan.follows_step != 0 && plan.follows_step == last_step->first)
+                    boundary_idle = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                                  last_step->second).count();
                 proto::step_result result;
                 result.step_id = plan.step_id;
                 result.worker = opts.greeting.name;
@@ -169,7 +178,8 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                     result.tokens.push_back({sequences[idx].request_id, output->tokens[idx]});
                 result.kv_pages_used = output->kv_pages_used;
                 result.kv_pages_free = output->kv_pages_free;
-                if (opts.on_step) opts.on_step(*output, result.step_seconds);
+                if (opts.on_step) opts.on_step(*output, result.step_seconds, boundary_idle);
+                *last_step = {plan.step_id, std::chrono::steady_clock::now()};
                 return result;
             },
             [=](proto::placement_update& update) -> proto::placement_ack {

@@ -45,10 +45,14 @@ struct member_options {
     std::string tp_group;   // attention workers
     int32_t tp_rank = 0;
     int32_t tp_size = 1;
+    int64_t kv_pages = 0;      // attention members: their KV pool, announced at registration
+    int64_t kv_page_size = 0;  // so that the coordinator can reserve pages for its requests
     std::chrono::milliseconds register_timeout{30'000};
     std::function<void(const std::string&)> log;
     // Attention members: called after every successful step (metrics), on the member's thread.
-    std::function<void(const compute_step_output&, double seconds)> on_step;
+    // boundary_idle: seconds between the previous step's result and this step's plan when this
+    // step follows it directly (step_plan::follows_step), else < 0.
+    std::function<void(const compute_step_output&, double seconds, double boundary_idle)> on_step;
 };
 
 // A member service's main loop: until SIGTERM/SIGINT (stop_signal.hpp) or the member fails,

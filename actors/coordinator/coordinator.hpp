@@ -24,6 +24,9 @@ struct coordinator_hooks {
     std::function<void(const proto::cluster_status&)> on_status_change;
     std::function<void(const std::string& outcome)> on_request_end;  // "length"|"stop"|"error"
     std::function<void(double seconds)> on_step;
+    // The coordinator thread's CPU time (CLOCK_THREAD_CPUTIME_ID) spent on one step: admissions,
+    // results, planning and sending since the previous step completed.
+    std::function<void(double cpu_seconds)> on_step_cpu;
     std::function<void(const std::string& line)> log;
 };
 

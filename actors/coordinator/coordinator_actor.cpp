@@ -1,3 +1,5 @@
+#include <time.h>
+
 #include <map>
 #include <optional>
 #include <set>
@@ -16,6 +18,7 @@ struct actor_state {
     std::map<uint64_t, caf::strong_actor_ptr> handles;  // member id → its actor
     std::map<caf::actor_addr, uint64_t> by_addr;        // for down messages
     std::map<uint64_t, caf::typed_response_promise<proto::generate_reply>> clients;
+    std::map<uint64_t, caf::actor> streams;  // streaming requests → their requester
     uint64_t next_request_id = 1;
     // The step loop.
     bool step_in_flight = false;
@@ -27,9 +30,31 @@ struct actor_state {
     size_t acks_pending = 0;
     std::string last_reason = "starting";
     std::vector<caf::typed_response_promise<proto::cluster_status>> drain_waiters;
+    double cpu_since_step = 0.0;  // coordinator CPU seconds since the last step completed
+    uint64_t follows_step = 0;    // set while drive() runs in answer to a completed step
 };
 
 using self_ptr = control::coordinator_actor::stateful_pointer<actor_state>;
+
+double thread_cpu_seconds() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Adds the CPU time this handler spends on its thread to the coordinator's step-loop total
+// (reported per step through hooks.on_step_cpu).
+class cpu_meter {
+  public:
+    explicit cpu_meter(self_ptr self) : self_(self), start_(thread_cpu_seconds()) {}
+    ~cpu_meter() { self_->state.cpu_since_step += thread_cpu_seconds() - start_; }
+    cpu_meter(const cpu_meter&) = delete;
+    cpu_meter& operator=(const cpu_meter&) = delete;
+
+  private:
+    self_ptr self_;
+    double start_;
+};
 
 void log(self_ptr self, const std::string& line) {
     if (self->state.hooks.log) self->state.hooks.log(line);
@@ -51,6 +76,7 @@ void reply_finished(self_ptr self, std::vector<finished_request> finished) {
     for (finished_request& f : finished) {
         if (!f.reply.error.empty()) log(self, "request " + std::to_string(f.id) + " failed: " + f.reply.error);
         if (s.hooks.on_request_end) s.hooks.on_request_end(f.reply.finish_reason);
+        s.streams.erase(f.id);
         if (auto it = s.clients.find(f.id); it != s.clients.end()) {
             it->second.deliver(std::move(f.reply));
             s.clients.erase(it);
@@ -103,11 +129,22 @@ void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::
     s.step_in_flight = false;
     const double seconds = std::chrono::duration<double>(clock::now() - s.step_start).count();
     if (s.hooks.on_step) s.hooks.on_step(seconds);
-    // emit_tokens: sampled tokens to the request table; ended requests answered.
-    reply_finished(self, s.core->emit_tokens(step_id, s.results));
+    // emit_tokens: sampled tokens to the request table; streams get theirs; ended requests
+    // answered (after their last chunk: one sender, so the requester sees them in order).
+    auto finished = s.core->emit_tokens(step_id, s.results);
+    for (token_delta& delta : s.core->take_deltas()) {
+        auto it = s.streams.find(delta.id);
+        if (it == s.streams.end()) continue;
+        const request_record* record = s.core->request(delta.id);
+        caf::anon_send(it->second, proto::token_chunk{delta.id, record ? record->request.client_request_id : "",
+                                                  std::move(delta.tokens)});
+    }
+    reply_finished(self, std::move(finished));
     s.results.clear();
     notify(self);
+    s.follows_step = step_id;
     drive(self);
+    s.follows_step = 0;
 }
 
 // Sends one step's plans; then plans step N+1 while step N runs.
@@ -122,12 +159,26 @@ void run_step(self_ptr self, step_batch batch) {
     const auto timeout = std::chrono::milliseconds(s.core->config().step_timeout_ms);
     const uint64_t step_id = batch.step_id;
     for (auto& [planned_worker, plan] : batch.plans) {
+        plan.follows_step = s.follows_step;
         const uint64_t worker_id = planned_worker;
         const member_record* worker = s.core->member(worker_id);
         const std::string name = worker ? worker->greeting.name : std::to_string(worker_id);
         auto worker_actor = caf::actor_cast<control::attention_member_actor>(s.handles[worker_id]);
         self->request(worker_actor, timeout, std::move(plan))
-            .then([=](proto::step_result& result) { on_step_result(self, step_id, worker_id, std::move(result)); },
+            .then(
+                [=](proto::step_result& result) {
+                    const bool completes = self->state.results_pending.size() == 1;
+                    {
+                        cpu_meter meter(self);
+                        on_step_result(self, step_id, worker_id, std::move(result));
+                    }
+                    // One step's coordinator CPU: everything since the previous step completed
+                    // (admissions, results, planning and sending step N+1).
+                    if (completes && self->state.hooks.on_step_cpu) {
+                        self->state.hooks.on_step_cpu(self->state.cpu_since_step);
+                        self->state.cpu_since_step = 0.0;
+                    }
+                },
                   [=](caf::error& error) {
                       proto::step_result failed;
                       failed.step_id = step_id;
@@ -231,6 +282,7 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
             drive(self);
         },
         [self](proto::generate_request& request) {
+            cpu_meter meter(self);
             auto& s = self->state;
             auto promise = self->make_response_promise<proto::generate_reply>();
             const uint64_t request_id = s.next_request_id++;
@@ -244,8 +296,26 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
                 return promise;
             }
             s.clients.emplace(request_id, promise);
+            if (request.stream) {
+                // The requester learns the request id (for cancel_request) before any token.
+                auto requester = caf::actor_cast<caf::actor>(self->current_sender());
+                if (requester) {
+                    s.streams.emplace(request_id, requester);
+                    caf::anon_send(requester, proto::token_chunk{request_id, request.client_request_id, {}});
+                }
+            }
             drive(self);
             return promise;
+        },
+        [self](proto::cancel_request& cancel) {
+            cpu_meter meter(self);
+            auto& s = self->state;
+            if (!s.core->cancel(cancel.request_id)) return;
+            log(self, "request " + std::to_string(cancel.request_id) + " cancelled" +
+                          (cancel.reason.empty() ? "" : ": " + cancel.reason));
+            reply_finished(self, s.core->take_finished());
+            notify(self);
+            drive(self);
         },
         [self](proto::status_query&) -> proto::cluster_status { return self->state.core->status(); },
         [self](proto::drain_request& request) {

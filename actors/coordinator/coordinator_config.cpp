@@ -16,7 +16,8 @@ void coordinator_config::declare(control::service_options& o) {
           "GROUP=EXPERTS;... with EXPERTS like 0-5,9 (empty: even split)");
     o.add("expected-expert-groups", &expected_expert_groups,
           "expert groups to wait for when expert-placement is empty");
-    o.add("max-batch", &max_batch, "requests per static batch");
+    o.add("max-batch", &max_batch, "running requests at once (continuous batching)");
+    o.add("prefill-chunk", &prefill_chunk, "prompt tokens per request per step (0: whole prompt)");
     o.add("step-timeout-ms", &step_timeout_ms, "deadline of one step's results");
     o.add("request-deadline-ms", &request_deadline_ms, "default deadline of a request");
     o.add("scheduler-threads", &scheduler_threads, "CAF scheduler threads");
@@ -30,6 +31,7 @@ std::optional<std::string> coordinator_config::validate() const {
     if (expert_placement.empty() && expected_expert_groups < 1)
         return "expected-expert-groups must be >= 1";
     if (max_batch < 1) return "max-batch must be >= 1";
+    if (prefill_chunk < 0) return "prefill-chunk must be >= 0";
     if (step_timeout_ms < 1) return "step-timeout-ms must be >= 1";
     if (request_deadline_ms < 1) return "request-deadline-ms must be >= 1";
     if (scheduler_threads < 1) return "scheduler-threads must be >= 1";

@@ -24,7 +24,8 @@ struct coordinator_config {
     // layer). Empty: the expected expert groups split the experts evenly in registration order.
     std::string expert_placement = "";
     int32_t expected_expert_groups = 1;  // used when expert_placement is empty
-    int32_t max_batch = 8;               // static batch: requests per batch
+    int32_t max_batch = 8;               // running requests at once (continuous batching)
+    int64_t prefill_chunk = 256;         // prompt tokens per request per step (0: all at once)
     int64_t step_timeout_ms = 30000;     // a step result later than this fails the step
     int64_t request_deadline_ms = 120000;  // default per-request deadline
     int32_t scheduler_threads = 2;       // CAF scheduler threads (policy sharing)

@@ -1,5 +1,7 @@
 #include "actors/coordinator/coordinator_state.hpp"
 
+#include <limits>
+
 #include <algorithm>
 #include <cctype>
 #include <sstream>
@@ -151,6 +153,15 @@ proto::register_reply coordinator_state::register_member(const proto::register_m
     record.tp_group = message.tp_group;
     record.tp_rank = message.tp_rank;
     record.tp_size = message.tp_size;
+    if (message.kv_pages < 0 || message.kv_page_size < 0 ||
+        (message.kv_pages > 0) != (message.kv_page_size > 0)) {
+        reply.error = "registration refused: " + message.greeting.name + " announces " +
+                      std::to_string(message.kv_pages) + " KV pages of " +
+                      std::to_string(message.kv_page_size) + " tokens";
+        return reply;
+    }
+    record.kv_pages = message.kv_pages;
+    record.kv_page_size = message.kv_page_size;
     if (!record.is_worker()) {
         record.experts_by_layer = assignment_for(record.greeting.name);
         reply.experts_by_layer = record.experts_by_layer;
@@ -228,9 +239,8 @@ std::vector<const member_record*> coordinator_state::ready_workers() const {
 
 std::optional<proto::placement_map> coordinator_state::apply_placement() {
     if (!membership_changed_) return std::nullopt;
-    // Static batching: a batch finishes under the map it started with (workers rebuild their
-    // executors, and with them their KV caches, on a new map).
-    if (!running_.empty()) return std::nullopt;
+    // Running requests keep their KV caches across maps (workers swap only their pairings); the
+    // actor calls this only between steps.
     for (const auto& [id, m] : members_)
         if (!m.ready) return std::nullopt;
     if (!unplaced_experts().empty()) return std::nullopt;
@@ -290,9 +300,22 @@ std::optional<std::string> coordinator_state::admit(uint64_t request_id,
     if (auto reason = refusal_reason(); !reason.empty()) return "not serving: " + reason;
     if (request.prompt.empty()) return "empty prompt";
     if (request.max_tokens < 1) return "max_tokens must be >= 1";
+    // A request must fit, alone, in some worker's pool: else preempting others cannot help.
+    const int64_t tokens = static_cast<int64_t>(request.prompt.size()) + request.max_tokens;
+    const member_record* roomiest = nullptr;
+    for (const member_record* w : ready_workers())
+        if (w->kv_pages == 0 || !roomiest || (roomiest->kv_pages != 0 && w->kv_pages > roomiest->kv_pages))
+            roomiest = w;
+    if (roomiest && roomiest->kv_pages > 0 && pages_for(*roomiest, tokens) > roomiest->kv_pages)
+        return "prompt (" + std::to_string(request.prompt.size()) + " tokens) + max_tokens (" +
+               std::to_string(request.max_tokens) + ") need " +
+               std::to_string(pages_for(*roomiest, tokens)) + " KV pages of " +
+               std::to_string(roomiest->kv_page_size) + " tokens; the largest attention worker pool (" +
+               roomiest->greeting.name + ") has " + std::to_string(roomiest->kv_pages);
     request_record record;
     record.id = request_id;
     record.request = request;
+    record.prefill = request.prompt;
     const int64_t deadline_ms = request.deadline_ms > 0 ? request.deadline_ms : config_.request_deadline_ms;
     record.deadline = clock::now() + std::chrono::milliseconds(deadline_ms);
     requests_[request_id] = std::move(record);
@@ -300,18 +323,138 @@ std::optional<std::string> coordinator_state::admit(uint64_t request_id,
     return std::nullopt;
 }
 
+bool coordinator_state::cancel(uint64_t request_id) {
+    if (requests_.count(request_id) == 0) return false;
+    finished_.push_back(end_request(request_id, "cancelled", ""));
+    return true;
+}
+
+const request_record* coordinator_state::request(uint64_t request_id) const {
+    auto it = requests_.find(request_id);
+    return it == requests_.end() ? nullptr : &it->second;
+}
+
+int64_t coordinator_state::pages_for(const member_record& worker, int64_t tokens) const {
+    if (worker.kv_page_size <= 0) return 0;
+    return (tokens + worker.kv_page_size - 1) / worker.kv_page_size;
+}
+
+// Tokens the request runs in the next step: its decode token, or its next prefill chunk.
+int64_t coordinator_state::next_step_tokens(const request_record& record) const {
+    if (record.prefilled()) return 1;
+    const auto left = static_cast<int64_t>(record.prefill.size() - record.prefill_done);
+    return config_.prefill_chunk > 0 ? std::min(left, config_.prefill_chunk) : left;
+}
+
+int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
+    auto worker = members_.find(member_id);
+    if (worker == members_.end()) return 0;
+    int64_t pages = 0;
+    for (uint64_t request_id : running_) {
+        const request_record& record = requests_.at(request_id);
+        if (record.worker_id == member_id)
+            pages += pages_for(worker->second, record.cached + next_step_tokens(record));
+    }
+    return pages;
+}
+
+void coordinator_state::preempt(uint64_t request_id) {
+    request_record& record = requests_.at(request_id);
+    running_.erase(request_id);
+    if (members_.count(record.worker_id) != 0) release_by_worker_[record.worker_id].push_back(request_id);
+    // Recompute: prefill everything it has so far; its stream and sampler counter carry on.
+    record.prefill = record.request.prompt;
+    record.prefill.insert(record.prefill.end(), record.generated.begin(), record.generated.end());
+    record.prefill_done = 0;
+    record.cached = 0;
+    record.worker_id = 0;
+    ++record.preemptions;
+    ++preemptions_;
+    queue_.insert(queue_.begin(), request_id);
+}
+
+void coordinator_state::preempt_to_fit() {
+    for (const auto& [member_id, worker] : members_) {
+        if (!worker.is_worker() || worker.kv_pages <= 0) continue;
+        while (reserved_pages(member_id) > worker.kv_pages) {
+            uint64_t victim = 0, order = 0;
+            size_t on_worker = 0;
+            for (uint64_t request_id : running_) {
+                const request_record& record = requests_.at(request_id);
+                if (record.worker_id != member_id) continue;
+                ++on_worker;
+                if (record.admit_order >= order) victim = request_id, order = record.admit_order;
+            }
+            if (victim == 0) break;
+            if (on_worker == 1) {
+                const request_record& record = requests_.at(victim);
+                finished_.push_back(end_request(
+                    victim, "error",
+                    "request " + std::to_string(victim) + " needs " +
+                        std::to_string(pages_for(worker, record.cached + next_step_tokens(record))) +
+                        " KV pages, more than " + worker.greeting.name + "'s pool of " +
+                        std::to_string(worker.kv_pages)));
+                continue;
+            }
+            preempt(victim);
+        }
+    }
+}
+
 void coordinator_state::admit_queued() {
-    if (!running_.empty() || queue_.empty() || !serving()) return;
+    if (!serving()) return;
+    preempt_to_fit();
     const auto workers = ready_workers();
     if (workers.empty()) return;
-    size_t taken = 0;
-    while (taken < static_cast<size_t>(config_.max_batch) && !queue_.empty()) {
+    while (!queue_.empty() && running_.size() < static_cast<size_t>(config_.max_batch)) {
         const uint64_t request_id = queue_.front();
-        queue_.erase(queue_.begin());
         request_record& record = requests_.at(request_id);
-        record.worker_id = workers[round_robin_++ % workers.size()]->id;
+        // Owner: the ready worker with the most free pages (unaccounted pools count as roomy).
+        const member_record* owner = nullptr;
+        int64_t best_free = 0;
+        for (const member_record* w : workers) {
+            const int64_t free = w->kv_pages > 0 ? w->kv_pages - reserved_pages(w->id)
+                                                 : std::numeric_limits<int64_t>::max();
+            if (!owner || free > best_free) owner = w, best_free = free;
+        }
+        // Queue first: the whole prefill + 1 token must fit beside the running reservations.
+        const int64_t need = pages_for(*owner, static_cast<int64_t>(record.prefill.size()) + 1);
+        if (owner->kv_pages > 0 && need > best_free) break;
+        queue_.erase(queue_.begin());
+        record.worker_id = owner->id;
+        record.admit_order = next_admit_order_++;
         running_.insert(request_id);
-        ++taken;
+    }
+}
+
+proto::step_sequence coordinator_state::sequence_for(const request_record& record) const {
+    proto::step_sequence seq;
+    seq.request_id = record.id;
+    if (!record.prefilled()) {
+        const auto begin = record.prefill.begin() + static_cast<std::ptrdiff_t>(record.prefill_done);
+        seq.new_tokens.assign(begin, begin + next_step_tokens(record));
+    } else if (!record.generated.empty()) {
+        seq.new_tokens = {record.generated.back()};
+    }
+    seq.token_index = record.generated.size();
+    seq.temperature = record.request.temperature;
+    seq.top_p = record.request.top_p;
+    seq.top_k = record.request.top_k;
+    seq.seed = record.request.seed;
+    return seq;
+}
+
+void coordinator_state::fill_sequences(step_batch& batch) {
+    auto& planned = planned_[batch.step_id];
+    planned.clear();
+    for (auto& [worker_id, plan] : batch.plans) plan.sequences.clear();
+    for (uint64_t request_id : running_) {
+        const request_record& record = requests_.at(request_id);
+        auto plan = batch.plans.find(record.worker_id);
+        if (plan == batch.plans.end()) continue;
+        proto::step_sequence seq = sequence_for(record);
+        planned[request_id] = static_cast<int64_t>(seq.new_tokens.size());
+        plan->second.sequences.push_back(std::move(seq));
     }
 }
 
@@ -322,6 +465,11 @@ step_batch coordinator_state::plan_step() {
             finished_.push_back(end_request(request_id, "error",
                                             "request " + std::to_string(request_id) +
                                                 " missed its deadline"));
+    for (uint64_t request_id : std::vector<uint64_t>(queue_.begin(), queue_.end()))
+        if (requests_.at(request_id).deadline < now)
+            finished_.push_back(end_request(request_id, "error",
+                                            "request " + std::to_string(request_id) +
+                                                " missed its deadline while queued"));
     step_batch batch;
     batch.step_id = next_step_id_++;
     for (const member_record* worker : ready_workers()) {
@@ -333,22 +481,7 @@ step_batch coordinator_state::plan_step() {
             release_by_worker_.erase(it);
         }
     }
-    for (uint64_t request_id : running_) {
-        request_record& record = requests_.at(request_id);
-        auto plan = batch.plans.find(record.worker_id);
-        if (plan == batch.plans.end()) continue;
-        proto::step_sequence seq;
-        seq.request_id = request_id;
-        // Decode tokens of a request still in the running step are filled by emit_tokens.
-        if (!record.prefilled) seq.new_tokens = record.request.prompt;
-        else if (!record.generated.empty()) seq.new_tokens = {record.generated.back()};
-        seq.token_index = record.generated.size();
-        seq.temperature = record.request.temperature;
-        seq.top_p = record.request.top_p;
-        seq.top_k = record.request.top_k;
-        seq.seed = record.request.seed;
-        plan->second.sequences.push_back(std::move(seq));
-    }
+    fill_sequences(batch);
     return batch;
 }
 
@@ -361,6 +494,8 @@ finished_request coordinator_state::end_request(uint64_t request_id, const std::
     out.reply.error = error;
     if (auto it = requests_.find(request_id); it != requests_.end()) {
         out.reply.tokens = it->second.generated;
+        out.reply.prompt_tokens = static_cast<int64_t>(it->second.request.prompt.size());
+        out.reply.preemptions = it->second.preemptions;
         if (running_.count(request_id) != 0 && members_.count(it->second.worker_id) != 0)
             release_by_worker_[it->second.worker_id].push_back(request_id);
         requests_.erase(it);
@@ -400,15 +535,30 @@ std::vector<finished_request> coordinator_state::emit_tokens(
                 named = "expert group " + describe_group(m) + " failed";
         return fail_step(step_id, named.empty() ? step_error : named + ": " + step_error);
     }
+    std::map<uint64_t, int64_t> planned;
+    if (auto it = planned_.find(step_id); it != planned_.end()) {
+        planned = std::move(it->second);
+        planned_.erase(it);
+    }
     std::vector<finished_request> out;
     for (const proto::step_result& result : results) {
         for (const proto::sampled_token& sampled : result.tokens) {
             auto it = requests_.find(sampled.request_id);
             if (it == requests_.end() || running_.count(sampled.request_id) == 0) continue;
             request_record& record = it->second;
-            record.prefilled = true;
+            auto ran = planned.find(record.id);
+            if (ran == planned.end()) continue;  // not part of this step (re-admitted since)
+            record.cached += ran->second;
+            if (!record.prefilled()) {
+                record.prefill_done += static_cast<size_t>(ran->second);
+                if (!record.prefilled()) continue;  // a non-final chunk: its sample is not used
+            }
             record.generated.push_back(sampled.token);
-            if (sampled.token == eos_token_id_)
+            if (record.request.stream) {
+                if (deltas_.empty() || deltas_.back().id != record.id) deltas_.push_back({record.id, {}});
+                deltas_.back().tokens.push_back(sampled.token);
+            }
+            if (sampled.token == eos_token_id_ && !record.request.ignore_eos)
                 out.push_back(end_request(record.id, "stop", ""));
             else if (static_cast<int64_t>(record.generated.size()) >= record.request.max_tokens)
                 out.push_back(end_request(record.id, "length", ""));
@@ -419,10 +569,17 @@ std::vector<finished_request> coordinator_state::emit_tokens(
 }
 
 std::vector<finished_request> coordinator_state::fail_step(uint64_t step_id, const std::string& error) {
+    planned_.erase(step_id);
     std::vector<finished_request> out;
     for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
         out.push_back(end_request(request_id, "error", "step " + std::to_string(step_id) + ": " + error));
     for (auto& f : take_finished()) out.push_back(std::move(f));
+    return out;
+}
+
+std::vector<token_delta> coordinator_state::take_deltas() {
+    std::vector<token_delta> out = std::move(deltas_);
+    deltas_.clear();
     return out;
 }
 
@@ -433,35 +590,31 @@ std::vector<finished_request> coordinator_state::take_finished() {
 }
 
 bool coordinator_state::finalize_plan(step_batch& draft) {
+    // Workers that died since the draft was made are gone from it; workers that joined (paired
+    // with the current map) get a plan too, so that every paired group hears from them.
+    for (auto it = draft.plans.begin(); it != draft.plans.end();)
+        it = members_.count(it->first) == 0 ? draft.plans.erase(it) : std::next(it);
+    for (const member_record* worker : ready_workers()) {
+        if (draft.plans.count(worker->id) != 0) continue;
+        proto::step_plan& plan = draft.plans[worker->id];
+        plan.step_id = draft.step_id;
+    }
+    admit_queued();  // preemptions first, then admissions: the boundary's scheduling
     for (auto& [worker_id, plan] : draft.plans) {
         plan.placement_version = map_.version;
-        auto& sequences = plan.sequences;
-        sequences.erase(std::remove_if(sequences.begin(), sequences.end(),
-                                       [&](const proto::step_sequence& seq) {
-                                           return running_.count(seq.request_id) == 0;
-                                       }),
-                        sequences.end());
-        for (proto::step_sequence& seq : sequences) {
-            const request_record& record = requests_.at(seq.request_id);
-            if (record.prefilled && !record.generated.empty()) {
-                seq.new_tokens = {record.generated.back()};
-                seq.token_index = record.generated.size();
-            }
-        }
         if (auto it = release_by_worker_.find(worker_id); it != release_by_worker_.end()) {
             plan.released.insert(plan.released.end(), it->second.begin(), it->second.end());
             release_by_worker_.erase(it);
         }
     }
-    // Workers that died since the draft was made are gone from it; new ones join next batch.
-    for (auto it = draft.plans.begin(); it != draft.plans.end();)
-        it = members_.count(it->first) == 0 ? draft.plans.erase(it) : std::next(it);
+    fill_sequences(draft);
     if (!draft.empty()) return true;
     discard_plan(draft);
     return false;
 }
 
 void coordinator_state::discard_plan(step_batch& draft) {
+    planned_.erase(draft.step_id);
     for (auto& [worker_id, plan] : draft.plans) {
         if (members_.count(worker_id) == 0) continue;
         auto& pending = release_by_worker_[worker_id];
@@ -486,6 +639,12 @@ proto::cluster_status coordinator_state::status() const {
     out.steps = steps_done_;
     out.running_requests = running_.size();
     out.queued_requests = queue_.size();
+    out.preemptions = preemptions_;
+    for (const auto& [id, m] : members_) {
+        if (!m.is_worker() || m.kv_pages <= 0) continue;
+        out.kv_pages_total += m.kv_pages;
+        out.kv_pages_reserved += reserved_pages(id);
+    }
     return out;
 }
 

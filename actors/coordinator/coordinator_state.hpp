@@ -1,17 +1,34 @@
 // coordinator_state: the coordinator's logic without CAF — membership, the versioned placement
-// map and the static-batch step loop as named steps (STYLE.md §3). The actor
+// map and the continuous-batching step loop as named steps (STYLE.md §3). The actor
 // (coordinator_actor.cpp) owns one, feeds it events and sends what it returns.
 // Owns: members (attention workers by TP group and rank, expert groups), the placement map and
-//   its version, the request table (queued, running), the step counter.
-// Receives (as calls): register/ready/down of members, placement acks, client requests, step
-//   results. Returns: replies, placement updates to send, step plans to send, finished requests.
+//   its version, the request table (queued, running), KV-page reservations per worker, the step
+//   counter.
+// Receives (as calls): register/ready/down of members, placement acks, client requests and
+//   cancels, step results. Returns: replies, placement updates to send, step plans to send,
+//   token deltas of streaming requests, finished requests.
 //
 // Step loop (the actor calls these in order at every step boundary):
-//   apply_placement → (acks) → admit → plan_step → [step N runs] → plan_step(N+1) drafted
-//   → emit_tokens(results of N) → finalize the draft into step N+1 → ...
-// NOTES: a new map takes effect only at a step boundary: apply_placement returns nothing while a
-//   step is in flight. Every ready worker gets a plan every step (possibly empty), so expert
-//   groups receive a frame from every paired worker for every (step, layer, micro-batch).
+//   apply_placement → (acks) → plan_step → [step N runs] → plan_step(N+1) drafted
+//   → emit_tokens(results of N) → finalize_plan(draft): preempt, admit, sequences → ...
+// Continuous batching: requests join the running batch at any step boundary (admit_queued) and
+//   leave it when they end; a joining request's prefill runs in the same step as the others'
+//   decodes, in chunks of config.prefill_chunk tokens (its sampled token counts only after the
+//   last chunk).
+// KV pages (workers announce pool and page size when they register): the coordinator reserves
+//   for each running request the pages its tokens will occupy after the next step, exactly as
+//   the worker's paged cache allocates them (ceil(tokens / page_size)). Policy when pages run
+//   out: queue first — a queued request is admitted only when its whole prefill + 1 token fits
+//   beside the running ones' reservations (FIFO: the head waits, nothing overtakes it); then
+//   preempt and recompute — when the running requests' next step would not fit, the most
+//   recently admitted one on that worker is preempted: its pages are freed, and it goes back to
+//   the front of the queue to prefill prompt + generated tokens again, keeping its stream and
+//   its token index (the sampler's counter), so its output is the same. A request that cannot
+//   fit even alone is refused at admission (or ended with an error naming the pool).
+// NOTES: a new map takes effect only at a step boundary: the actor calls apply_placement only
+//   when no step is in flight; running requests keep their KV on their workers across maps.
+//   Every ready worker gets a plan every step (possibly empty), so expert groups receive a
+//   frame from every paired worker for every (step, layer, micro-batch).
 #pragma once
 
 #include <chrono>
@@ -35,6 +52,8 @@ struct member_record {
     std::string tp_group;
     int32_t tp_rank = 0;
     int32_t tp_size = 1;
+    int64_t kv_pages = 0;                                // attention workers: pool (0: unknown)
+    int64_t kv_page_size = 0;
     bool ready = false;                                  // weights loaded
     uint64_t acked_version = 0;                          // last placement it connected for
     std::vector<std::vector<int32_t>> experts_by_layer;  // expert groups: what it holds
@@ -49,8 +68,20 @@ struct request_record {
     proto::generate_request request;
     uint64_t worker_id = 0;          // owner (data-parallel attention)
     std::vector<int32_t> generated;  // sampled so far
-    bool prefilled = false;
+    // What the owner must prefill: the prompt, or prompt + generated after a preemption.
+    std::vector<int32_t> prefill;
+    size_t prefill_done = 0;   // of `prefill`, in the owner's cache
+    int64_t cached = 0;        // tokens in the owner's KV cache after the last completed step
+    uint64_t admit_order = 0;  // larger = admitted later (the preemption victim)
+    int32_t preemptions = 0;
     clock::time_point deadline;
+    bool prefilled() const { return prefill_done >= prefill.size(); }
+};
+
+// Tokens a streaming request produced in one step (the actor sends them as a token_chunk).
+struct token_delta {
+    uint64_t id = 0;
+    std::vector<int32_t> tokens;
 };
 
 // A request that ended: the reply to send to its client.
@@ -98,18 +129,27 @@ public:
     // or pairing with a new map).
     std::string refusal_reason() const;
 
-    // A client request: queued, or refused with refusal_reason() (then nothing is kept).
+    // A client request: queued, or refused (then nothing is kept): refusal_reason(), an empty
+    // prompt, or a prompt + max_tokens whose pages exceed every worker's pool.
     std::optional<std::string> admit(uint64_t request_id, const proto::generate_request& request);
-    // Static batching: when nothing runs, moves up to max_batch queued requests into the batch
-    // and assigns each an owner worker (round robin over ready workers).
+    // Ends a queued or running request with finish_reason "cancelled" (its pages are released
+    // at the next step). False when it is not known (already ended).
+    bool cancel(uint64_t request_id);
+    // At a step boundary: preempts running requests whose next step would not fit their
+    // worker's pool, then moves queued requests into the running batch while fewer than
+    // max_batch run and their prefill fits (owner: the ready worker with most free pages).
     void admit_queued();
     // The next step's plans (sequences with their new tokens; released requests). Requests past
-    // their deadline end here (returned through take_finished()).
+    // their deadline end here (returned through take_finished()). Called while a step runs, it
+    // drafts step N+1: finalize_plan() brings the draft up to date.
     step_batch plan_step();
-    // Step results: appends sampled tokens, ends requests at max_tokens/EOS or on a step error.
-    // Returns the requests that ended.
+    // Step results: advances prefills, appends sampled tokens (a token sampled after a
+    // non-final prefill chunk is dropped), ends requests at max_tokens/EOS (unless ignore_eos)
+    // or on a step error. Returns the requests that ended; take_deltas() the new tokens.
     std::vector<finished_request> emit_tokens(uint64_t step_id,
                                               const std::vector<proto::step_result>& results);
+    // Tokens appended since the last call, per request (streaming requests are sent them).
+    std::vector<token_delta> take_deltas();
     // A step that did not complete (timeout, a worker died): its requests end with `error`.
     std::vector<finished_request> fail_step(uint64_t step_id, const std::string& error);
     std::vector<finished_request> take_finished();
@@ -117,8 +157,9 @@ public:
     void start_draining() { draining_ = true; }
     bool drained() const { return running_.empty() && queue_.empty(); }
     // The draft of step N+1 (planned while N ran), brought up to date after emit_tokens(N):
-    // ended requests dropped, decode tokens filled, pending releases and the current map
-    // version set. Returns false when nothing is left to run (releases are kept for later).
+    // preemptions and admissions (admit_queued), every running request's sequence rebuilt
+    // (decode token or next prefill chunk), pending releases and the current map version set.
+    // Returns false when nothing is left to run (releases are kept for later).
     bool finalize_plan(step_batch& draft);
     // Gives a draft's releases back (the draft is dropped, e.g. after a member died).
     void discard_plan(step_batch& draft);
@@ -130,6 +171,10 @@ public:
     uint64_t steps_done() const { return steps_done_; }
     size_t running_requests() const { return running_.size(); }
     size_t queued_requests() const { return queue_.size(); }
+    uint64_t preemptions() const { return preemptions_; }
+    // Pages worker `member_id`'s running requests hold after their next step; its pool size.
+    int64_t reserved_pages(uint64_t member_id) const;
+    const request_record* request(uint64_t request_id) const;
 
     // "experts-0 (experts 0-3,7 of every layer)"
     std::string describe_group(const member_record& group) const;
@@ -140,6 +185,12 @@ private:
     finished_request end_request(uint64_t request_id, const std::string& finish_reason,
                                  const std::string& error);
     std::vector<const member_record*> ready_workers() const;
+    int64_t next_step_tokens(const request_record& record) const;
+    int64_t pages_for(const member_record& worker, int64_t tokens) const;
+    void preempt(uint64_t request_id);
+    void preempt_to_fit();
+    proto::step_sequence sequence_for(const request_record& record) const;
+    void fill_sequences(step_batch& batch);
 
     coordinator_config config_;
     int32_t num_layers_;
@@ -159,9 +210,13 @@ private:
     std::vector<uint64_t> released_pending_;  // freed on their worker at the next step
     std::map<uint64_t, std::vector<uint64_t>> release_by_worker_;
     std::vector<finished_request> finished_;
+    std::vector<token_delta> deltas_;
+    // Per step in flight (or drafted): how many tokens each request runs in it.
+    std::map<uint64_t, std::map<uint64_t, int64_t>> planned_;
     uint64_t next_step_id_ = 1;
     uint64_t steps_done_ = 0;
-    size_t round_robin_ = 0;
+    uint64_t next_admit_order_ = 1;
+    uint64_t preemptions_ = 0;
 };
 
 // "0-3,5" → {0,1,2,3,5}; throws std::invalid_argument naming the text.

@@ -256,6 +256,7 @@ cluster_result<unit_report> expert_group::compute_and_reply(
     ++stats_.units_served;
     stats_.rows += static_cast<uint64_t>(total_rows);
     stats_.assignments += static_cast<uint64_t>(report.num_assignments);
+    stats_.compute_seconds += report.compute_seconds;
     return report;
 }
 

@@ -67,6 +67,7 @@ struct expert_group_stats {
     uint64_t rows = 0;
     uint64_t assignments = 0;
     uint64_t frames_dropped = 0;  // late frames of failed units, duplicates, unpaired senders
+    double compute_seconds = 0.0;  // Σ unit_report::compute_seconds over the served units
 };
 
 class expert_group {

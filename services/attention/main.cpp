@@ -120,6 +120,8 @@ int main(int argc, char** argv) {
         member.tp_group = config.tp_group;
         member.tp_rank = config.tp_rank;
         member.tp_size = config.tp_size;
+        member.kv_pages = config.kv_pages;
+        member.kv_page_size = config.page_size;
         member.log = log;
         auto step_seconds = registry.add_histogram("longcat_step_seconds", "one step on this worker",
                                                    metrics::latency_seconds_buckets());
@@ -132,8 +134,17 @@ int main(int argc, char** argv) {
         auto tokens = registry.add_counter("longcat_step_tokens_total", "token rows run (prompt + decode)");
         auto kv_used = registry.add_gauge("longcat_kv_pages_used", "KV pages in use");
         auto kv_free = registry.add_gauge("longcat_kv_pages_free", "KV pages free");
-        member.on_step = [=](const control::compute_step_output& out, double seconds) mutable {
+        auto busy = registry.add_counter("longcat_worker_step_busy_seconds_total",
+                                         "time running steps that follow another step directly");
+        auto idle = registry.add_counter("longcat_worker_boundary_idle_seconds_total",
+                                         "time between a step's result and the next step's plan");
+        member.on_step = [=](const control::compute_step_output& out, double seconds,
+                             double boundary_idle) mutable {
             step_seconds.observe(seconds);
+            if (boundary_idle >= 0.0) {
+                idle.inc(boundary_idle);
+                busy.inc(seconds);
+            }
             exposed_dispatch.inc(out.dispatch_seconds);
             exposed_combine.inc(out.combine_wait_seconds);
             dispatch_bytes.inc(static_cast<double>(out.dispatch_bytes));

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <fstream>
 #include <iostream>
 
@@ -54,9 +55,26 @@ int main(int argc, char** argv) {
         coordinator::coordinator_hooks hooks;
         hooks.log = log;
         hooks.on_step = [steps](double seconds) mutable { steps.observe(seconds); };
+        auto step_cpu = registry.add_histogram("longcat_coordinator_step_cpu_seconds",
+                                               "coordinator thread CPU time per step",
+                                               metrics::latency_seconds_buckets());
+        hooks.on_step_cpu = [step_cpu](double seconds) mutable { step_cpu.observe(seconds); };
         hooks.on_request_end = [requests](const std::string& outcome) { requests.with({{"outcome", outcome}}).inc(); };
-        hooks.on_status_change = [&server, placement_version, members, running, queued](
+        auto preemptions = registry.add_counter("longcat_preemptions_total",
+                                                "running requests preempted for KV pages (recomputed later)");
+        auto kv_total = registry.add_gauge("longcat_kv_pages_total", "KV pages of the attention workers");
+        auto kv_reserved = registry.add_gauge("longcat_kv_pages_reserved",
+                                              "KV pages the running requests hold after their next step");
+        auto preemptions_seen = std::make_shared<uint64_t>(0);
+        hooks.on_status_change = [&server, placement_version, members, running, queued, preemptions,
+                                  preemptions_seen, kv_total, kv_reserved](
                                      const proto::cluster_status& status) mutable {
+            if (status.preemptions > *preemptions_seen) {
+                preemptions.inc(static_cast<double>(status.preemptions - *preemptions_seen));
+                *preemptions_seen = status.preemptions;
+            }
+            kv_total.set(static_cast<double>(status.kv_pages_total));
+            kv_reserved.set(static_cast<double>(status.kv_pages_reserved));
             placement_version.set(static_cast<double>(status.map.version));
             members.set(static_cast<double>(status.members.size()));
             running.set(static_cast<double>(status.running_requests));

@@ -170,3 +170,192 @@ TEST(CoordinatorState, WorkerErrorMentioningAGroupNamesItsExperts) {
 
 }  // namespace
 }  // namespace longcat::coordinator
+
+// -- continuous batching, chunked prefill, KV reservations, preemption, cancel -----------------
+namespace longcat::coordinator {
+namespace {
+
+// A worker simulated exactly as far as the coordinator can see it: a paged KV pool that
+// allocates ceil(tokens / page_size) pages per sequence (as model::kv_cache does), frees the
+// released sequences before the step, and fails the step when a sequence would not fit. Its
+// sampled token is a pure function of (prompt, token index), like a seeded sampler, so any
+// schedule must give every request the same tokens as running it alone.
+struct simulated_worker {
+    int64_t pages = 0, page_size = 0;
+    std::map<uint64_t, int64_t> tokens;  // request → tokens in cache
+    int64_t peak_pages = 0;
+
+    int64_t used() const {
+        int64_t n = 0;
+        for (const auto& [id, t] : tokens) n += (t + page_size - 1) / page_size;
+        return n;
+    }
+    static int32_t token_for(const std::vector<int32_t>& prompt, uint64_t index) {
+        uint64_t h = 1469598103934665603ull;
+        for (int32_t t : prompt) h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
+        return static_cast<int32_t>(10 + (h ^ (index * 0x9E3779B97F4A7C15ull)) % 1000);
+    }
+    // The prompt of each request, as the test knows it (the plan carries only new tokens).
+    proto::step_result run(const proto::step_plan& plan, uint64_t worker,
+                           const std::map<uint64_t, std::vector<int32_t>>& prompts) {
+        (void)worker;
+        proto::step_result r;
+        r.step_id = plan.step_id;
+        for (uint64_t id : plan.released) tokens.erase(id);
+        for (const auto& seq : plan.sequences) tokens[seq.request_id] += static_cast<int64_t>(seq.new_tokens.size());
+        peak_pages = std::max(peak_pages, used());
+        if (used() > pages) {
+            r.error = "out of KV pages: " + std::to_string(used()) + " > " + std::to_string(pages);
+            return r;
+        }
+        for (const auto& seq : plan.sequences)
+            r.tokens.push_back({seq.request_id, token_for(prompts.at(seq.request_id), seq.token_index)});
+        return r;
+    }
+};
+
+struct batching_fixture {
+    coordinator_config config;
+    std::unique_ptr<coordinator_state> state;
+    uint64_t worker_id = 0;
+    simulated_worker sim;
+    std::map<uint64_t, std::vector<int32_t>> prompts;
+    std::map<uint64_t, finished_request> done;
+    std::vector<size_t> sequences_per_step;
+    std::map<uint64_t, std::vector<int32_t>> streamed;
+
+    batching_fixture(int64_t pages, int64_t page_size, int32_t max_batch, int64_t chunk) {
+        config.model = "unused";
+        config.max_batch = max_batch;
+        config.prefill_chunk = chunk;
+        state = std::make_unique<coordinator_state>(config, kLayers, kExperts, kEos);
+        auto w = worker("attention-0");
+        w.kv_pages = pages;
+        w.kv_page_size = page_size;
+        worker_id = state->register_member(w).member_id;
+        const uint64_t g = state->register_member(group("experts-0")).member_id;
+        for (uint64_t id : {worker_id, g}) state->member_ready(id);
+        auto map = state->apply_placement();
+        for (uint64_t id : {worker_id, g}) state->placement_acked({map->version, "", ""}, id);
+        sim.pages = pages;
+        sim.page_size = page_size;
+    }
+    std::optional<std::string> submit(uint64_t id, std::vector<int32_t> prompt, int64_t max_tokens) {
+        proto::generate_request r;
+        r.prompt = prompt;
+        r.max_tokens = max_tokens;
+        r.ignore_eos = true;
+        r.stream = true;
+        prompts[id] = prompt;
+        return state->admit(id, r);
+    }
+    // One boundary + step, as the actor does it: finalize (preempt, admit, sequences), run, emit.
+    bool step() {
+        step_batch batch = state->plan_step();
+        if (!state->finalize_plan(batch)) return false;
+        sequences_per_step.push_back(batch.plans.at(worker_id).sequences.size());
+        auto result = sim.run(batch.plans.at(worker_id), worker_id, prompts);
+        EXPECT_TRUE(result.error.empty()) << result.error;
+        for (auto& f : state->emit_tokens(batch.step_id, {result})) done[f.id] = f;
+        for (auto& d : state->take_deltas())
+            streamed[d.id].insert(streamed[d.id].end(), d.tokens.begin(), d.tokens.end());
+        return true;
+    }
+    std::vector<int32_t> alone(uint64_t id, int64_t max_tokens) const {
+        std::vector<int32_t> out;
+        for (int64_t i = 0; i < max_tokens; ++i)
+            out.push_back(simulated_worker::token_for(prompts.at(id), static_cast<uint64_t>(i)));
+        return out;
+    }
+};
+
+std::vector<int32_t> prompt_of(int32_t seed, size_t length) {
+    std::vector<int32_t> p;
+    for (size_t i = 0; i < length; ++i) p.push_back(static_cast<int32_t>(100 + seed * 31 + i));
+    return p;
+}
+
+TEST(ContinuousBatching, ARequestJoinsEightDecodingOnesAtTheNextStepBoundary) {
+    batching_fixture f(1024, 16, 16, 256);
+    for (uint64_t id = 1; id <= 8; ++id) ASSERT_FALSE(f.submit(id, prompt_of(int32_t(id), 5), 50));
+    ASSERT_TRUE(f.step());  // the 8 prefill together
+    ASSERT_TRUE(f.step());  // and decode
+    EXPECT_EQ(f.sequences_per_step.back(), 8u);
+    ASSERT_EQ(f.streamed[1].size(), 2u);
+    // A 9th arrives while they decode: the next step carries its prefill beside 8 decodes and
+    // yields its first token; the step after holds 9 decodes.
+    ASSERT_FALSE(f.submit(9, prompt_of(9, 7), 50));
+    ASSERT_TRUE(f.step());
+    EXPECT_EQ(f.sequences_per_step.back(), 9u);
+    EXPECT_EQ(f.streamed[9].size(), 1u);
+    ASSERT_TRUE(f.step());
+    EXPECT_EQ(f.sequences_per_step.back(), 9u);
+    EXPECT_EQ(f.streamed[9].size(), 2u);
+    EXPECT_EQ(f.streamed[9], f.alone(9, 2));
+}
+
+TEST(ContinuousBatching, ChunkedPrefillRunsInChunksAndDropsTheirSamples) {
+    batching_fixture f(1024, 4, 8, 4);
+    ASSERT_FALSE(f.submit(1, prompt_of(1, 10), 3));
+    ASSERT_TRUE(f.step());  // 4
+    ASSERT_TRUE(f.step());  // 8
+    EXPECT_TRUE(f.streamed[1].empty());
+    EXPECT_EQ(f.sim.tokens[1], 8);
+    ASSERT_TRUE(f.step());  // 10: the first token
+    EXPECT_EQ(f.streamed[1], f.alone(1, 1));
+    while (f.step()) {
+    }
+    ASSERT_EQ(f.done.count(1), 1u);
+    EXPECT_EQ(f.done[1].reply.tokens, f.alone(1, 3));
+    EXPECT_EQ(f.done[1].reply.finish_reason, "length");
+}
+
+TEST(ContinuousBatching, PoolOfOneAndAHalfRequestsPreemptsAndRecomputesWithTheSameOutput) {
+    // One request: 12 prompt + 40 generated = 52 tokens = 13 pages of 4; the pool holds 20
+    // (1.5 requests). Four at once must all finish, with the tokens they get alone.
+    batching_fixture f(20, 4, 8, 8);
+    for (uint64_t id = 1; id <= 4; ++id) ASSERT_FALSE(f.submit(id, prompt_of(int32_t(id), 12), 40));
+    int steps = 0;
+    while (f.step()) ASSERT_LT(++steps, 2000);
+    ASSERT_EQ(f.done.size(), 4u);
+    for (uint64_t id = 1; id <= 4; ++id) {
+        EXPECT_EQ(f.done[id].reply.finish_reason, "length") << f.done[id].reply.error;
+        EXPECT_EQ(f.done[id].reply.tokens, f.alone(id, 40)) << "request " << id;
+        EXPECT_EQ(f.streamed[id], f.alone(id, 40)) << "request " << id;  // the stream kept going
+    }
+    EXPECT_GT(f.state->preemptions(), 0u);
+    EXPECT_LE(f.sim.peak_pages, 20);
+    // Every page is free once they ended (the last releases go out with the next plan).
+    step_batch last = f.state->plan_step();
+    for (uint64_t id : last.plans.at(f.worker_id).released) f.sim.tokens.erase(id);
+    EXPECT_EQ(f.sim.used(), 0);
+    EXPECT_EQ(f.state->status().kv_pages_reserved, 0);
+}
+
+TEST(ContinuousBatching, RequestThatCannotFitAloneIsRefusedNamingThePool) {
+    batching_fixture f(8, 4, 8, 0);
+    const auto refused = f.submit(1, prompt_of(1, 20), 20);  // 40 tokens = 10 pages > 8
+    ASSERT_TRUE(refused.has_value());
+    EXPECT_NE(refused->find("need 10 KV pages of 4 tokens"), std::string::npos) << *refused;
+    EXPECT_NE(refused->find("attention-0) has 8"), std::string::npos) << *refused;
+}
+
+TEST(ContinuousBatching, CancelEndsQueuedAndRunningRequestsAndFreesTheirPages) {
+    batching_fixture f(1024, 4, 1, 0);  // max_batch 1: the second request stays queued
+    ASSERT_FALSE(f.submit(1, prompt_of(1, 6), 100));
+    ASSERT_FALSE(f.submit(2, prompt_of(2, 6), 100));
+    ASSERT_TRUE(f.step());
+    EXPECT_EQ(f.state->queued_requests(), 1u);
+    EXPECT_TRUE(f.state->cancel(2));  // queued
+    EXPECT_TRUE(f.state->cancel(1));  // running
+    EXPECT_FALSE(f.state->cancel(1));
+    const auto ended = f.state->take_finished();
+    ASSERT_EQ(ended.size(), 2u);
+    for (const auto& e : ended) EXPECT_EQ(e.reply.finish_reason, "cancelled");
+    step_batch next = f.state->plan_step();
+    EXPECT_EQ(next.plans.at(f.worker_id).released, std::vector<uint64_t>{1});
+    EXPECT_TRUE(f.state->drained());
+}
+
+}  // namespace
+}  // namespace longcat::coordinator
