@@ -52,6 +52,7 @@ proto::expected<cluster_generation, std::string> cluster_generate(
     request.top_p = opts.top_p;
     request.top_k = opts.top_k;
     request.seed = opts.seed;
+    request.ignore_eos = opts.ignore_eos;
     request.deadline_ms = opts.timeout.count();
     auto reply = ask<proto::generate_reply>(coordinator, request,
                                             opts.timeout + std::chrono::seconds(5));

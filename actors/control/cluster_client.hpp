@@ -26,6 +26,7 @@ struct cluster_generate_options {
     float top_p = 1.0f;
     int64_t top_k = 0;
     uint64_t seed = 0;
+    bool ignore_eos = false;
     std::string client_request_id;
     std::chrono::milliseconds timeout{120'000};
 };

@@ -306,6 +306,11 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         } else {
             return failure("topology transport must be \"tcp\" or \"shm\", got \"" + transport + "\"");
         }
+        const int64_t kv_pages = topo.value("kv_pages", int64_t{1024});
+        const int64_t page_size = topo.value("page_size", int64_t{16});
+        const int64_t prefill_chunk = topo.value("prefill_chunk", int64_t{256});
+        if (kv_pages < 1 || page_size < 1 || prefill_chunk < 0)
+            return failure("topology kv_pages and page_size must be >= 1 and prefill_chunk >= 0");
         const int micro_batches = topo.value("micro_batches", 1);
         if (micro_batches < 1 || micro_batches > 4)
             return failure("topology micro_batches must be 1..4, got " + std::to_string(micro_batches));
@@ -362,6 +367,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                                  state.host + ":" + std::to_string(coordinator.metrics_port),
                                  "--expected-attention-workers", std::to_string(workers.size()),
                                  "--expert-placement", placement, "--max-batch", std::to_string(max_batch),
+                                 "--prefill-chunk", std::to_string(prefill_chunk),
                                  "--drain-grace-ms", "8000"},  // below `down`'s default 10 s grace
                                 env, coordinator.log_file);
         started.push_back(coordinator);
@@ -396,7 +402,8 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                            state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
                            "--tp-group", w.value("tp_group", "tp-0"), "--tp-rank", std::to_string(w.value("tp_rank", 0)),
                            "--tp-size", std::to_string(w.value("tp_size", 1)), "--micro-batches",
-                           std::to_string(micro_batches), "--data-plane-error-mode", error_mode},
+                           std::to_string(micro_batches), "--data-plane-error-mode", error_mode,
+                           "--kv-pages", std::to_string(kv_pages), "--page-size", std::to_string(page_size)},
                           env, p.log_file);
             started.push_back(p);
         }

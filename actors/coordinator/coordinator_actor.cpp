@@ -284,6 +284,8 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
         [self](proto::generate_request& request) {
             cpu_meter meter(self);
             auto& s = self->state;
+            // Before make_response_promise: the promise takes the sender out of the message.
+            auto requester = caf::actor_cast<caf::actor>(self->current_sender());
             auto promise = self->make_response_promise<proto::generate_reply>();
             const uint64_t request_id = s.next_request_id++;
             if (auto refused = s.core->admit(request_id, request)) {
@@ -298,7 +300,6 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
             s.clients.emplace(request_id, promise);
             if (request.stream) {
                 // The requester learns the request id (for cancel_request) before any token.
-                auto requester = caf::actor_cast<caf::actor>(self->current_sender());
                 if (requester) {
                     s.streams.emplace(request_id, requester);
                     caf::anon_send(requester, proto::token_chunk{request_id, request.client_request_id, {}});
