@@ -274,6 +274,17 @@ typename Inspector::result_type inspect(Inspector& f, token_chunk& x) {
              x.tokens);
 }
 
+// The token_chunks of one step for one requester, in one message (a gateway's session streams
+// hundreds of requests: one CAF message per step instead of one per request).
+struct token_batch {
+    std::vector<token_chunk> chunks;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, token_batch& x) {
+    return f(caf::meta::type_name("longcat.token_batch"), x.chunks);
+}
+
 // Client → coordinator: end a request now (its client left, or a stop string matched). Queued:
 // dropped; running: its KV pages are freed at the next step. Its reply says "cancelled".
 struct cancel_request {
@@ -371,4 +382,5 @@ CAF_ADD_TYPE_ID(longcat, (longcat::proto::cluster_status))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::drain_request))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::token_chunk))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::cancel_request))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::token_batch))
 CAF_END_TYPE_ID_BLOCK(longcat)

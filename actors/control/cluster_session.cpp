@@ -81,6 +81,8 @@ struct cluster_session::impl {
 
 namespace {
 
+void on_chunk(cluster_session::impl* session, proto::token_chunk& chunk);
+
 // The client actor: sends generate requests, receives token chunks and replies, watches the
 // coordinator.
 caf::behavior client_behavior(caf::event_based_actor* self, cluster_session::impl* session) {
@@ -121,30 +123,35 @@ caf::behavior client_behavior(caf::event_based_actor* self, cluster_session::imp
                         callback(std::move(event));
                     });
         },
-        [session](proto::token_chunk& chunk) {
-            const uint64_t handle = handle_of(chunk.client_request_id);
-            std::function<void(session_event)>* callback = nullptr;
-            std::optional<proto::cancel_request> cancel;
-            {
-                std::lock_guard lock(session->mutex);
-                auto it = session->generations.find(handle);
-                if (it == session->generations.end()) return;
-                generation& g = it->second;
-                if (g.request_id == 0) {
-                    g.request_id = chunk.request_id;
-                    if (g.cancel_pending) cancel = proto::cancel_request{chunk.request_id, g.cancel_reason};
-                }
-                g.streamed += chunk.tokens.size();
-                callback = &g.on_event;
-            }
-            if (cancel) caf::anon_send(session->coordinator, *cancel);
-            if (chunk.tokens.empty()) return;
-            session_event event;
-            event.tokens = std::move(chunk.tokens);
-            // Safe without the lock: only this actor erases generations (take() runs here too).
-            (*callback)(std::move(event));
+        [session](proto::token_batch& batch) {
+            for (proto::token_chunk& chunk : batch.chunks) on_chunk(session, chunk);
         },
+        [session](proto::token_chunk& chunk) { on_chunk(session, chunk); },
     };
+}
+
+void on_chunk(cluster_session::impl* session, proto::token_chunk& chunk) {
+    const uint64_t handle = handle_of(chunk.client_request_id);
+    std::function<void(session_event)>* callback = nullptr;
+    std::optional<proto::cancel_request> cancel;
+    {
+        std::lock_guard lock(session->mutex);
+        auto it = session->generations.find(handle);
+        if (it == session->generations.end()) return;
+        generation& g = it->second;
+        if (g.request_id == 0) {
+            g.request_id = chunk.request_id;
+            if (g.cancel_pending) cancel = proto::cancel_request{chunk.request_id, g.cancel_reason};
+        }
+        g.streamed += chunk.tokens.size();
+        callback = &g.on_event;
+    }
+    if (cancel) caf::anon_send(session->coordinator, *cancel);
+    if (chunk.tokens.empty()) return;
+    session_event event;
+    event.tokens = std::move(chunk.tokens);
+    // Safe without the lock: only this actor erases generations (take() runs here too).
+    (*callback)(std::move(event));
 }
 
 }  // namespace

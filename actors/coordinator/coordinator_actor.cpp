@@ -132,13 +132,15 @@ void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::
     // emit_tokens: sampled tokens to the request table; streams get theirs; ended requests
     // answered (after their last chunk: one sender, so the requester sees them in order).
     auto finished = s.core->emit_tokens(step_id, s.results);
+    std::map<caf::actor, proto::token_batch> batches;  // one message per requester per step
     for (token_delta& delta : s.core->take_deltas()) {
         auto it = s.streams.find(delta.id);
         if (it == s.streams.end()) continue;
         const request_record* record = s.core->request(delta.id);
-        caf::anon_send(it->second, proto::token_chunk{delta.id, record ? record->request.client_request_id : "",
-                                                  std::move(delta.tokens)});
+        batches[it->second].chunks.push_back(
+            {delta.id, record ? record->request.client_request_id : "", std::move(delta.tokens)});
     }
+    for (auto& [requester, batch] : batches) caf::anon_send(requester, std::move(batch));
     reply_finished(self, std::move(finished));
     s.results.clear();
     notify(self);
