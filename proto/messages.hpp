@@ -186,12 +186,15 @@ struct step_sequence {
     float top_p = 1.0f;
     int64_t top_k = 0;
     uint64_t seed = 0;
+    // Planned before the previous step's result reached the coordinator: new_tokens is empty
+    // and the worker decodes the token it sampled for this request in its previous step.
+    bool decode_last_sampled = false;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_sequence& x) {
     return f(caf::meta::type_name("longcat.step_sequence"), x.request_id, x.new_tokens,
-             x.token_index, x.temperature, x.top_p, x.top_k, x.seed);
+             x.token_index, x.temperature, x.top_p, x.top_k, x.seed, x.decode_last_sampled);
 }
 
 struct step_plan {

@@ -2,6 +2,8 @@
 #include "actors/control/attention_member.hpp"
 #include "actors/control/expert_member.hpp"
 
+#include <map>
+
 #include <caf/all.hpp>
 
 #include "actors/control/stop_signal.hpp"
@@ -143,6 +145,8 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
         // The last step run and when its result left: boundary idle = the gap until the plan
         // that follows it (step_plan::follows_step) arrives.
         auto last_step = std::make_shared<std::pair<uint64_t, std::chrono::steady_clock::time_point>>();
+        // The token this worker sampled last for each of its requests (pipelined plans decode it).
+        auto last_sampled = std::make_shared<std::map<uint64_t, int32_t>>();
         return {
             [=](proto::step_plan& plan) -> proto::step_result {
                 double boundary_idle = -1.0;
@@ -152,11 +156,23 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 proto::step_result result;
                 result.step_id = plan.step_id;
                 result.worker = opts.greeting.name;
+                for (uint64_t released : plan.released) last_sampled->erase(released);
                 std::vector<compute_sequence> sequences;
                 for (auto& seq : plan.sequences) {
                     compute_sequence s;
                     s.request_id = seq.request_id;
                     s.new_tokens = std::move(seq.new_tokens);
+                    if (seq.decode_last_sampled) {
+                        auto it = last_sampled->find(seq.request_id);
+                        if (it == last_sampled->end()) {
+                            result.error = opts.greeting.name + ": step " + std::to_string(plan.step_id) +
+                                           ": request " + std::to_string(seq.request_id) +
+                                           " has no sampled token to decode";
+                            log_line(self, opts, result.error);
+                            return result;
+                        }
+                        s.new_tokens = {it->second};
+                    }
                     s.token_index = seq.token_index;
                     s.sampling.temperature = seq.temperature;
                     s.sampling.top_p = seq.top_p;
@@ -174,8 +190,10 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                     log_line(self, opts, result.error);
                     return result;
                 }
-                for (size_t idx = 0; idx < sequences.size(); ++idx)
+                for (size_t idx = 0; idx < sequences.size(); ++idx) {
                     result.tokens.push_back({sequences[idx].request_id, output->tokens[idx]});
+                    (*last_sampled)[sequences[idx].request_id] = output->tokens[idx];
+                }
                 result.kv_pages_used = output->kv_pages_used;
                 result.kv_pages_free = output->kv_pages_free;
                 if (opts.on_step) opts.on_step(*output, result.step_seconds, boundary_idle);

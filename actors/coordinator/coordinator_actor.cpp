@@ -20,18 +20,20 @@ struct actor_state {
     std::map<uint64_t, caf::typed_response_promise<proto::generate_reply>> clients;
     std::map<uint64_t, caf::actor> streams;  // streaming requests → their requester
     uint64_t next_request_id = 1;
-    // The step loop.
-    bool step_in_flight = false;
-    uint64_t current_step = 0;
-    std::set<uint64_t> results_pending;  // workers of the current step not answered yet
-    std::vector<proto::step_result> results;
-    clock::time_point step_start;
-    std::optional<step_batch> draft;  // step N+1, planned while step N runs
+    // The step loop: the steps sent and not yet emitted, oldest first (at most
+    // config.pipeline_depth; step N+1 is sent while N runs).
+    struct step_in_flight {
+        std::set<uint64_t> pending;  // workers that have not answered yet
+        std::vector<proto::step_result> results;
+        clock::time_point start;
+    };
+    std::map<uint64_t, step_in_flight> steps;
+    uint64_t last_sent_step = 0;
     size_t acks_pending = 0;
     std::string last_reason = "starting";
     std::vector<caf::typed_response_promise<proto::cluster_status>> drain_waiters;
     double cpu_since_step = 0.0;  // coordinator CPU seconds since the last step completed
-    uint64_t follows_step = 0;    // set while drive() runs in answer to a completed step
+    bool continuing = false;      // drive() runs in answer to a completed step
 };
 
 using self_ptr = control::coordinator_actor::stateful_pointer<actor_state>;
@@ -121,47 +123,55 @@ bool apply_placement(self_ptr self) {
     return true;
 }
 
+// Emits the oldest step once every worker answered it (steps are emitted in order: a later step
+// that completes first waits for the older one).
 void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::step_result result) {
     auto& s = self->state;
-    if (!s.step_in_flight || step_id != s.current_step || s.results_pending.erase(worker_id) == 0) return;
-    s.results.push_back(std::move(result));
-    if (!s.results_pending.empty()) return;
-    s.step_in_flight = false;
-    const double seconds = std::chrono::duration<double>(clock::now() - s.step_start).count();
-    if (s.hooks.on_step) s.hooks.on_step(seconds);
-    // emit_tokens: sampled tokens to the request table; streams get theirs; ended requests
-    // answered (after their last chunk: one sender, so the requester sees them in order).
-    auto finished = s.core->emit_tokens(step_id, s.results);
-    std::map<caf::actor, proto::token_batch> batches;  // one message per requester per step
-    for (token_delta& delta : s.core->take_deltas()) {
-        auto it = s.streams.find(delta.id);
-        if (it == s.streams.end()) continue;
-        const request_record* record = s.core->request(delta.id);
-        batches[it->second].chunks.push_back(
-            {delta.id, record ? record->request.client_request_id : "", std::move(delta.tokens)});
+    auto step = s.steps.find(step_id);
+    if (step == s.steps.end() || step->second.pending.erase(worker_id) == 0) return;
+    step->second.results.push_back(std::move(result));
+    bool emitted = false;
+    while (!s.steps.empty() && s.steps.begin()->second.pending.empty()) {
+        const uint64_t done_id = s.steps.begin()->first;
+        auto done = std::move(s.steps.begin()->second);
+        s.steps.erase(s.steps.begin());
+        const double seconds = std::chrono::duration<double>(clock::now() - done.start).count();
+        if (s.hooks.on_step) s.hooks.on_step(seconds);
+        // emit_tokens: sampled tokens to the request table; streams get theirs; ended requests
+        // answered (after their last chunk: one sender, so the requester sees them in order).
+        auto finished = s.core->emit_tokens(done_id, done.results);
+        std::map<caf::actor, proto::token_batch> batches;  // one message per requester per step
+        for (token_delta& delta : s.core->take_deltas()) {
+            auto it = s.streams.find(delta.id);
+            if (it == s.streams.end()) continue;
+            const request_record* record = s.core->request(delta.id);
+            batches[it->second].chunks.push_back(
+                {delta.id, record ? record->request.client_request_id : "", std::move(delta.tokens)});
+        }
+        for (auto& [requester, batch] : batches) caf::anon_send(requester, std::move(batch));
+        reply_finished(self, std::move(finished));
+        emitted = true;
     }
-    for (auto& [requester, batch] : batches) caf::anon_send(requester, std::move(batch));
-    reply_finished(self, std::move(finished));
-    s.results.clear();
+    if (!emitted) return;
     notify(self);
-    s.follows_step = step_id;
+    s.continuing = true;
     drive(self);
-    s.follows_step = 0;
+    s.continuing = false;
 }
 
-// Sends one step's plans; then plans step N+1 while step N runs.
+// Sends one step's plans.
 void run_step(self_ptr self, step_batch batch) {
     auto& s = self->state;
-    s.step_in_flight = true;
-    s.current_step = batch.step_id;
-    s.results_pending.clear();
-    for (const auto& [worker_id, plan] : batch.plans) s.results_pending.insert(worker_id);
-    s.results.clear();
-    s.step_start = clock::now();
-    const auto timeout = std::chrono::milliseconds(s.core->config().step_timeout_ms);
     const uint64_t step_id = batch.step_id;
+    auto& step = s.steps[step_id];
+    for (const auto& [worker_id, plan] : batch.plans) step.pending.insert(worker_id);
+    step.start = clock::now();
+    // The worker times the gap since the step this one follows (0: it starts after idling).
+    const uint64_t follows = (s.continuing || s.steps.size() > 1) ? s.last_sent_step : 0;
+    s.last_sent_step = step_id;
+    const auto timeout = std::chrono::milliseconds(s.core->config().step_timeout_ms);
     for (auto& [planned_worker, plan] : batch.plans) {
-        plan.follows_step = s.follows_step;
+        plan.follows_step = follows;
         const uint64_t worker_id = planned_worker;
         const member_record* worker = s.core->member(worker_id);
         const std::string name = worker ? worker->greeting.name : std::to_string(worker_id);
@@ -169,29 +179,29 @@ void run_step(self_ptr self, step_batch batch) {
         self->request(worker_actor, timeout, std::move(plan))
             .then(
                 [=](proto::step_result& result) {
-                    const bool completes = self->state.results_pending.size() == 1;
+                    auto it = self->state.steps.find(step_id);
+                    const bool completes = it != self->state.steps.end() &&
+                                           it->second.pending.size() == 1 &&
+                                           it == self->state.steps.begin();
                     {
                         cpu_meter meter(self);
                         on_step_result(self, step_id, worker_id, std::move(result));
                     }
                     // One step's coordinator CPU: everything since the previous step completed
-                    // (admissions, results, planning and sending step N+1).
+                    // (admissions, results, planning and sending the next step).
                     if (completes && self->state.hooks.on_step_cpu) {
                         self->state.hooks.on_step_cpu(self->state.cpu_since_step);
                         self->state.cpu_since_step = 0.0;
                     }
                 },
-                  [=](caf::error& error) {
-                      proto::step_result failed;
-                      failed.step_id = step_id;
-                      failed.worker = name;
-                      failed.error = "attention worker " + name + ": " + self->system().render(error);
-                      on_step_result(self, step_id, worker_id, std::move(failed));
-                  });
+                [=](caf::error& error) {
+                    proto::step_result failed;
+                    failed.step_id = step_id;
+                    failed.worker = name;
+                    failed.error = "attention worker " + name + ": " + self->system().render(error);
+                    on_step_result(self, step_id, worker_id, std::move(failed));
+                });
     }
-    // plan_step for N+1 (the structure; emit_tokens of N fills the decode tokens).
-    s.draft = s.core->plan_step();
-    reply_finished(self, s.core->take_finished());
 }
 
 void answer_drain_waiters(self_ptr self) {
@@ -204,27 +214,27 @@ void answer_drain_waiters(self_ptr self) {
 void drive(self_ptr self) {
     answer_drain_waiters(self);
     auto& s = self->state;
-    if (s.step_in_flight || s.acks_pending > 0) return;
-    if (apply_placement(self)) return;
-    if (!s.core->serving()) {
-        if (s.draft) s.core->discard_plan(*s.draft);
-        s.draft.reset();
-        return;
+    if (s.acks_pending > 0) return;
+    if (s.core->placement_pending()) {
+        if (!s.steps.empty()) return;  // a new map waits for the steps in flight
+        if (apply_placement(self)) return;
     }
-    if (s.draft && !s.core->finalize_plan(*s.draft)) s.draft.reset();
-    if (!s.draft) {
-        s.core->admit_queued();  // admit: a new static batch once the last one ended
-        s.draft = s.core->plan_step();
+    if (!s.core->serving()) return;
+    const size_t depth = static_cast<size_t>(s.core->config().pipeline_depth);
+    while (s.steps.size() < depth) {
+        step_batch batch = s.core->plan_step();
         reply_finished(self, s.core->take_finished());
-        if (s.draft->empty()) {
-            s.core->discard_plan(*s.draft);
-            s.draft.reset();
-            return;
+        bool releases = false;
+        for (const auto& [worker_id, plan] : batch.plans) releases = releases || !plan.released.empty();
+        // Nothing to run: send nothing, unless pages wait to be freed (an empty step frees them).
+        if (batch.empty() && (!releases || !s.steps.empty())) {
+            s.core->discard_plan(batch);
+            break;
         }
+        const bool release_only = batch.empty();
+        run_step(self, std::move(batch));
+        if (release_only) break;
     }
-    step_batch batch = std::move(*s.draft);
-    s.draft.reset();
-    run_step(self, std::move(batch));
 }
 
 control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
@@ -242,15 +252,16 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
         const member_record* member = s.core->member(member_id);
         log(self, "member " + (member ? member->greeting.name : std::to_string(member_id)) +
                       " is down: " + self->system().render(down.reason));
-        if (s.draft) s.core->discard_plan(*s.draft);
-        s.draft.reset();
         reply_finished(self, s.core->member_down(member_id));
-        // A worker of the running step that died answers nothing: its share of the step failed.
-        if (s.step_in_flight && s.results_pending.count(member_id) != 0) {
+        // A worker of the steps in flight that died answers nothing: its share of them failed.
+        std::vector<uint64_t> waiting;
+        for (const auto& [step_id, step] : s.steps)
+            if (step.pending.count(member_id) != 0) waiting.push_back(step_id);
+        for (uint64_t step_id : waiting) {
             proto::step_result failed;
-            failed.step_id = s.current_step;
+            failed.step_id = step_id;
             failed.error = "attention worker member " + std::to_string(member_id) + " is down";
-            on_step_result(self, s.current_step, member_id, std::move(failed));
+            on_step_result(self, step_id, member_id, std::move(failed));
         }
         notify(self);
         drive(self);

@@ -18,6 +18,7 @@ void coordinator_config::declare(control::service_options& o) {
           "expert groups to wait for when expert-placement is empty");
     o.add("max-batch", &max_batch, "running requests at once (continuous batching)");
     o.add("prefill-chunk", &prefill_chunk, "prompt tokens per request per step (0: whole prompt)");
+    o.add("pipeline-depth", &pipeline_depth, "steps in flight (2: plan and send N+1 while N runs)");
     o.add("step-timeout-ms", &step_timeout_ms, "deadline of one step's results");
     o.add("request-deadline-ms", &request_deadline_ms, "default deadline of a request");
     o.add("scheduler-threads", &scheduler_threads, "CAF scheduler threads");
@@ -32,6 +33,7 @@ std::optional<std::string> coordinator_config::validate() const {
         return "expected-expert-groups must be >= 1";
     if (max_batch < 1) return "max-batch must be >= 1";
     if (prefill_chunk < 0) return "prefill-chunk must be >= 0";
+    if (pipeline_depth < 1 || pipeline_depth > 4) return "pipeline-depth must be 1..4";
     if (step_timeout_ms < 1) return "step-timeout-ms must be >= 1";
     if (request_deadline_ms < 1) return "request-deadline-ms must be >= 1";
     if (scheduler_threads < 1) return "scheduler-threads must be >= 1";

@@ -26,6 +26,9 @@ struct coordinator_config {
     int32_t expected_expert_groups = 1;  // used when expert_placement is empty
     int32_t max_batch = 8;               // running requests at once (continuous batching)
     int64_t prefill_chunk = 256;         // prompt tokens per request per step (0: all at once)
+    // Steps in flight: 2 sends step N+1 while N runs (no worker idle at the boundary); 1 waits
+    // for N's results before planning N+1.
+    int32_t pipeline_depth = 2;
     int64_t step_timeout_ms = 30000;     // a step result later than this fails the step
     int64_t request_deadline_ms = 120000;  // default per-request deadline
     int32_t scheduler_threads = 2;       // CAF scheduler threads (policy sharing)

@@ -341,9 +341,18 @@ int64_t coordinator_state::pages_for(const member_record& worker, int64_t tokens
 
 // Tokens the request runs in the next step: its decode token, or its next prefill chunk.
 int64_t coordinator_state::next_step_tokens(const request_record& record) const {
-    if (record.prefilled()) return 1;
-    const auto left = static_cast<int64_t>(record.prefill.size() - record.prefill_done);
+    if (record.planned_prefill_done() >= record.prefill.size()) return 1;
+    const auto left = static_cast<int64_t>(record.prefill.size() - record.planned_prefill_done());
     return config_.prefill_chunk > 0 ? std::min(left, config_.prefill_chunk) : left;
+}
+
+bool coordinator_state::schedulable(const request_record& record) const {
+    return record.planned_generated() < record.request.max_tokens;
+}
+
+// The pages a running request holds once its next step (if it gets one) is done.
+int64_t coordinator_state::reservation(const member_record& worker, const request_record& record) const {
+    return pages_for(worker, record.planned_cached() + (schedulable(record) ? next_step_tokens(record) : 0));
 }
 
 int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
@@ -352,8 +361,7 @@ int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
     int64_t pages = 0;
     for (uint64_t request_id : running_) {
         const request_record& record = requests_.at(request_id);
-        if (record.worker_id == member_id)
-            pages += pages_for(worker->second, record.cached + next_step_tokens(record));
+        if (record.worker_id == member_id) pages += reservation(worker->second, record);
     }
     return pages;
 }
@@ -367,6 +375,10 @@ void coordinator_state::preempt(uint64_t request_id) {
     record.prefill.insert(record.prefill.end(), record.generated.begin(), record.generated.end());
     record.prefill_done = 0;
     record.cached = 0;
+    record.inflight_prefill = 0;
+    record.inflight_tokens = 0;
+    record.inflight_samples = 0;
+    ++record.epoch;  // what its steps in flight return no longer counts
     record.worker_id = 0;
     ++record.preemptions;
     ++preemptions_;
@@ -391,7 +403,7 @@ void coordinator_state::preempt_to_fit() {
                 finished_.push_back(end_request(
                     victim, "error",
                     "request " + std::to_string(victim) + " needs " +
-                        std::to_string(pages_for(worker, record.cached + next_step_tokens(record))) +
+                        std::to_string(reservation(worker, record)) +
                         " KV pages, more than " + worker.greeting.name + "'s pool of " +
                         std::to_string(worker.kv_pages)));
                 continue;
@@ -427,16 +439,24 @@ void coordinator_state::admit_queued() {
     }
 }
 
-proto::step_sequence coordinator_state::sequence_for(const request_record& record) const {
+proto::step_sequence coordinator_state::sequence_for(const request_record& record, planned_run& run) const {
     proto::step_sequence seq;
     seq.request_id = record.id;
-    if (!record.prefilled()) {
-        const auto begin = record.prefill.begin() + static_cast<std::ptrdiff_t>(record.prefill_done);
-        seq.new_tokens.assign(begin, begin + next_step_tokens(record));
-    } else if (!record.generated.empty()) {
-        seq.new_tokens = {record.generated.back()};
+    run = {};
+    run.epoch = record.epoch;
+    run.tokens = next_step_tokens(record);
+    if (record.planned_prefill_done() < record.prefill.size()) {
+        const auto begin = record.prefill.begin() + static_cast<std::ptrdiff_t>(record.planned_prefill_done());
+        seq.new_tokens.assign(begin, begin + run.tokens);
+        run.prefill = run.tokens;
+        run.samples = record.planned_prefill_done() + static_cast<size_t>(run.tokens) >= record.prefill.size() ? 1 : 0;
+    } else {
+        // A decode: its input is the last sampled token — known here, or still in flight.
+        if (record.inflight_samples == 0 && !record.generated.empty()) seq.new_tokens = {record.generated.back()};
+        else seq.decode_last_sampled = true;
+        run.samples = 1;
     }
-    seq.token_index = record.generated.size();
+    seq.token_index = static_cast<uint64_t>(record.planned_generated());
     seq.temperature = record.request.temperature;
     seq.top_p = record.request.top_p;
     seq.top_k = record.request.top_k;
@@ -446,14 +466,17 @@ proto::step_sequence coordinator_state::sequence_for(const request_record& recor
 
 void coordinator_state::fill_sequences(step_batch& batch) {
     auto& planned = planned_[batch.step_id];
-    planned.clear();
-    for (auto& [worker_id, plan] : batch.plans) plan.sequences.clear();
     for (uint64_t request_id : running_) {
-        const request_record& record = requests_.at(request_id);
+        request_record& record = requests_.at(request_id);
+        if (!schedulable(record)) continue;  // reaches max_tokens in a step already in flight
         auto plan = batch.plans.find(record.worker_id);
         if (plan == batch.plans.end()) continue;
-        proto::step_sequence seq = sequence_for(record);
-        planned[request_id] = static_cast<int64_t>(seq.new_tokens.size());
+        planned_run run;
+        proto::step_sequence seq = sequence_for(record, run);
+        record.inflight_tokens += run.tokens;
+        record.inflight_prefill += static_cast<size_t>(run.prefill);
+        record.inflight_samples += run.samples;
+        planned[request_id] = run;
         plan->second.sequences.push_back(std::move(seq));
     }
 }
@@ -470,6 +493,7 @@ step_batch coordinator_state::plan_step() {
             finished_.push_back(end_request(request_id, "error",
                                             "request " + std::to_string(request_id) +
                                                 " missed its deadline while queued"));
+    admit_queued();  // preemptions first, then admissions: the boundary's scheduling
     step_batch batch;
     batch.step_id = next_step_id_++;
     for (const member_record* worker : ready_workers()) {
@@ -535,34 +559,42 @@ std::vector<finished_request> coordinator_state::emit_tokens(
                 named = "expert group " + describe_group(m) + " failed";
         return fail_step(step_id, named.empty() ? step_error : named + ": " + step_error);
     }
-    std::map<uint64_t, int64_t> planned;
+    std::map<uint64_t, planned_run> planned;
     if (auto it = planned_.find(step_id); it != planned_.end()) {
         planned = std::move(it->second);
         planned_.erase(it);
     }
+    std::map<uint64_t, int32_t> sampled;
+    for (const proto::step_result& result : results)
+        for (const proto::sampled_token& token : result.tokens) sampled[token.request_id] = token.token;
     std::vector<finished_request> out;
-    for (const proto::step_result& result : results) {
-        for (const proto::sampled_token& sampled : result.tokens) {
-            auto it = requests_.find(sampled.request_id);
-            if (it == requests_.end() || running_.count(sampled.request_id) == 0) continue;
-            request_record& record = it->second;
-            auto ran = planned.find(record.id);
-            if (ran == planned.end()) continue;  // not part of this step (re-admitted since)
-            record.cached += ran->second;
-            if (!record.prefilled()) {
-                record.prefill_done += static_cast<size_t>(ran->second);
-                if (!record.prefilled()) continue;  // a non-final chunk: its sample is not used
-            }
-            record.generated.push_back(sampled.token);
-            if (record.request.stream) {
-                if (deltas_.empty() || deltas_.back().id != record.id) deltas_.push_back({record.id, {}});
-                deltas_.back().tokens.push_back(sampled.token);
-            }
-            if (sampled.token == eos_token_id_ && !record.request.ignore_eos)
-                out.push_back(end_request(record.id, "stop", ""));
-            else if (static_cast<int64_t>(record.generated.size()) >= record.request.max_tokens)
-                out.push_back(end_request(record.id, "length", ""));
+    for (const auto& [request_id, run] : planned) {
+        auto it = requests_.find(request_id);
+        if (it == requests_.end() || it->second.epoch != run.epoch) continue;  // ended or preempted
+        request_record& record = it->second;
+        record.inflight_tokens -= run.tokens;
+        record.inflight_prefill -= static_cast<size_t>(run.prefill);
+        record.inflight_samples -= run.samples;
+        if (running_.count(request_id) == 0) continue;
+        record.cached += run.tokens;
+        record.prefill_done += static_cast<size_t>(run.prefill);
+        if (run.samples == 0) continue;  // a non-final prefill chunk: its sample is not used
+        auto token = sampled.find(request_id);
+        if (token == sampled.end()) {
+            out.push_back(end_request(request_id, "error",
+                                      "step " + std::to_string(step_id) + " returned no token for request " +
+                                          std::to_string(request_id)));
+            continue;
         }
+        record.generated.push_back(token->second);
+        if (record.request.stream) {
+            if (deltas_.empty() || deltas_.back().id != record.id) deltas_.push_back({record.id, {}});
+            deltas_.back().tokens.push_back(token->second);
+        }
+        if (token->second == eos_token_id_ && !record.request.ignore_eos)
+            out.push_back(end_request(record.id, "stop", ""));
+        else if (static_cast<int64_t>(record.generated.size()) >= record.request.max_tokens)
+            out.push_back(end_request(record.id, "length", ""));
     }
     for (auto& f : take_finished()) out.push_back(std::move(f));
     return out;
@@ -589,39 +621,24 @@ std::vector<finished_request> coordinator_state::take_finished() {
     return out;
 }
 
-bool coordinator_state::finalize_plan(step_batch& draft) {
-    // Workers that died since the draft was made are gone from it; workers that joined (paired
-    // with the current map) get a plan too, so that every paired group hears from them.
-    for (auto it = draft.plans.begin(); it != draft.plans.end();)
-        it = members_.count(it->first) == 0 ? draft.plans.erase(it) : std::next(it);
-    for (const member_record* worker : ready_workers()) {
-        if (draft.plans.count(worker->id) != 0) continue;
-        proto::step_plan& plan = draft.plans[worker->id];
-        plan.step_id = draft.step_id;
-    }
-    admit_queued();  // preemptions first, then admissions: the boundary's scheduling
-    for (auto& [worker_id, plan] : draft.plans) {
-        plan.placement_version = map_.version;
-        if (auto it = release_by_worker_.find(worker_id); it != release_by_worker_.end()) {
-            plan.released.insert(plan.released.end(), it->second.begin(), it->second.end());
-            release_by_worker_.erase(it);
+void coordinator_state::discard_plan(step_batch& batch) {
+    if (auto it = planned_.find(batch.step_id); it != planned_.end()) {
+        for (const auto& [request_id, run] : it->second) {
+            auto record = requests_.find(request_id);
+            if (record == requests_.end() || record->second.epoch != run.epoch) continue;
+            record->second.inflight_tokens -= run.tokens;
+            record->second.inflight_prefill -= static_cast<size_t>(run.prefill);
+            record->second.inflight_samples -= run.samples;
         }
+        planned_.erase(it);
     }
-    fill_sequences(draft);
-    if (!draft.empty()) return true;
-    discard_plan(draft);
-    return false;
-}
-
-void coordinator_state::discard_plan(step_batch& draft) {
-    planned_.erase(draft.step_id);
-    for (auto& [worker_id, plan] : draft.plans) {
+    for (auto& [worker_id, plan] : batch.plans) {
         if (members_.count(worker_id) == 0) continue;
         auto& pending = release_by_worker_[worker_id];
         pending.insert(pending.end(), plan.released.begin(), plan.released.end());
         plan.released.clear();
     }
-    draft.plans.clear();
+    batch.plans.clear();
 }
 
 proto::cluster_status coordinator_state::status() const {

@@ -8,9 +8,14 @@
 //   cancels, step results. Returns: replies, placement updates to send, step plans to send,
 //   token deltas of streaming requests, finished requests.
 //
-// Step loop (the actor calls these in order at every step boundary):
-//   apply_placement → (acks) → plan_step → [step N runs] → plan_step(N+1) drafted
-//   → emit_tokens(results of N) → finalize_plan(draft): preempt, admit, sequences → ...
+// Step loop: apply_placement → (acks) → plan_step N → plan_step N+1 → [results of N]
+//   emit_tokens(N) → plan_step N+2 → [results of N+1] emit_tokens(N+1) → ...
+// Pipelined planning: a step is planned from the state the steps in flight will leave (their
+//   prefill chunks done, their samples taken), so the actor sends step N+1 while N runs and a
+//   worker starts N+1 as soon as N ends. A decode whose previous token is still in flight says
+//   decode_last_sampled (the worker sampled it). A request that ends by EOS in step N has run
+//   one more step by then: that token is dropped and its pages released in the next plan.
+//   Requests that reach max_tokens are known in advance and are not planned past it.
 // Continuous batching: requests join the running batch at any step boundary (admit_queued) and
 //   leave it when they end; a joining request's prefill runs in the same step as the others'
 //   decodes, in chunks of config.prefill_chunk tokens (its sampled token counts only after the
@@ -67,15 +72,33 @@ struct request_record {
     uint64_t id = 0;
     proto::generate_request request;
     uint64_t worker_id = 0;          // owner (data-parallel attention)
-    std::vector<int32_t> generated;  // sampled so far
+    std::vector<int32_t> generated;  // sampled so far (results received)
     // What the owner must prefill: the prompt, or prompt + generated after a preemption.
     std::vector<int32_t> prefill;
-    size_t prefill_done = 0;   // of `prefill`, in the owner's cache
+    size_t prefill_done = 0;   // of `prefill`, in the owner's cache (results received)
     int64_t cached = 0;        // tokens in the owner's KV cache after the last completed step
+    // What the steps in flight (sent, results not yet received) add.
+    size_t inflight_prefill = 0;
+    int64_t inflight_tokens = 0;
+    int64_t inflight_samples = 0;
+    uint32_t epoch = 0;        // +1 per preemption: older in-flight runs no longer count
     uint64_t admit_order = 0;  // larger = admitted later (the preemption victim)
     int32_t preemptions = 0;
     clock::time_point deadline;
+
+    // The state once the steps in flight are done.
+    size_t planned_prefill_done() const { return prefill_done + inflight_prefill; }
+    int64_t planned_cached() const { return cached + inflight_tokens; }
+    int64_t planned_generated() const { return static_cast<int64_t>(generated.size()) + inflight_samples; }
     bool prefilled() const { return prefill_done >= prefill.size(); }
+};
+
+// One request's part in a step that was sent: what its result will add.
+struct planned_run {
+    int64_t tokens = 0;   // new tokens in the cache
+    int64_t prefill = 0;  // of them, prefill tokens
+    int64_t samples = 0;  // 1 when the step's sample counts (decode, or the last prefill chunk)
+    uint32_t epoch = 0;
 };
 
 // Tokens a streaming request produced in one step (the actor sends them as a token_chunk).
@@ -139,9 +162,10 @@ public:
     // worker's pool, then moves queued requests into the running batch while fewer than
     // max_batch run and their prefill fits (owner: the ready worker with most free pages).
     void admit_queued();
-    // The next step's plans (sequences with their new tokens; released requests). Requests past
-    // their deadline end here (returned through take_finished()). Called while a step runs, it
-    // drafts step N+1: finalize_plan() brings the draft up to date.
+    // The next step, to be sent now: requests past their deadline end (take_finished()),
+    // admit_queued() runs (preemptions, admissions), and every running request that is not
+    // known to end before it gets its sequence, planned from the state the steps in flight
+    // will leave. Empty when nothing runs: then discard_plan() it.
     step_batch plan_step();
     // Step results: advances prefills, appends sampled tokens (a token sampled after a
     // non-final prefill chunk is dropped), ends requests at max_tokens/EOS (unless ignore_eos)
@@ -156,13 +180,14 @@ public:
     // SIGTERM: new requests are refused from now on; drained() once none runs or waits.
     void start_draining() { draining_ = true; }
     bool drained() const { return running_.empty() && queue_.empty(); }
-    // The draft of step N+1 (planned while N ran), brought up to date after emit_tokens(N):
-    // preemptions and admissions (admit_queued), every running request's sequence rebuilt
-    // (decode token or next prefill chunk), pending releases and the current map version set.
-    // Returns false when nothing is left to run (releases are kept for later).
-    bool finalize_plan(step_batch& draft);
-    // Gives a draft's releases back (the draft is dropped, e.g. after a member died).
-    void discard_plan(step_batch& draft);
+    // A planned step that will not be sent (empty, or a member died): its releases are kept
+    // for the next plan and its runs no longer count as in flight.
+    void discard_plan(step_batch& batch);
+    // Steps planned and not yet emitted or failed.
+    size_t steps_in_flight() const { return planned_.size(); }
+    // True when membership changed since the last map (the actor stops planning, lets the steps
+    // in flight finish, then applies a new map).
+    bool placement_pending() const { return membership_changed_; }
 
     proto::cluster_status status() const;
     const proto::placement_map& placement() const { return map_; }
@@ -186,10 +211,12 @@ private:
                                  const std::string& error);
     std::vector<const member_record*> ready_workers() const;
     int64_t next_step_tokens(const request_record& record) const;
+    bool schedulable(const request_record& record) const;  // not known to end before the next step
+    int64_t reservation(const member_record& worker, const request_record& record) const;
     int64_t pages_for(const member_record& worker, int64_t tokens) const;
     void preempt(uint64_t request_id);
     void preempt_to_fit();
-    proto::step_sequence sequence_for(const request_record& record) const;
+    proto::step_sequence sequence_for(const request_record& record, planned_run& run) const;
     void fill_sequences(step_batch& batch);
 
     coordinator_config config_;
@@ -211,8 +238,8 @@ private:
     std::map<uint64_t, std::vector<uint64_t>> release_by_worker_;
     std::vector<finished_request> finished_;
     std::vector<token_delta> deltas_;
-    // Per step in flight (or drafted): how many tokens each request runs in it.
-    std::map<uint64_t, std::map<uint64_t, int64_t>> planned_;
+    // Per step in flight: what each request runs in it.
+    std::map<uint64_t, std::map<uint64_t, planned_run>> planned_;
     uint64_t next_step_id_ = 1;
     uint64_t steps_done_ = 0;
     uint64_t next_admit_order_ = 1;

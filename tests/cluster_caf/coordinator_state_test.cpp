@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
+
 namespace longcat::coordinator {
 namespace {
 
@@ -100,26 +102,50 @@ TEST(CoordinatorState, StepLoopPrefillsThenDecodesAndPlansTheNextStepAhead) {
     request.prompt = {5, 6, 7};
     request.max_tokens = 3;
     ASSERT_FALSE(f.state->admit(1, request).has_value());
-    f.state->admit_queued();
     step_batch step1 = f.state->plan_step();
     ASSERT_EQ(step1.plans.at(f.worker_id).sequences.size(), 1u);
     EXPECT_EQ(step1.plans.at(f.worker_id).sequences[0].new_tokens, request.prompt);
-    // Step 2 is planned while step 1 runs; its decode token is filled after step 1's results.
+    // Step 2 is planned and sent while step 1 runs: the worker decodes the token it samples in
+    // step 1 (the coordinator does not know it yet).
     step_batch step2 = f.state->plan_step();
-    EXPECT_TRUE(f.state->emit_tokens(step1.step_id, {f.result(step1, 40)}).empty());
-    ASSERT_TRUE(f.state->finalize_plan(step2));
-    EXPECT_EQ(step2.plans.at(f.worker_id).sequences[0].new_tokens, std::vector<int32_t>{40});
+    ASSERT_EQ(step2.plans.at(f.worker_id).sequences.size(), 1u);
+    EXPECT_TRUE(step2.plans.at(f.worker_id).sequences[0].decode_last_sampled);
+    EXPECT_TRUE(step2.plans.at(f.worker_id).sequences[0].new_tokens.empty());
     EXPECT_EQ(step2.plans.at(f.worker_id).sequences[0].token_index, 1u);
+    EXPECT_EQ(f.state->steps_in_flight(), 2u);
+    EXPECT_TRUE(f.state->emit_tokens(step1.step_id, {f.result(step1, 40)}).empty());
     step_batch step3 = f.state->plan_step();
+    EXPECT_EQ(step3.plans.at(f.worker_id).sequences[0].token_index, 2u);
+    // max_tokens 3 is reached in step 3: no step 4 for it.
     EXPECT_TRUE(f.state->emit_tokens(step2.step_id, {f.result(step2, 41)}).empty());
-    ASSERT_TRUE(f.state->finalize_plan(step3));
+    step_batch step4 = f.state->plan_step();
+    EXPECT_TRUE(step4.empty());
+    f.state->discard_plan(step4);
     const auto done = f.state->emit_tokens(step3.step_id, {f.result(step3, 42)});
     ASSERT_EQ(done.size(), 1u);
     EXPECT_EQ(done[0].reply.tokens, (std::vector<int32_t>{40, 41, 42}));
     EXPECT_EQ(done[0].reply.finish_reason, "length");
     // The next step frees its pages on the worker.
-    step_batch step4 = f.state->plan_step();
-    EXPECT_EQ(step4.plans.at(f.worker_id).released, std::vector<uint64_t>{1});
+    step_batch step5 = f.state->plan_step();
+    EXPECT_EQ(step5.plans.at(f.worker_id).released, std::vector<uint64_t>{1});
+}
+
+TEST(CoordinatorState, RequestEndingByEosInAPipelinedStepDropsTheExtraToken) {
+    fixture f;
+    proto::generate_request request;
+    request.prompt = {5};
+    request.max_tokens = 10;
+    ASSERT_FALSE(f.state->admit(1, request).has_value());
+    step_batch step1 = f.state->plan_step();
+    step_batch step2 = f.state->plan_step();  // sent before step 1's EOS is known
+    const auto done = f.state->emit_tokens(step1.step_id, {f.result(step1, static_cast<int32_t>(kEos))});
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].reply.finish_reason, "stop");
+    EXPECT_EQ(done[0].reply.tokens, std::vector<int32_t>{static_cast<int32_t>(kEos)});
+    EXPECT_TRUE(f.state->emit_tokens(step2.step_id, {f.result(step2, 77)}).empty());  // dropped
+    step_batch step3 = f.state->plan_step();
+    EXPECT_EQ(step3.plans.at(f.worker_id).released, std::vector<uint64_t>{1});
+    EXPECT_TRUE(f.state->drained());
 }
 
 TEST(CoordinatorState, DeadGroupFailsRequestsByNameAndRefusesUntilItReRegisters) {
@@ -195,21 +221,34 @@ struct simulated_worker {
         for (int32_t t : prompt) h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
         return static_cast<int32_t>(10 + (h ^ (index * 0x9E3779B97F4A7C15ull)) % 1000);
     }
+    std::map<uint64_t, int32_t> last;  // the last token sampled per request
+
     // The prompt of each request, as the test knows it (the plan carries only new tokens).
     proto::step_result run(const proto::step_plan& plan, uint64_t worker,
                            const std::map<uint64_t, std::vector<int32_t>>& prompts) {
         (void)worker;
         proto::step_result r;
         r.step_id = plan.step_id;
-        for (uint64_t id : plan.released) tokens.erase(id);
-        for (const auto& seq : plan.sequences) tokens[seq.request_id] += static_cast<int64_t>(seq.new_tokens.size());
+        for (uint64_t id : plan.released) {
+            tokens.erase(id);
+            last.erase(id);
+        }
+        for (const auto& seq : plan.sequences) {
+            if (seq.decode_last_sampled && last.count(seq.request_id) == 0) {
+                r.error = "no sampled token for request " + std::to_string(seq.request_id);
+                return r;
+            }
+            tokens[seq.request_id] += seq.decode_last_sampled ? 1 : static_cast<int64_t>(seq.new_tokens.size());
+        }
         peak_pages = std::max(peak_pages, used());
         if (used() > pages) {
             r.error = "out of KV pages: " + std::to_string(used()) + " > " + std::to_string(pages);
             return r;
         }
-        for (const auto& seq : plan.sequences)
+        for (const auto& seq : plan.sequences) {
             r.tokens.push_back({seq.request_id, token_for(prompts.at(seq.request_id), seq.token_index)});
+            last[seq.request_id] = r.tokens.back().token;
+        }
         return r;
     }
 };
@@ -249,10 +288,26 @@ struct batching_fixture {
         prompts[id] = prompt;
         return state->admit(id, r);
     }
-    // One boundary + step, as the actor does it: finalize (preempt, admit, sequences), run, emit.
+    std::deque<step_batch> in_flight;
+
+    // As the actor does it: keep two steps planned and sent, then run and emit the oldest.
+    // False when nothing is left to run.
     bool step() {
-        step_batch batch = state->plan_step();
-        if (!state->finalize_plan(batch)) return false;
+        while (in_flight.size() < 2) {
+            step_batch batch = state->plan_step();
+            for (auto& f : state->take_finished()) done[f.id] = f;
+            const bool releases = !batch.plans.at(worker_id).released.empty();
+            if (batch.empty() && (!releases || !in_flight.empty())) {
+                state->discard_plan(batch);
+                break;
+            }
+            const bool release_only = batch.empty();
+            in_flight.push_back(std::move(batch));
+            if (release_only) break;
+        }
+        if (in_flight.empty()) return false;
+        step_batch batch = std::move(in_flight.front());
+        in_flight.pop_front();
         sequences_per_step.push_back(batch.plans.at(worker_id).sequences.size());
         auto result = sim.run(batch.plans.at(worker_id), worker_id, prompts);
         EXPECT_TRUE(result.error.empty()) << result.error;
@@ -282,10 +337,14 @@ TEST(ContinuousBatching, ARequestJoinsEightDecodingOnesAtTheNextStepBoundary) {
     ASSERT_TRUE(f.step());  // and decode
     EXPECT_EQ(f.sequences_per_step.back(), 8u);
     ASSERT_EQ(f.streamed[1].size(), 2u);
-    // A 9th arrives while they decode: the next step carries its prefill beside 8 decodes and
-    // yields its first token; the step after holds 9 decodes.
+    // A 9th arrives while they decode (one step is in flight, planned before it came): the next
+    // step planned carries its prefill beside 8 decodes and yields its first token — within its
+    // prefill plus one step — and the step after holds 9 decodes.
     ASSERT_FALSE(f.submit(9, prompt_of(9, 7), 50));
-    ASSERT_TRUE(f.step());
+    ASSERT_TRUE(f.step());  // the step that was in flight
+    EXPECT_EQ(f.sequences_per_step.back(), 8u);
+    EXPECT_TRUE(f.streamed[9].empty());
+    ASSERT_TRUE(f.step());  // its prefill
     EXPECT_EQ(f.sequences_per_step.back(), 9u);
     EXPECT_EQ(f.streamed[9].size(), 1u);
     ASSERT_TRUE(f.step());
