@@ -174,6 +174,7 @@ json to_json(const cluster_state& state) {
     out["model_dir"] = state.model_dir;
     out["host"] = state.host;
     out["coordinator"] = state.coordinator;
+    if (!state.gateway_url.empty()) out["gateway_url"] = state.gateway_url;
     out["processes"] = json::array();
     for (const auto& p : state.processes)
         out["processes"].push_back({{"name", p.name}, {"role", p.role}, {"pid", p.pid},
@@ -231,6 +232,7 @@ std::string describe_cluster(const cluster_state& state) {
     std::ostringstream out;
     out << "cluster " << state.topology << " on " << state.host << " (model " << state.model_dir << ")\n"
         << "  coordinator control plane: " << state.coordinator << "\n";
+    if (!state.gateway_url.empty()) out << "  OpenAI API: " << state.gateway_url << "/v1\n";
     for (const auto& p : state.processes) {
         out << "  " << p.name << " [" << p.role << "] pid " << p.pid << ", metrics " << p.metrics_url();
         if (p.control_port) out << ", control port " << p.control_port;
@@ -249,6 +251,7 @@ proto::expected<cluster_state, std::string> read_cluster_state(const fs::path& s
         state.model_dir = doc.at("model_dir").get<std::string>();
         state.host = doc.at("host").get<std::string>();
         state.coordinator = doc.at("coordinator").get<std::string>();
+        state.gateway_url = doc.value("gateway_url", "");
         for (const auto& p : doc.at("processes")) {
             launched_process process;
             process.name = p.at("name").get<std::string>();
@@ -407,6 +410,31 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                           env, p.log_file);
             started.push_back(p);
         }
+        // The OpenAI-compatible gateway (optional): its router talks to the coordinator over CAF.
+        // Keys of the topology's "gateway" object other than "port" are passed as --key value.
+        if (topo.contains("gateway") && !topo.at("gateway").is_null()) {
+            const json& g = topo.at("gateway");
+            if (!g.is_object()) return failure("topology gateway must be an object of gateway options");
+            launched_process p;
+            p.name = g.value("name", "gateway");
+            p.role = "gateway";
+            p.binary = find_binary(opts.bin_dir, "longcat-gateway", "gateway").string();
+            p.metrics_port = metrics_port();
+            p.control_port = g.value("port", 0);
+            if (p.control_port == 0) p.control_port = metrics_port();
+            p.log_file = log_of(p.name);
+            std::vector<std::string> args{"--model-dir", model_dir, "--coordinators", state.coordinator, "--host",
+                                          state.host, "--port", std::to_string(p.control_port), "--metrics-address",
+                                          state.host + ":" + std::to_string(p.metrics_port)};
+            for (const auto& [key, value] : g.items()) {
+                if (key == "port" || key == "name") continue;
+                args.push_back("--" + key);
+                args.push_back(value.is_string() ? value.get<std::string>() : value.dump());
+            }
+            p.pid = spawn(p.binary, args, env, p.log_file);
+            state.gateway_url = "http://" + state.host + ":" + std::to_string(p.control_port);
+            started.push_back(p);
+        }
         write_state(opts.state_file, state);
 
         // Wait until every part reports ready (the coordinator's /readyz means: serving).
@@ -461,8 +489,11 @@ proto::expected<std::vector<std::string>, std::string> cluster_down(const fs::pa
     std::vector<std::string> report;
     // The coordinator first: it stops admitting, lets running requests finish (its drain grace),
     // exits, and its members, seeing it stop cleanly, stop too; then whatever is left.
-    std::vector<launched_process> members, coordinator;
-    for (const auto& p : state->processes) (p.role == "coordinator" ? coordinator : members).push_back(p);
+    // The gateway before all: it stops admitting and lets its streams finish first.
+    std::vector<launched_process> gateway, members, coordinator;
+    for (const auto& p : state->processes)
+        (p.role == "gateway" ? gateway : p.role == "coordinator" ? coordinator : members).push_back(p);
+    stop_processes(gateway, grace, &report);
     stop_processes(coordinator, grace, &report);
     stop_processes(members, grace, &report);
     std::error_code ec;

@@ -27,7 +27,7 @@ namespace longcat::control {
 
 struct launched_process {
     std::string name;
-    std::string role;  // coordinator | attention | experts
+    std::string role;  // coordinator | attention | experts | gateway
     int pid = 0;
     std::string binary;
     uint16_t metrics_port = 0;
@@ -41,6 +41,7 @@ struct cluster_state {
     std::string model_dir;
     std::string host = "127.0.0.1";
     std::string coordinator;  // "127.0.0.1:PORT"
+    std::string gateway_url;  // "http://127.0.0.1:PORT" when the topology has a gateway
     std::vector<launched_process> processes;
 };
 

@@ -13,6 +13,9 @@ pkgs=(
   libonig-dev
   # tokenizer NFC normalization and Unicode categories: utf8proc (small, as used by Julia)
   libutf8proc-dev
+  # the gateway's request-parser fuzzer (tests/gateway/run_fuzz.sh): g++ has no libFuzzer, so it
+  # is built with clang; libclang-rt-14-dev holds libFuzzer and the clang sanitizer runtimes
+  clang libclang-rt-14-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,111 @@
+#include "actors/gateway/cluster_backend.hpp"
+
+#include <mutex>
+#include <stdexcept>
+
+#include "actors/control/cluster_session.hpp"
+
+namespace longcat::gateway {
+
+namespace {
+
+class session_handle final : public generation_handle {
+public:
+    session_handle(std::weak_ptr<control::cluster_session> session, control::cluster_session::handle id)
+        : session_(std::move(session)), id_(id) {}
+    void cancel() override {
+        if (auto session = session_.lock()) session->cancel(id_, "cancelled by the gateway");
+    }
+
+private:
+    std::weak_ptr<control::cluster_session> session_;
+    control::cluster_session::handle id_;
+};
+
+}  // namespace
+
+struct cluster_backend::readiness_cache {
+    std::mutex mutex;
+    clock::time_point asked{};
+    backend_readiness last{false, "not asked yet"};
+};
+
+backend_error classify_cluster_error(const std::string& message) {
+    auto has = [&](const char* text) { return message.find(text) != std::string::npos; };
+    if (has("not serving") || has("is stopping (draining)")) return backend_error::not_ready;
+    if (has("KV pages") && has("largest attention worker pool")) return backend_error::invalid_request;
+    if (has("empty prompt") || has("max_tokens must be")) return backend_error::invalid_request;
+    if (has("missed its deadline") || has("reached its deadline")) return backend_error::timeout;
+    return backend_error::internal;
+}
+
+cluster_backend::cluster_backend(cluster_backend_options opts)
+    : opts_(std::move(opts)), cache_(std::make_unique<readiness_cache>()) {
+    auto session = control::cluster_session::connect(opts_.coordinator, opts_.connect_timeout);
+    if (!session) throw std::runtime_error(session.error());
+    session_ = std::shared_ptr<control::cluster_session>(std::move(*session));
+}
+
+cluster_backend::~cluster_backend() = default;
+
+std::shared_ptr<generation_handle> cluster_backend::submit(generation_request request,
+                                                           std::function<void(generation_event)> on_event) {
+    control::cluster_generate_options opts;
+    opts.prompt = std::move(request.prompt);
+    opts.max_tokens = request.max_tokens;
+    opts.temperature = request.temperature;
+    opts.top_p = request.top_p;
+    opts.top_k = request.top_k;
+    opts.seed = request.seed;
+    opts.ignore_eos = request.ignore_eos;
+    opts.client_request_id = request.request_id;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(request.deadline - clock::now());
+    if (left.count() <= 0) {
+        on_event(make_error_event(backend_error::timeout,
+                                  "request " + request.request_id + " reached its deadline before it started"));
+        return std::make_shared<finished_handle>();
+    }
+    opts.timeout = left;
+    const auto id = session_->submit(opts, [on_event = std::move(on_event)](control::session_event event) {
+        generation_event out;
+        out.tokens = std::move(event.tokens);
+        out.finished = event.finished;
+        if (event.finished) {
+            out.prompt_tokens = event.prompt_tokens;
+            if (event.finish_reason == "length" || event.finish_reason == "stop") {
+                out.finish_reason = event.finish_reason;
+            } else if (event.finish_reason == "cancelled") {
+                out.error = backend_error::cancelled;
+                out.error_message = "cancelled";
+            } else {
+                out.error = classify_cluster_error(event.error);
+                out.error_message = event.error;
+            }
+        }
+        on_event(std::move(out));
+    });
+    return std::make_shared<session_handle>(session_, id);
+}
+
+backend_readiness cluster_backend::readiness() const {
+    std::lock_guard lock(cache_->mutex);
+    const auto now = clock::now();
+    if (now - cache_->asked < opts_.status_cache) return cache_->last;
+    cache_->asked = now;
+    if (!session_->connected()) {
+        cache_->last = {false, "coordinator " + opts_.coordinator + " is gone"};
+        return cache_->last;
+    }
+    auto status = session_->status(opts_.status_timeout);
+    if (!status) cache_->last = {false, status.error()};
+    else if (!status->serving) cache_->last = {false, "coordinator " + opts_.coordinator + ": " + status->reason};
+    else cache_->last = {true, ""};
+    return cache_->last;
+}
+
+backend_load cluster_backend::load() const {
+    const control::session_load load = session_->load();
+    return {load.in_flight, 0};
+}
+
+}  // namespace longcat::gateway
