@@ -4,6 +4,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors/control/caf_runtime.hpp"
+#include "actors/control/generate_request.hpp"
 #include "actors/control/interfaces.hpp"
 
 namespace longcat::control {
@@ -44,16 +45,7 @@ proto::expected<Result, std::string> ask(const std::string& address, Message mes
 
 proto::expected<cluster_generation, std::string> cluster_generate(
     const std::string& coordinator, const cluster_generate_options& opts) {
-    proto::generate_request request;
-    request.client_request_id = opts.client_request_id;
-    request.prompt = opts.prompt;
-    request.max_tokens = opts.max_tokens;
-    request.temperature = opts.temperature;
-    request.top_p = opts.top_p;
-    request.top_k = opts.top_k;
-    request.seed = opts.seed;
-    request.ignore_eos = opts.ignore_eos;
-    request.deadline_ms = opts.timeout.count();
+    const proto::generate_request request = to_generate_request(opts);
     auto reply = ask<proto::generate_reply>(coordinator, request,
                                             opts.timeout + std::chrono::seconds(5));
     if (!reply) return proto::unexpected<std::string>(reply.error());

@@ -9,6 +9,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors/control/caf_runtime.hpp"
+#include "actors/control/generate_request.hpp"
 #include "actors/control/interfaces.hpp"
 
 namespace longcat::control {
@@ -187,16 +188,8 @@ cluster_session::~cluster_session() {
 cluster_session::handle cluster_session::submit(const cluster_generate_options& opts,
                                                 std::function<void(session_event)> on_event) {
     const handle id = impl_->next_handle++;
-    proto::generate_request request;
+    proto::generate_request request = to_generate_request(opts);
     request.client_request_id = opts.client_request_id + "#" + std::to_string(id);
-    request.prompt = opts.prompt;
-    request.max_tokens = opts.max_tokens;
-    request.temperature = opts.temperature;
-    request.top_p = opts.top_p;
-    request.top_k = opts.top_k;
-    request.seed = opts.seed;
-    request.ignore_eos = opts.ignore_eos;
-    request.deadline_ms = opts.timeout.count();
     request.stream = true;
     if (!impl_->connected) {
         session_event event;

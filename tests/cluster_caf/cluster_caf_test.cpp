@@ -21,6 +21,7 @@
 #include "model/engine.hpp"
 #include "model/mkmodel.hpp"
 #include "model/tokenizer.hpp"
+#include "tests/cluster_caf/local_cluster.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace longcat::control {
@@ -101,14 +102,8 @@ std::string slurp_file(const fs::path& file) {
 class ClusterCaf : public ::testing::Test {
 protected:
     void SetUp() override {
-        ::setenv("UCX_NET_DEVICES", "lo", 1);
-        ::setenv("UCX_TCP_CM_REUSEADDR", "y", 1);
-        ::setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
-        model_dir_ = dir_.path() / "model";
-        model::mkmodel_options o;
-        o.preset = "tiny-b";
-        o.out_dir = model_dir_;
-        model::make_model(o);
+        local_cluster::use_loopback_ucx();
+        model_dir_ = local_cluster::make_tiny_b(dir_.path() / "model");
         state_file_ = dir_.path() / "cluster" / "state.json";
     }
     void TearDown() override {
@@ -394,7 +389,7 @@ TEST_F(ClusterCaf, SpareGroupRegistersServesNothingAndExitsZeroOnSigterm) {
 
 void ClusterCaf::default_topology(const nlohmann::json& overrides) {
     const cluster_state state = up("default", overrides);
-    ASSERT_EQ(state.processes.size(), 6u);
+    ASSERT_EQ(state.processes.size(), 7u);  // + the gateway
     auto status = cluster_status_of(state.coordinator, 5s);
     ASSERT_TRUE(status.has_value()) << status.error();
     EXPECT_TRUE(status->serving) << status->reason;

@@ -22,6 +22,7 @@
 #include "model/engine.hpp"
 #include "model/mkmodel.hpp"
 #include "model/tokenizer.hpp"
+#include "tests/cluster_caf/local_cluster.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace longcat::control {
@@ -81,14 +82,8 @@ double metric(const launched_process& p, const std::string& name) {
 class ClusterSession : public ::testing::Test {
   protected:
     void SetUp() override {
-        ::setenv("UCX_NET_DEVICES", "lo", 1);
-        ::setenv("UCX_TCP_CM_REUSEADDR", "y", 1);
-        ::setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
-        model_dir_ = dir_.path() / "model";
-        model::mkmodel_options o;
-        o.preset = "tiny-b";
-        o.out_dir = model_dir_;
-        model::make_model(o);
+        local_cluster::use_loopback_ucx();
+        model_dir_ = local_cluster::make_tiny_b(dir_.path() / "model");
         state_file_ = dir_.path() / "cluster" / "state.json";
     }
     void TearDown() override {
