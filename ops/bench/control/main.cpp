@@ -1,6 +1,7 @@
 // ops/bench/control — control-plane overhead of the continuous-batching step loop (issue #4 (c)).
 //   longcat_bench_control [--model DIR] [--requests 16,64,256] [--max-tokens 48]
 //                         [--prompt-tokens 16] [--json OUT] [--topology deploy/local/minimal.json]
+//                         [--pipeline-depth D]
 // For each request count N: starts the topology (real processes: coordinator, attention
 // worker, expert group; CAF control plane, UCX data plane) with max_batch = N and a KV pool
 // large enough for all N, runs N concurrent generations of --max-tokens tokens through one
@@ -92,6 +93,7 @@ int main(int argc, char** argv) {
     const std::string json_out = arg(argc, argv, "--json", "bench-control.json");
     const int64_t max_tokens = std::stoll(arg(argc, argv, "--max-tokens", "48"));
     const int64_t prompt_tokens = std::stoll(arg(argc, argv, "--prompt-tokens", "16"));
+    const int pipeline_depth = std::stoi(arg(argc, argv, "--pipeline-depth", "0"));  // 0: the topology's
     std::vector<int> counts;
     {
         std::stringstream list(arg(argc, argv, "--requests", "16,64,256"));
@@ -125,6 +127,7 @@ int main(int argc, char** argv) {
         std::ifstream in(topology_file);
         nlohmann::json topo = nlohmann::json::parse(in);
         topo["max_batch"] = n;
+        if (pipeline_depth > 0) topo["pipeline_depth"] = pipeline_depth;
         const int64_t page_size = 16;
         topo["page_size"] = page_size;
         topo["kv_pages"] = static_cast<int64_t>(n) * ((prompt_tokens + max_tokens + page_size) / page_size + 1) + 16;
