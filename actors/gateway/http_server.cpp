@@ -45,8 +45,12 @@ int64_t unix_seconds() {
 }
 
 uint64_t random_u64() {
-    thread_local std::mt19937_64 generator{std::random_device{}()};
-    return generator();
+    // On the heap: a thread_local engine object (2.5 KB) would be static TLS carved out of every
+    // thread's stack in the process, civetweb's 100 KiB metrics workers included, which OpenBLAS's
+    // 60 KiB of TLS already shrinks; under ASan their /healthz then overflowed the stack.
+    thread_local std::unique_ptr<std::mt19937_64> generator;
+    if (!generator) generator = std::make_unique<std::mt19937_64>(std::random_device{}());
+    return (*generator)();
 }
 
 double seconds_between(clock::time_point from, clock::time_point to) {

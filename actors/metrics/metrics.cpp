@@ -239,15 +239,19 @@ void init_civetweb_once() {
     std::call_once(once, [] { mg_init_library(0); });
 }
 
+// The header is formatted here and written with mg_write: civetweb's header functions go
+// through printf, whose positional path (libquadmath, loaded with OpenBLAS, registers printf
+// handlers) needs more stack than civetweb's fixed 100 KiB worker stacks leave once OpenBLAS's
+// 60 KiB of thread-local storage is carved out of them (a stack overflow under ASan).
 int send_response(mg_connection* conn, int status, const char* content_type,
                   std::string_view body) {
-    const std::string length = std::to_string(body.size());
-    mg_response_header_start(conn, status);
-    mg_response_header_add(conn, "Content-Type", content_type, -1);
-    mg_response_header_add(conn, "Content-Length", length.c_str(), -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    if (status == 405) mg_response_header_add(conn, "Allow", "GET, HEAD", -1);
-    mg_response_header_send(conn);
+    std::string header = "HTTP/1.1 " + std::to_string(status) + " " +
+                         mg_get_response_code_text(conn, status) + "\r\nContent-Type: " + content_type +
+                         "\r\nContent-Length: " + std::to_string(body.size()) +
+                         "\r\nCache-Control: no-store\r\nConnection: close\r\n";
+    if (status == 405) header += "Allow: GET, HEAD\r\n";
+    header += "\r\n";
+    mg_write(conn, header.data(), header.size());
     const mg_request_info* info = mg_get_request_info(conn);
     if (std::strcmp(info->request_method, "HEAD") != 0) mg_write(conn, body.data(), body.size());
     return status;

@@ -17,6 +17,7 @@ t=$SECONDS
 phase() { phases+=("$1: $((SECONDS - t)) s"); t=$SECONDS; }
 
 bash ops/scripts/install-deps.sh || { echo "install failed"; echo "0 passed, 1 failed"; exit 1; }
+bash ops/scripts/test-venv.sh || { echo "install failed (test venv)"; echo "0 passed, 1 failed"; exit 1; }
 phase install
 if ! { cmake --preset ci >/dev/null && cmake --build build/ci -j"$(nproc)"; }; then
   echo "build failed"; echo "0 passed, 1 failed"; exit 1
