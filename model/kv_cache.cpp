@@ -1,5 +1,8 @@
 #include "model/kv_cache.hpp"
 
+#include <cstring>
+#include <string>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -51,6 +54,53 @@ std::vector<int32_t> kv_cache::take_pages(int64_t count) {
     if (!reserve(taken, count * opts_.page_size))
         throw model_error("kv_cache: not enough free pages");
     return taken;
+}
+
+int64_t kv_cache::row_bytes() const {
+    return row_dim_ * static_cast<int64_t>(kernels::dtype_size(opts_.type));
+}
+
+namespace {
+
+// Throws unless rows [begin, begin + count) of a pool of `num_pools` lie inside the table.
+void check_rows(const std::vector<int32_t>& page_table, int64_t page_size, int64_t num_pools,
+                int64_t pool, int64_t begin, int64_t count, const char* what) {
+    if (pool < 0 || pool >= num_pools)
+        throw model_error(std::string("kv_cache ") + what + ": pool " + std::to_string(pool) +
+                          " does not exist (" + std::to_string(num_pools) + " pools)");
+    const int64_t covered = static_cast<int64_t>(page_table.size()) * page_size;
+    if (begin < 0 || count < 0 || begin + count > covered)
+        throw model_error(std::string("kv_cache ") + what + ": rows [" + std::to_string(begin) + ", " +
+                          std::to_string(begin + count) + ") are outside the page table (" +
+                          std::to_string(covered) + " rows)");
+}
+
+}  // namespace
+
+void kv_cache::export_rows(const std::vector<int32_t>& page_table, int64_t pool, int64_t begin,
+                           int64_t count, void* out) const {
+    check_rows(page_table, opts_.page_size, num_pools(), pool, begin, count, "export");
+    const auto rb = static_cast<size_t>(row_bytes());
+    const uint8_t* base = pools_[static_cast<size_t>(pool)].data();
+    auto* dst = static_cast<uint8_t*>(out);
+    for (int64_t pos = begin; pos < begin + count; ++pos) {
+        const int64_t page = page_table[static_cast<size_t>(pos / opts_.page_size)];
+        const int64_t slot = page * opts_.page_size + pos % opts_.page_size;
+        std::memcpy(dst + static_cast<size_t>(pos - begin) * rb, base + static_cast<size_t>(slot) * rb, rb);
+    }
+}
+
+void kv_cache::import_rows(const std::vector<int32_t>& page_table, int64_t pool, int64_t begin,
+                           int64_t count, const void* rows) {
+    check_rows(page_table, opts_.page_size, num_pools(), pool, begin, count, "import");
+    const auto rb = static_cast<size_t>(row_bytes());
+    uint8_t* base = pools_[static_cast<size_t>(pool)].data();
+    const auto* src = static_cast<const uint8_t*>(rows);
+    for (int64_t pos = begin; pos < begin + count; ++pos) {
+        const int64_t page = page_table[static_cast<size_t>(pos / opts_.page_size)];
+        const int64_t slot = page * opts_.page_size + pos % opts_.page_size;
+        std::memcpy(base + static_cast<size_t>(slot) * rb, src + static_cast<size_t>(pos - begin) * rb, rb);
+    }
 }
 
 }  // namespace longcat::model

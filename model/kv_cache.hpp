@@ -43,6 +43,20 @@ public:
     // Takes specific pages out of the free list (tests: build a fragmented pool).
     std::vector<int32_t> take_pages(int64_t count);
 
+    // -- moving a sequence's KV between workers (prefill → decode, ARCHITECTURE.md §6) ----------
+    // Bytes of one cached row: row_dim values of the cache dtype, in the layout above.
+    int64_t row_bytes() const;
+    kernels::dtype type() const { return opts_.type; }
+    // Copies rows [begin, begin + count) of pool `pool` of the sequence with `page_table` into
+    // `out` (count × row_bytes(), token-major), exactly as stored. Throws model_error when a row
+    // is outside the table or the pool does not exist.
+    void export_rows(const std::vector<int32_t>& page_table, int64_t pool, int64_t begin,
+                     int64_t count, void* out) const;
+    // Writes such rows into this cache (same dtype and row layout; the table must already cover
+    // begin + count: reserve() first). Throws model_error like export_rows.
+    void import_rows(const std::vector<int32_t>& page_table, int64_t pool, int64_t begin,
+                     int64_t count, const void* rows);
+
 private:
     kv_cache_options opts_;
     int64_t num_layers_;

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <memory>
 
 #include "model/engine.hpp"
@@ -127,6 +129,62 @@ TEST_F(EngineTest, FragmentedPoolIsBitwiseEqualToFresh) {
         la = fresh.step({&a}, {{static_cast<int32_t>(40 + i)}}).logits;
         lb = frag.step({&b}, {{static_cast<int32_t>(40 + i)}}).logits;
         EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float))) << "decode " << i;
+    }
+}
+
+// Prefill/decode disaggregation's KV move (ARCHITECTURE.md §6): a prompt prefilled on one
+// engine, its KV rows exported per (chunk, pool) and imported into another engine's fragmented
+// pool, decodes bitwise like the engine that prefilled it — fp32 and bf16 caches.
+TEST_F(EngineTest, KvRowsMovedToAnotherCacheDecodeBitwiseAlike) {
+    for (kernels::dtype type : {kernels::dtype::f32, kernels::dtype::bf16}) {
+        engine_options o;
+        o.kv.page_size = 4;
+        o.kv.num_pages = 256;
+        o.kv.type = type;
+        engine prefill(weights_, o), decode(weights_, o);
+        std::vector<int32_t> taken = decode.cache().take_pages(30);
+        std::vector<int32_t> back;
+        for (size_t i = 0; i < taken.size(); i += 3) back.push_back(taken[i]);
+        decode.cache().release(back);
+        const auto prompt = tokens(23, 11);
+        sequence a;
+        prefill.step({&a}, {prompt});
+        sequence b;
+        b.tokens = prompt;
+        ASSERT_TRUE(decode.cache().reserve(b.page_table, static_cast<int64_t>(prompt.size())));
+        EXPECT_NE(a.page_table, b.page_table);
+        const int64_t chunk = 8, n = static_cast<int64_t>(prompt.size());
+        const kv_cache& from = prefill.cache();
+        std::vector<uint8_t> rows;
+        for (int64_t begin = 0; begin < n; begin += chunk) {
+            const int64_t count = std::min(chunk, n - begin);
+            for (int64_t pool = 0; pool < from.num_pools(); ++pool) {
+                rows.assign(static_cast<size_t>(count * from.row_bytes()), 0);
+                from.export_rows(a.page_table, pool, begin, count, rows.data());
+                decode.cache().import_rows(b.page_table, pool, begin, count, rows.data());
+            }
+        }
+        for (int i = 0; i < 3; ++i) {
+            const auto la = prefill.step({&a}, {{static_cast<int32_t>(50 + i)}}).logits;
+            const auto lb = decode.step({&b}, {{static_cast<int32_t>(50 + i)}}).logits;
+            ASSERT_EQ(la.size(), lb.size());
+            EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)))
+                << kernels::dtype_name(type) << " decode " << i;
+        }
+        // Rows outside the table or a pool that does not exist are refused by name.
+        rows.assign(static_cast<size_t>(from.row_bytes()), 0);
+        try {
+            decode.cache().import_rows(b.page_table, 0, static_cast<int64_t>(b.page_table.size()) * 4, 1, rows.data());
+            ADD_FAILURE() << "a row past the table was accepted";
+        } catch (const model_error& e) {
+            EXPECT_NE(std::string(e.what()).find("outside the page table"), std::string::npos) << e.what();
+        }
+        try {
+            from.export_rows(a.page_table, from.num_pools(), 0, 1, rows.data());
+            ADD_FAILURE() << "a pool that does not exist was accepted";
+        } catch (const model_error& e) {
+            EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+        }
     }
 }
 
