@@ -197,6 +197,37 @@ typename Inspector::result_type inspect(Inspector& f, step_sequence& x) {
              x.token_index, x.temperature, x.top_p, x.top_k, x.seed, x.decode_last_sampled);
 }
 
+// Prefill/decode disaggregation (ARCHITECTURE.md §6), inside a step plan. A prefill worker sends
+// a request's KV (every pool, in chunks: one kv frame per (chunk, pool)) to a decode worker over
+// the data plane before its forward, then frees the request's pages; the decode worker, before
+// its forward, receives those frames into pages it reserves and decodes the request in the same
+// step. A failed import is reported per request (step_result::failed_requests).
+struct kv_transfer {
+    uint64_t request_id = 0;
+    std::string to_name;     // the decode worker
+    std::string to_address;  // its data-plane address
+    int64_t num_tokens = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_transfer& x) {
+    return f(caf::meta::type_name("longcat.kv_transfer"), x.request_id, x.to_name, x.to_address,
+             x.num_tokens);
+}
+
+struct kv_import {
+    uint64_t request_id = 0;
+    std::string from_name;  // the prefill worker
+    int64_t num_tokens = 0;
+    int64_t timeout_ms = 5000;  // the transfer deadline
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_import& x) {
+    return f(caf::meta::type_name("longcat.kv_import"), x.request_id, x.from_name, x.num_tokens,
+             x.timeout_ms);
+}
+
 struct step_plan {
     uint64_t step_id = 0;
     uint64_t placement_version = 0;  // the map this step runs with
@@ -205,12 +236,14 @@ struct step_plan {
     // The step whose results this plan was sent in answer to (its requests continue), 0 when the
     // step starts after an idle loop. Workers time the gap since that step as boundary idle.
     uint64_t follows_step = 0;
+    std::vector<kv_transfer> transfers;  // prefill workers: KV to send first
+    std::vector<kv_import> imports;      // decode workers: KV to receive first
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_plan& x) {
     return f(caf::meta::type_name("longcat.step_plan"), x.step_id, x.placement_version,
-             x.sequences, x.released, x.follows_step);
+             x.sequences, x.released, x.follows_step, x.transfers, x.imports);
 }
 
 struct sampled_token {
@@ -231,12 +264,16 @@ struct step_result {
     int64_t kv_pages_free = 0;
     double step_seconds = 0.0;
     std::string error;  // empty on success; else what failed (names the peer)
+    // Requests this step could not run (a KV import that failed), each with why; the others ran.
+    std::vector<uint64_t> failed_requests;
+    std::vector<std::string> failed_reasons;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_result& x) {
     return f(caf::meta::type_name("longcat.step_result"), x.step_id, x.worker, x.tokens,
-             x.kv_pages_used, x.kv_pages_free, x.step_seconds, x.error);
+             x.kv_pages_used, x.kv_pages_free, x.step_seconds, x.error, x.failed_requests,
+             x.failed_reasons);
 }
 
 // -- requests (client → coordinator) --------------------------------------------------------------
@@ -386,4 +423,6 @@ CAF_ADD_TYPE_ID(longcat, (longcat::proto::drain_request))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::token_chunk))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::cancel_request))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::token_batch))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_transfer))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_import))
 CAF_END_TYPE_ID_BLOCK(longcat)

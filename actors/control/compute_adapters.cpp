@@ -9,6 +9,7 @@
 #include "actors/collective/collective.hpp"
 #include "actors/experts/expert_group.hpp"
 #include "actors/transport/ucx_data_plane.hpp"
+#include "kernels/api/dtype.hpp"
 #include "model/sampling.hpp"
 #include "model/weights.hpp"
 
@@ -190,6 +191,107 @@ public:
         return out;
     }
 
+    void release(const std::vector<uint64_t>& request_ids) override {
+        if (!executor_) return;
+        for (uint64_t request_id : request_ids) {
+            if (auto it = sequences_.find(request_id); it != sequences_.end()) {
+                executor_->release(it->second);
+                sequences_.erase(it);
+            }
+        }
+    }
+
+    std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
+                                       const std::string& to_address, int64_t num_tokens) override {
+        if (!executor_) return "no placement applied yet";
+        auto seq = sequences_.find(request_id);
+        if (seq == sequences_.end() || seq->second.num_cached() < num_tokens)
+            return "request " + std::to_string(request_id) + " has no " + std::to_string(num_tokens) +
+                   " cached tokens on " + opts_.name;
+        auto known = kv_peers_.find(to_address);
+        if (known == kv_peers_.end()) {
+            auto peer = plane_->connect(to_address, transport::deadline_after(opts_.connect_timeout));
+            if (!peer) return "KV transfer to " + to_name + ": " + peer.error().message;
+            known = kv_peers_.emplace(to_address, *peer).first;
+        }
+        const model::kv_cache& cache = executor_->cache();
+        const proto::wire_dtype dtype =
+            cache.type() == kernels::dtype::bf16 ? proto::wire_dtype::bf16 : proto::wire_dtype::f32;
+        const auto row_elems = static_cast<uint32_t>(cache.row_bytes() / static_cast<int64_t>(kernels::dtype_size(cache.type())));
+        std::optional<std::string> error;
+        std::vector<std::byte> rows;
+        for (int64_t begin = 0; begin < num_tokens && !error; begin += kKvChunkTokens) {
+            const int64_t count = std::min(kKvChunkTokens, num_tokens - begin);
+            rows.resize(static_cast<size_t>(count * cache.row_bytes()));
+            for (int64_t pool = 0; pool < cache.num_pools() && !error; ++pool) {
+                cache.export_rows(seq->second.page_table, pool, begin, count, rows.data());
+                proto::frame_header header =
+                    proto::make_row_header(proto::frame_kind::kv, dtype, static_cast<uint32_t>(count), row_elems);
+                header.request_id = request_id;
+                header.layer = static_cast<uint32_t>(pool);
+                header.first_position = static_cast<uint32_t>(begin);
+                if (begin + count == num_tokens && pool + 1 == cache.num_pools()) header.flags |= proto::kFrameFlagLast;
+                auto sent = plane_->send(known->second, header, {rows},
+                                         transport::deadline_after(opts_.combine_timeout));
+                if (!sent) error = "KV transfer to " + to_name + ": " + sent.error().message;
+            }
+        }
+        // Either way the pages are freed here: the decode worker has them, or the request will be
+        // prefilled again (the coordinator's retry).
+        executor_->release(seq->second);
+        sequences_.erase(seq);
+        return error;
+    }
+
+    proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
+                                                     int64_t num_tokens, std::chrono::milliseconds timeout) override {
+        using failure = proto::unexpected<std::string>;
+        if (!executor_) return failure("no placement applied yet");
+        model::kv_cache& cache = executor_->cache();
+        model::sequence seq;
+        // The decode side needs the count of cached tokens (positions), not their ids.
+        seq.tokens.assign(static_cast<size_t>(num_tokens), 0);
+        if (!cache.reserve(seq.page_table, num_tokens))
+            return failure("no KV pages for request " + std::to_string(request_id) + " (" +
+                           std::to_string(num_tokens) + " tokens) on " + opts_.name);
+        int64_t bytes = 0;
+        const int64_t chunks = (num_tokens + kKvChunkTokens - 1) / kKvChunkTokens;
+        const int64_t expected = chunks * cache.num_pools();
+        const transport::deadline until = transport::deadline_after(timeout);
+        std::optional<std::string> error;
+        for (int64_t got = 0; got < expected && !error; ++got) {
+            transport::frame_filter filter;
+            filter.kind = proto::frame_kind::kv;
+            filter.request_id = request_id;
+            auto frame = plane_->receive(until, filter);
+            if (!frame) {
+                error = "KV of request " + std::to_string(request_id) + " from " + from_name + ": " +
+                        std::to_string(got) + " of " + std::to_string(expected) + " frames by the " +
+                        std::to_string(timeout.count()) + " ms transfer deadline (" + frame.error().message + ")";
+                break;
+            }
+            const proto::frame_header& h = frame->header;
+            const int64_t pool = h.layer, begin = h.first_position, count = h.num_tokens;
+            if (h.row_bytes != static_cast<uint64_t>(cache.row_bytes()) || pool >= cache.num_pools() ||
+                begin + count > num_tokens || frame->payload.size() != static_cast<size_t>(count * cache.row_bytes())) {
+                error = "bad KV frame for request " + std::to_string(request_id) + " from " + from_name +
+                        ": pool " + std::to_string(pool) + ", rows [" + std::to_string(begin) + ", " +
+                        std::to_string(begin + count) + "), row bytes " + std::to_string(h.row_bytes) +
+                        " (this cache: " + std::to_string(cache.row_bytes()) + ")";
+                break;
+            }
+            cache.import_rows(seq.page_table, pool, begin, count, frame->payload.data());
+            bytes += static_cast<int64_t>(frame->payload.size());
+        }
+        if (error) {
+            cache.release(seq.page_table);
+            return failure(*error);
+        }
+        if (auto old = sequences_.find(request_id); old != sequences_.end()) executor_->release(old->second);
+        sequences_[request_id] = std::move(seq);
+        return bytes;
+    }
+
     void stop() override {
         executor_.reset();
         collective_.reset();
@@ -197,12 +299,14 @@ public:
     }
 
 private:
+    static constexpr int64_t kKvChunkTokens = 256;  // rows per kv frame (one frame per chunk and pool)
     attention_compute_options opts_;
     std::unique_ptr<transport::ucx_data_plane> plane_;
     std::shared_ptr<const model::model_weights> weights_;
     std::unique_ptr<attention::worker_executor> executor_;
     std::map<uint64_t, model::sequence> sequences_;
     std::map<std::string, transport::peer_id> tp_peers_;  // by address
+    std::map<std::string, transport::peer_id> kv_peers_;  // decode workers, by address
     std::unique_ptr<collective::collective> collective_;
 };
 

@@ -393,6 +393,14 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                           env, p.log_file);
             started.push_back(p);
         }
+        // "prefill" | "decode" (default) → the service's role (prefill/decode disaggregation).
+        auto role_of = [](const json& w) {
+            const std::string role = w.value("role", "decode");
+            if (role == "prefill") return std::string("attention_prefill");
+            if (role == "decode") return std::string("attention_decode");
+            throw std::runtime_error("attention worker " + w.value("name", std::string("?")) +
+                                     ": role must be \"prefill\" or \"decode\", got \"" + role + "\"");
+        };
         const std::string attention_binary = find_binary(opts.bin_dir, "longcat-attention", "attention").string();
         for (const auto& w : workers) {
             launched_process p;
@@ -408,7 +416,8 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                            "--tp-group", w.value("tp_group", "tp-0"), "--tp-rank", std::to_string(w.value("tp_rank", 0)),
                            "--tp-size", std::to_string(w.value("tp_size", 1)), "--micro-batches",
                            std::to_string(micro_batches), "--data-plane-error-mode", error_mode,
-                           "--kv-pages", std::to_string(kv_pages), "--page-size", std::to_string(page_size)},
+                           "--kv-pages", std::to_string(kv_pages), "--page-size", std::to_string(page_size),
+                           "--role", role_of(w)},
                           env, p.log_file);
             started.push_back(p);
         }

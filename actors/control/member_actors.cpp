@@ -3,6 +3,7 @@
 #include "actors/control/expert_member.hpp"
 
 #include <map>
+#include <set>
 
 #include <caf/all.hpp>
 
@@ -157,8 +158,32 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 result.step_id = plan.step_id;
                 result.worker = opts.greeting.name;
                 for (uint64_t released : plan.released) last_sampled->erase(released);
+                compute->release(plan.released);
+                // Prefill/decode disaggregation: KV out first (a prefill worker), then KV in (a
+                // decode worker); a request whose import failed is left out of this step.
+                for (const proto::kv_transfer& t : plan.transfers) {
+                    if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.num_tokens))
+                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
+                    last_sampled->erase(t.request_id);
+                }
+                std::set<uint64_t> failed_imports;
+                for (const proto::kv_import& i : plan.imports) {
+                    const auto import_start = std::chrono::steady_clock::now();
+                    auto received = compute->receive_kv(i.request_id, i.from_name, i.num_tokens,
+                                                        std::chrono::milliseconds(i.timeout_ms));
+                    if (!received) {
+                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + received.error());
+                        result.failed_requests.push_back(i.request_id);
+                        result.failed_reasons.push_back(opts.greeting.name + ": " + received.error());
+                        failed_imports.insert(i.request_id);
+                    } else if (opts.on_kv_import) {
+                        opts.on_kv_import(*received, std::chrono::duration<double>(
+                                                         std::chrono::steady_clock::now() - import_start).count());
+                    }
+                }
                 std::vector<compute_sequence> sequences;
                 for (auto& seq : plan.sequences) {
+                    if (failed_imports.count(seq.request_id) != 0) continue;
                     compute_sequence s;
                     s.request_id = seq.request_id;
                     s.new_tokens = std::move(seq.new_tokens);
@@ -181,7 +206,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                     sequences.push_back(std::move(s));
                 }
                 const auto start = std::chrono::steady_clock::now();
-                auto output = compute->run_step(plan.step_id, sequences, plan.released);
+                auto output = compute->run_step(plan.step_id, sequences, {});
                 result.step_seconds =
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
                 if (!output) {

@@ -53,6 +53,9 @@ struct member_options {
     // boundary_idle: seconds between the previous step's result and this step's plan when this
     // step follows it directly (step_plan::follows_step), else < 0.
     std::function<void(const compute_step_output&, double seconds, double boundary_idle)> on_step;
+    // Decode workers: after each KV import (prefill/decode disaggregation), its bytes and the time
+    // from the start of the wait until every frame was in.
+    std::function<void(int64_t bytes, double seconds)> on_kv_import;
 };
 
 // A member service's main loop: until SIGTERM/SIGINT (stop_signal.hpp) or the member fails,

@@ -4,6 +4,7 @@
 // Implementations adapt the compute core of actors/attention and actors/experts.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -62,6 +63,20 @@ public:
     virtual proto::expected<compute_step_output, std::string> run_step(
         uint64_t step_id, const std::vector<compute_sequence>& sequences,
         const std::vector<uint64_t>& released) = 0;
+    // Frees these requests' pages (what run_step does with `released`, done first so that a
+    // KV import of the same step finds the pages the plan counted on).
+    virtual void release(const std::vector<uint64_t>& request_ids) = 0;
+    // Prefill/decode disaggregation (ARCHITECTURE.md §6). A prefill worker sends the request's
+    // cached rows [0, num_tokens) of every KV pool to the decode worker at `to_address` (one kv
+    // frame per (chunk, pool)), then frees the request's pages. Errors name the decode worker.
+    virtual std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
+                                               const std::string& to_address, int64_t num_tokens) = 0;
+    // A decode worker receives them into pages it reserves: afterwards the request is a
+    // sequence of num_tokens cached tokens here. On error (deadline, a bad frame, no pages)
+    // nothing is kept; the error names the prefill worker.
+    // Returns the bytes received.
+    virtual proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
+                                                             int64_t num_tokens, std::chrono::milliseconds timeout) = 0;
     virtual void stop() = 0;
 };
 

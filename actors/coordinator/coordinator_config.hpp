@@ -29,6 +29,7 @@ struct coordinator_config {
     // Steps in flight: 2 sends step N+1 while N runs (no worker idle at the boundary); 1 waits
     // for N's results before planning N+1.
     int32_t pipeline_depth = 2;
+    int64_t kv_transfer_timeout_ms = 5000;  // disaggregation: a decode worker's wait for KV frames
     int64_t step_timeout_ms = 30000;     // a step result later than this fails the step
     int64_t request_deadline_ms = 120000;  // default per-request deadline
     int32_t scheduler_threads = 2;       // CAF scheduler threads (policy sharing)

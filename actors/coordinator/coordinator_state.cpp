@@ -347,7 +347,15 @@ int64_t coordinator_state::next_step_tokens(const request_record& record) const 
 }
 
 bool coordinator_state::schedulable(const request_record& record) const {
+    // A request on a prefill worker runs prefill chunks only; it decodes after its KV moved.
+    if (record.on_prefill && record.planned_prefill_done() >= record.prefill.size()) return false;
     return record.planned_generated() < record.request.max_tokens;
+}
+
+bool coordinator_state::pd_mode() const {
+    bool prefill = false, decode = false;
+    for (const member_record* w : ready_workers()) (w->is_prefill() ? prefill : decode) = true;
+    return prefill && decode;
 }
 
 // The pages a running request holds once its next step (if it gets one) is done.
@@ -362,11 +370,16 @@ int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
     for (uint64_t request_id : running_) {
         const request_record& record = requests_.at(request_id);
         if (record.worker_id == member_id) pages += reservation(worker->second, record);
+        // Disaggregation: the decode pages are reserved when the prefill starts.
+        else if (record.on_prefill && record.decode_worker == member_id)
+            pages += pages_for(worker->second, static_cast<int64_t>(record.prefill.size()) + 1);
     }
     return pages;
 }
 
-void coordinator_state::preempt(uint64_t request_id) {
+void coordinator_state::preempt(uint64_t request_id) { requeue(request_id, true); }
+
+void coordinator_state::requeue(uint64_t request_id, bool preemption) {
     request_record& record = requests_.at(request_id);
     running_.erase(request_id);
     if (members_.count(record.worker_id) != 0) release_by_worker_[record.worker_id].push_back(request_id);
@@ -380,8 +393,12 @@ void coordinator_state::preempt(uint64_t request_id) {
     record.inflight_samples = 0;
     ++record.epoch;  // what its steps in flight return no longer counts
     record.worker_id = 0;
-    ++record.preemptions;
-    ++preemptions_;
+    record.on_prefill = false;
+    record.decode_worker = 0;
+    if (preemption) {
+        ++record.preemptions;
+        ++preemptions_;
+    }
     queue_.insert(queue_.begin(), request_id);
 }
 
@@ -421,19 +438,39 @@ void coordinator_state::admit_queued() {
     while (!queue_.empty() && running_.size() < static_cast<size_t>(config_.max_batch)) {
         const uint64_t request_id = queue_.front();
         request_record& record = requests_.at(request_id);
-        // Owner: the ready worker with the most free pages (unaccounted pools count as roomy).
-        const member_record* owner = nullptr;
-        int64_t best_free = 0;
-        for (const member_record* w : workers) {
-            const int64_t free = w->kv_pages > 0 ? w->kv_pages - reserved_pages(w->id)
-                                                 : std::numeric_limits<int64_t>::max();
-            if (!owner || free > best_free) owner = w, best_free = free;
-        }
+        // Owner: the ready worker with the most free pages (unaccounted pools count as roomy);
+        // with disaggregation a prefill worker (another than the one whose transfer failed, when
+        // there is one) plus a decode worker for its pages.
+        const bool pd = pd_mode();
+        auto roomiest = [&](bool prefill_role, uint64_t avoid) {
+            const member_record* best = nullptr;
+            int64_t best_free = 0;
+            for (const member_record* w : workers) {
+                if (pd && w->is_prefill() != prefill_role) continue;
+                const int64_t free = w->kv_pages > 0 ? w->kv_pages - reserved_pages(w->id)
+                                                     : std::numeric_limits<int64_t>::max();
+                const bool avoided = w->id == avoid, best_avoided = best && best->id == avoid;
+                if (!best || (best_avoided && !avoided) || (avoided == best_avoided && free > best_free))
+                    best = w, best_free = free;
+            }
+            return std::pair{best, best_free};
+        };
+        const auto [owner, best_free] = roomiest(true, record.transfer_from);
+        if (!owner) break;
         // Queue first: the whole prefill + 1 token must fit beside the running reservations.
         const int64_t need = pages_for(*owner, static_cast<int64_t>(record.prefill.size()) + 1);
         if (owner->kv_pages > 0 && need > best_free) break;
+        const member_record* decode = nullptr;
+        if (pd) {
+            const auto [d, d_free] = roomiest(false, 0);
+            if (!d) break;
+            if (d->kv_pages > 0 && pages_for(*d, static_cast<int64_t>(record.prefill.size()) + 1) > d_free) break;
+            decode = d;
+        }
         queue_.erase(queue_.begin());
         record.worker_id = owner->id;
+        record.on_prefill = decode != nullptr;
+        record.decode_worker = decode ? decode->id : 0;
         record.admit_order = next_admit_order_++;
         running_.insert(request_id);
     }
@@ -505,8 +542,31 @@ step_batch coordinator_state::plan_step() {
             release_by_worker_.erase(it);
         }
     }
+    plan_transfers(batch);
     fill_sequences(batch);
     return batch;
+}
+
+// Requests whose prefill is done (first token in, nothing in flight) move to their decode
+// worker in this step: the prefill worker sends, the decode worker receives and decodes.
+void coordinator_state::plan_transfers(step_batch& batch) {
+    for (uint64_t request_id : running_) {
+        request_record& record = requests_.at(request_id);
+        if (!record.on_prefill || !record.prefilled() || record.generated.empty()) continue;
+        if (record.inflight_tokens != 0 || record.inflight_samples != 0) continue;
+        auto from = batch.plans.find(record.worker_id);
+        auto to = batch.plans.find(record.decode_worker);
+        const member_record* decode = member(record.decode_worker);
+        const member_record* prefill = member(record.worker_id);
+        if (from == batch.plans.end() || to == batch.plans.end() || !decode || !prefill) continue;
+        const auto tokens = static_cast<int64_t>(record.prefill.size());
+        from->second.transfers.push_back(
+            {request_id, decode->greeting.name, decode->greeting.data_plane_address, tokens});
+        to->second.imports.push_back({request_id, prefill->greeting.name, tokens, config_.kv_transfer_timeout_ms});
+        record.transfer_from = record.worker_id;
+        record.worker_id = record.decode_worker;
+        record.on_prefill = false;
+    }
 }
 
 finished_request coordinator_state::end_request(uint64_t request_id, const std::string& reason,
@@ -564,10 +624,31 @@ std::vector<finished_request> coordinator_state::emit_tokens(
         planned = std::move(it->second);
         planned_.erase(it);
     }
+    std::vector<finished_request> out;
+    // KV imports that failed (disaggregation): once more from a prefill on another prefill
+    // worker, then a named error.
+    for (const proto::step_result& result : results) {
+        for (size_t idx = 0; idx < result.failed_requests.size(); ++idx) {
+            const uint64_t request_id = result.failed_requests[idx];
+            const std::string reason = idx < result.failed_reasons.size() ? result.failed_reasons[idx] : "";
+            auto it = requests_.find(request_id);
+            if (it == requests_.end() || running_.count(request_id) == 0) continue;
+            planned.erase(request_id);
+            request_record& record = it->second;
+            if (record.transfer_failures++ == 0) {
+                requeue(request_id, false);
+                continue;
+            }
+            const member_record* from = member(record.transfer_from);
+            out.push_back(end_request(request_id, "error",
+                                      "request " + std::to_string(request_id) + ": KV transfer from " +
+                                          (from ? from->greeting.name : "its prefill worker") +
+                                          " failed twice: " + reason));
+        }
+    }
     std::map<uint64_t, int32_t> sampled;
     for (const proto::step_result& result : results)
         for (const proto::sampled_token& token : result.tokens) sampled[token.request_id] = token.token;
-    std::vector<finished_request> out;
     for (const auto& [request_id, run] : planned) {
         auto it = requests_.find(request_id);
         if (it == requests_.end() || it->second.epoch != run.epoch) continue;  // ended or preempted

@@ -30,6 +30,14 @@
 //   the front of the queue to prefill prompt + generated tokens again, keeping its stream and
 //   its token index (the sampler's counter), so its output is the same. A request that cannot
 //   fit even alone is refused at admission (or ended with an error naming the pool).
+// Prefill/decode disaggregation (ARCHITECTURE.md §6), when both prefill and decode workers are
+//   ready: a request is admitted to a prefill worker (its prompt must fit there) with pages
+//   reserved on a decode worker at the same time; it prefills, samples its first token, and at
+//   the next planning point the plan tells the prefill worker to send its KV (kv_transfer) and
+//   the decode worker to receive it (kv_import) and decode it in the same step. An import that
+//   misses its deadline is retried once from a prefill step on another prefill worker (the
+//   request is requeued with prompt + its tokens, keeping its stream), then the request fails
+//   with a named error. A preempted request goes back through prefill the same way.
 // NOTES: a new map takes effect only at a step boundary: the actor calls apply_placement only
 //   when no step is in flight; running requests keep their KV on their workers across maps.
 //   Every ready worker gets a plan every step (possibly empty), so expert groups receive a
@@ -66,6 +74,7 @@ struct member_record {
         return greeting.role == proto::node_role::attention_decode ||
                greeting.role == proto::node_role::attention_prefill;
     }
+    bool is_prefill() const { return greeting.role == proto::node_role::attention_prefill; }
 };
 
 struct request_record {
@@ -84,6 +93,13 @@ struct request_record {
     uint32_t epoch = 0;        // +1 per preemption: older in-flight runs no longer count
     uint64_t admit_order = 0;  // larger = admitted later (the preemption victim)
     int32_t preemptions = 0;
+    // Prefill/decode disaggregation: while on_prefill, worker_id is its prefill worker and
+    // decode_worker the worker whose pages are reserved for it; at the step boundary after its
+    // first token the KV moves there (kv_transfer / kv_import in one plan) and worker_id follows.
+    bool on_prefill = false;
+    uint64_t decode_worker = 0;
+    uint64_t transfer_from = 0;    // the prefill worker of the last transfer
+    int32_t transfer_failures = 0;
     clock::time_point deadline;
 
     // The state once the steps in flight are done.
@@ -213,6 +229,9 @@ private:
     int64_t next_step_tokens(const request_record& record) const;
     bool schedulable(const request_record& record) const;  // not known to end before the next step
     int64_t reservation(const member_record& worker, const request_record& record) const;
+    bool pd_mode() const;  // ready prefill and decode workers both exist
+    void requeue(uint64_t request_id, bool preemption);
+    void plan_transfers(step_batch& batch);
     int64_t pages_for(const member_record& worker, int64_t tokens) const;
     void preempt(uint64_t request_id);
     void preempt_to_fit();

@@ -153,6 +153,14 @@ int main(int argc, char** argv) {
             kv_used.set(static_cast<double>(out.kv_pages_used));
             kv_free.set(static_cast<double>(out.kv_pages_free));
         };
+        auto kv_bytes = registry.add_counter("longcat_kv_transfer_bytes_total",
+                                             "KV bytes received from prefill workers (disaggregation)");
+        auto kv_seconds = registry.add_histogram("longcat_kv_transfer_seconds",
+                                                 "wait for one request's KV frames", metrics::latency_seconds_buckets());
+        member.on_kv_import = [=](int64_t bytes, double seconds) mutable {
+            kv_bytes.inc(static_cast<double>(bytes));
+            kv_seconds.observe(seconds);
+        };
         auto status = std::make_shared<control::member_status>();
         auto actor = control::spawn_attention_member(system, coordinator, member, compute, status);
         std::printf("longcat-attention %s: data plane %s, metrics on %s, coordinator %s\n",

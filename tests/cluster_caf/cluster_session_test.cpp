@@ -100,8 +100,8 @@ class ClusterSession : public ::testing::Test {
         if (fs::exists(state_file_)) (void)cluster_down(state_file_);
     }
     // minimal.json with `overrides`; starts it and connects a session.
-    cluster_state up(const nlohmann::json& overrides) {
-        std::ifstream in(std::string(LONGCAT_SOURCE_DIR) + "/deploy/local/minimal.json");
+    cluster_state up(const nlohmann::json& overrides, const std::string& topology = "minimal") {
+        std::ifstream in(std::string(LONGCAT_SOURCE_DIR) + "/deploy/local/" + topology + ".json");
         nlohmann::json topo = nlohmann::json::parse(in);
         if (overrides.is_object()) topo.update(overrides);
         const fs::path file = dir_.path() / "topology.json";
@@ -232,6 +232,39 @@ TEST_F(ClusterSession, PoolOfOneAndAHalfRequestsServesFourThroughPreemption) {
     }
     EXPECT_GT(preempted, 0);
     EXPECT_GT(metric(find(state, "coordinator"), "longcat_preemptions_total"), 0.0);
+}
+
+// Prefill/decode disaggregation (deploy/local/pd.json: a prefill worker, a decode worker, two
+// expert groups they share): every request prefills on one worker, its KV moves over UCX to the
+// other, which decodes it — with the single-process engine's greedy tokens.
+TEST_F(ClusterSession, PdTopologyGivesTheEnginesGreedyTokens) {
+    nlohmann::json no_gateway;
+    no_gateway["gateway"] = nullptr;
+    const cluster_state state = up(no_gateway, "pd");
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<std::shared_ptr<collector>> running;
+    for (int idx = 0; idx < 4; ++idx) {
+        prompts.push_back(prompt("Disaggregated request " + std::to_string(idx) + " says hello"));
+        cluster_generate_options o;
+        o.prompt = prompts.back();
+        o.max_tokens = 24;
+        o.ignore_eos = true;
+        running.push_back(std::make_shared<collector>());
+        session_->submit(o, collector::callback(running.back()));
+    }
+    for (size_t idx = 0; idx < running.size(); ++idx) {
+        ASSERT_TRUE(running[idx]->wait(60s));
+        EXPECT_EQ(running[idx]->last.finish_reason, "length") << running[idx]->last.error;
+        EXPECT_EQ(running[idx]->tokens, engine_greedy(prompts[idx], 24)) << "request " << idx;
+    }
+    // The prefill worker ran the prompts, the decode worker received their KV and decoded.
+    const auto& decode = find(state, "decode-0");
+    EXPECT_GT(metric(decode, "longcat_kv_transfer_bytes_total"), 0.0);
+    EXPECT_EQ(metric(find(state, "prefill-0"), "longcat_kv_transfer_bytes_total"), 0.0);
+    EXPECT_GT(metric(find(state, "prefill-0"), "longcat_step_tokens_total"), 0.0);
+    std::string body;
+    http_get_status("127.0.0.1", decode.metrics_port, "/metrics", 2s, &body);
+    EXPECT_NE(body.find("longcat_kv_transfer_seconds_count 4"), std::string::npos) << body;
 }
 
 }  // namespace

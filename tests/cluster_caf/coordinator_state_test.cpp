@@ -418,3 +418,131 @@ TEST(ContinuousBatching, CancelEndsQueuedAndRunningRequestsAndFreesTheirPages) {
 
 }  // namespace
 }  // namespace longcat::coordinator
+
+// -- prefill/decode disaggregation -----------------------------------------------------------
+namespace longcat::coordinator {
+namespace {
+
+struct pd_fixture {
+    coordinator_config config;
+    std::unique_ptr<coordinator_state> state;
+    uint64_t prefill_a = 0, prefill_b = 0, decode = 0;
+
+    pd_fixture() {
+        config.model = "unused";
+        config.expected_attention_workers = 3;
+        state = std::make_unique<coordinator_state>(config, kLayers, kExperts, kEos);
+        auto pw = [](const std::string& name) {
+            auto m = worker(name);
+            m.greeting.role = proto::node_role::attention_prefill;
+            m.kv_pages = 64;
+            m.kv_page_size = 4;
+            return m;
+        };
+        auto dw = worker("decode-0");
+        dw.kv_pages = 64;
+        dw.kv_page_size = 4;
+        prefill_a = state->register_member(pw("prefill-a")).member_id;
+        prefill_b = state->register_member(pw("prefill-b")).member_id;
+        decode = state->register_member(dw).member_id;
+        const uint64_t g = state->register_member(group("experts-0")).member_id;
+        for (uint64_t id : {prefill_a, prefill_b, decode, g}) state->member_ready(id);
+        auto map = state->apply_placement();
+        EXPECT_TRUE(map.has_value());
+        for (uint64_t id : {prefill_a, prefill_b, decode, g}) state->placement_acked({map->version, "", ""}, id);
+    }
+    static proto::step_result result_for(const step_batch& batch, uint64_t worker, int32_t token) {
+        proto::step_result r;
+        r.step_id = batch.step_id;
+        for (const auto& seq : batch.plans.at(worker).sequences) r.tokens.push_back({seq.request_id, token});
+        return r;
+    }
+};
+
+TEST(Disaggregation, PrefillThenKvMovesToTheDecodeWorkerWhichDecodes) {
+    pd_fixture f;
+    proto::generate_request request;
+    request.prompt = {5, 6, 7, 8, 9};
+    request.max_tokens = 3;
+    ASSERT_FALSE(f.state->admit(1, request).has_value());
+    step_batch s1 = f.state->plan_step();
+    // The prompt goes to a prefill worker; the decode worker runs nothing yet but has its pages
+    // reserved (prompt + 1 token = 2 pages of 4).
+    const uint64_t prefill = s1.plans.at(f.prefill_a).sequences.empty() ? f.prefill_b : f.prefill_a;
+    ASSERT_EQ(s1.plans.at(prefill).sequences.size(), 1u);
+    EXPECT_EQ(s1.plans.at(prefill).sequences[0].new_tokens, request.prompt);
+    EXPECT_TRUE(s1.plans.at(f.decode).sequences.empty());
+    EXPECT_EQ(f.state->reserved_pages(f.decode), 2);
+    // Planned while step 1 runs: no decode on the prefill worker, no transfer yet.
+    step_batch s2 = f.state->plan_step();
+    EXPECT_TRUE(s2.plans.at(prefill).sequences.empty());
+    EXPECT_TRUE(s2.plans.at(prefill).transfers.empty());
+    EXPECT_TRUE(f.state->emit_tokens(s1.step_id, {pd_fixture::result_for(s1, prefill, 40)}).empty());
+    EXPECT_TRUE(f.state->emit_tokens(s2.step_id, {}).empty());
+    // Now the KV moves: the prefill worker sends, the decode worker receives and decodes 40.
+    step_batch s3 = f.state->plan_step();
+    ASSERT_EQ(s3.plans.at(prefill).transfers.size(), 1u);
+    EXPECT_EQ(s3.plans.at(prefill).transfers[0].to_name, "decode-0");
+    EXPECT_EQ(s3.plans.at(prefill).transfers[0].num_tokens, 5);
+    ASSERT_EQ(s3.plans.at(f.decode).imports.size(), 1u);
+    EXPECT_EQ(s3.plans.at(f.decode).imports[0].num_tokens, 5);
+    ASSERT_EQ(s3.plans.at(f.decode).sequences.size(), 1u);
+    EXPECT_EQ(s3.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
+    EXPECT_EQ(s3.plans.at(f.decode).sequences[0].token_index, 1u);
+    step_batch s4 = f.state->plan_step();  // the decode continues there, pipelined
+    ASSERT_EQ(s4.plans.at(f.decode).sequences.size(), 1u);
+    EXPECT_TRUE(s4.plans.at(f.decode).sequences[0].decode_last_sampled);
+    EXPECT_TRUE(f.state->emit_tokens(s3.step_id, {pd_fixture::result_for(s3, f.decode, 41)}).empty());
+    const auto done = f.state->emit_tokens(s4.step_id, {pd_fixture::result_for(s4, f.decode, 42)});
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].reply.tokens, (std::vector<int32_t>{40, 41, 42}));
+    // Its pages are released on the decode worker (the prefill worker freed its own on send).
+    step_batch s5 = f.state->plan_step();
+    EXPECT_EQ(s5.plans.at(f.decode).released, std::vector<uint64_t>{1});
+    EXPECT_TRUE(s5.plans.at(prefill).released.empty());
+}
+
+TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName) {
+    pd_fixture f;
+    proto::generate_request request;
+    request.prompt = {5, 6, 7};
+    request.max_tokens = 8;
+    request.stream = true;
+    ASSERT_FALSE(f.state->admit(1, request).has_value());
+    auto run_until_transfer = [&](uint64_t& prefill_worker) -> step_batch {
+        for (int guard = 0; guard < 10; ++guard) {
+            step_batch b = f.state->plan_step();
+            for (uint64_t w : {f.prefill_a, f.prefill_b})
+                if (!b.plans.at(w).transfers.empty()) {
+                    prefill_worker = w;
+                    return b;
+                }
+            std::vector<proto::step_result> results;
+            for (uint64_t w : {f.prefill_a, f.prefill_b}) results.push_back(pd_fixture::result_for(b, w, 40));
+            EXPECT_TRUE(f.state->emit_tokens(b.step_id, results).empty());
+        }
+        ADD_FAILURE() << "no transfer was planned";
+        return {};
+    };
+    uint64_t first = 0, second = 0;
+    step_batch t1 = run_until_transfer(first);
+    proto::step_result failed;
+    failed.step_id = t1.step_id;
+    failed.failed_requests = {1};
+    failed.failed_reasons = {"decode-0: KV of request 1 from prefill: 3 of 6 frames by the 5000 ms transfer deadline"};
+    EXPECT_TRUE(f.state->emit_tokens(t1.step_id, {failed}).empty());  // retried, not failed
+    EXPECT_EQ(f.state->take_deltas().front().tokens, std::vector<int32_t>{40});  // its stream kept the token
+    step_batch t2 = run_until_transfer(second);
+    EXPECT_NE(second, first) << "the retry must prefill on the other prefill worker";
+    // The recompute prefilled prompt + the token it already had.
+    failed.step_id = t2.step_id;
+    const auto done = f.state->emit_tokens(t2.step_id, {failed});
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].reply.finish_reason, "error");
+    EXPECT_NE(done[0].reply.error.find("KV transfer from prefill-"), std::string::npos) << done[0].reply.error;
+    EXPECT_NE(done[0].reply.error.find("failed twice"), std::string::npos) << done[0].reply.error;
+    EXPECT_NE(done[0].reply.error.find("transfer deadline"), std::string::npos) << done[0].reply.error;
+}
+
+}  // namespace
+}  // namespace longcat::coordinator
