@@ -148,16 +148,9 @@ public:
     }
 
     proto::expected<compute_step_output, std::string> run_step(
-        uint64_t step_id, const std::vector<compute_sequence>& sequences,
-        const std::vector<uint64_t>& released) override {
+        uint64_t step_id, const std::vector<compute_sequence>& sequences) override {
         using failure = proto::unexpected<std::string>;
         if (!executor_) return failure("no placement applied yet");
-        for (uint64_t request_id : released) {
-            if (auto it = sequences_.find(request_id); it != sequences_.end()) {
-                executor_->release(it->second);
-                sequences_.erase(it);
-            }
-        }
         compute_step_output out;
         const int64_t vocab = executor_->model_config().vocab_size;
         if (sequences.empty()) {

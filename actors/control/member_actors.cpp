@@ -206,7 +206,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                     sequences.push_back(std::move(s));
                 }
                 const auto start = std::chrono::steady_clock::now();
-                auto output = compute->run_step(plan.step_id, sequences, {});
+                auto output = compute->run_step(plan.step_id, sequences);
                 result.step_seconds =
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
                 if (!output) {

@@ -58,14 +58,13 @@ public:
     virtual std::optional<std::string> load() = 0;
     // Connects to the map's expert groups (and TP peers); between steps only.
     virtual std::optional<std::string> apply_placement(const member_placement& placement) = 0;
-    // One step: frees `released` requests' pages, runs the sequences, samples one token each.
-    // An error names the peer (expert group, TP peer) or what failed.
-    virtual proto::expected<compute_step_output, std::string> run_step(
-        uint64_t step_id, const std::vector<compute_sequence>& sequences,
-        const std::vector<uint64_t>& released) = 0;
-    // Frees these requests' pages (what run_step does with `released`, done first so that a
-    // KV import of the same step finds the pages the plan counted on).
+    // Frees these requests' pages. A plan's releases go first, before its KV moves and its
+    // forward, so that both find the pages the coordinator counted on.
     virtual void release(const std::vector<uint64_t>& request_ids) = 0;
+    // One step: runs the sequences, samples one token each. An error names the peer (expert
+    // group, TP peer) or what failed.
+    virtual proto::expected<compute_step_output, std::string> run_step(
+        uint64_t step_id, const std::vector<compute_sequence>& sequences) = 0;
     // Prefill/decode disaggregation (ARCHITECTURE.md §6). A prefill worker sends the request's
     // cached rows [0, num_tokens) of every KV pool to the decode worker at `to_address` (one kv
     // frame per (chunk, pool)), then frees the request's pages. Errors name the decode worker.
