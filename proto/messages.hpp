@@ -67,13 +67,14 @@ struct expert_group_placement {
     std::string name;                                  // e.g. "experts-1"
     std::string data_plane_address;                    // "ucx://127.0.0.1:41234"
     std::vector<std::vector<int32_t>> experts_by_layer;  // [num_layers][..] routed expert ids
+    std::string pool;  // "" shared by every attention worker, else "prefill" or "decode"
     bool operator==(const expert_group_placement&) const = default;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, expert_group_placement& x) {
     return f(caf::meta::type_name("longcat.expert_group_placement"), x.name,
-             x.data_plane_address, x.experts_by_layer);
+             x.data_plane_address, x.experts_by_layer, x.pool);
 }
 
 // One attention worker (one TP rank) as its peers see it.
@@ -83,17 +84,21 @@ struct attention_worker_entry {
     std::string tp_group;  // workers of one TP group run dense FFNs together
     int32_t tp_rank = 0;
     int32_t tp_size = 1;
+    std::string pool;  // the expert pool it is paired with ("" shared, "prefill", "decode")
     bool operator==(const attention_worker_entry&) const = default;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, attention_worker_entry& x) {
     return f(caf::meta::type_name("longcat.attention_worker_entry"), x.name,
-             x.data_plane_address, x.tp_group, x.tp_rank, x.tp_size);
+             x.data_plane_address, x.tp_group, x.tp_rank, x.tp_size, x.pool);
 }
 
 // The versioned placement map: every routed expert of every layer has ≥ 1 replica among
 // `groups` (else the cluster is not serving). Members switch maps only at step boundaries.
+// With expert pools (prefill/decode disaggregation, a pool per side) each member is sent its
+// pool's view: the groups and workers of its pool only, under the one version; every pool must
+// hold every expert. cluster_status carries the whole map.
 struct placement_map {
     uint64_t version = 0;  // strictly increasing; 0 = none yet
     int32_t num_layers = 0;
@@ -117,12 +122,16 @@ struct register_member {
     int32_t tp_size = 1;
     int64_t kv_pages = 0;      // attention workers: their KV pool (0: not accounted)
     int64_t kv_page_size = 0;  // tokens per page
+    // Expert groups: the pool they serve. "" (shared): every attention worker pairs with them;
+    // "prefill" / "decode": only the workers of that role (prefill/decode disaggregation with a
+    // pool per side). A cluster's groups are all shared or all in pools.
+    std::string pool;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, register_member& x) {
     return f(caf::meta::type_name("longcat.register_member"), x.greeting, x.tp_group, x.tp_rank,
-             x.tp_size, x.kv_pages, x.kv_page_size);
+             x.tp_size, x.kv_pages, x.kv_page_size, x.pool);
 }
 
 struct register_reply {

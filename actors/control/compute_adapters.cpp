@@ -190,6 +190,14 @@ public:
             if (auto it = sequences_.find(request_id); it != sequences_.end()) {
                 executor_->release(it->second);
                 sequences_.erase(it);
+                continue;
+            }
+            // Not run here: KV frames sent to this worker for it (a transfer across lanes that
+            // ended before its import) are dropped. Frames still on the wire stay in the inbox.
+            transport::frame_filter filter;
+            filter.kind = proto::frame_kind::kv;
+            filter.request_id = request_id;
+            while (plane_->receive(transport::clock::now(), filter)) {
             }
         }
     }

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <map>
+#include <set>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -224,6 +226,7 @@ struct topology_group {
     std::string name;
     std::string experts;  // explicit list, or empty
     int share = 1;
+    std::string pool;     // "" shared by every attention worker, or "prefill" / "decode"
 };
 
 }  // namespace
@@ -323,22 +326,43 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             if (const char* value = std::getenv(keep)) env.push_back(std::string(keep) + "=" + value);
         env.insert(env.end(), opts.extra_env.begin(), opts.extra_env.end());
 
-        // Expert placement: explicit lists, or contiguous runs in proportion to `share`.
+        // Expert placement: explicit lists, or contiguous runs in proportion to `share` — within
+        // each pool when the groups are in pools (each pool holds every expert).
         std::vector<topology_group> groups;
         for (const auto& g : topo.at("expert_groups"))
-            groups.push_back({g.at("name").get<std::string>(), g.value("experts", ""), g.value("share", 1)});
+            groups.push_back({g.at("name").get<std::string>(), g.value("experts", ""), g.value("share", 1),
+                              g.value("pool", "")});
         if (groups.empty()) return failure("topology has no expert_groups");
-        int total_share = 0;
-        for (const auto& g : groups) total_share += g.experts.empty() ? g.share : 0;
+        std::set<std::string> pools, roles;
+        for (const auto& g : groups) {
+            if (!g.pool.empty() && g.pool != "prefill" && g.pool != "decode")
+                return failure("expert group " + g.name + ": pool must be \"prefill\" or \"decode\", got \"" +
+                               g.pool + "\"");
+            if (g.pool.empty() != groups.front().pool.empty())
+                return failure("expert groups " + groups.front().name + " and " + g.name +
+                               ": either every group names a pool or none does");
+            pools.insert(g.pool);
+        }
+        for (const auto& w : topo.at("attention")) roles.insert(w.value("role", "decode"));
+        if (!groups.front().pool.empty()) {
+            for (const std::string& role : roles)
+                if (pools.count(role) == 0)
+                    return failure("attention workers with role " + role + " have no expert group in pool " + role);
+            for (const std::string& pool : pools)
+                if (roles.count(pool) == 0)
+                    return failure("expert pool " + pool + " has no attention worker with role " + pool);
+        }
+        std::map<std::string, int> total_share, cumulative;
+        for (const auto& g : groups) total_share[g.pool] += g.experts.empty() ? g.share : 0;
         std::string placement;
-        int cumulative = 0;
         const int num_experts = static_cast<int>(model.n_routed_experts);
         for (const auto& g : groups) {
             std::string experts = g.experts;
             if (experts.empty()) {
-                const int begin = cumulative * num_experts / std::max(1, total_share);
-                cumulative += g.share;
-                const int end = cumulative * num_experts / std::max(1, total_share);
+                const int shares = std::max(1, total_share[g.pool]);
+                const int begin = cumulative[g.pool] * num_experts / shares;
+                cumulative[g.pool] += g.share;
+                const int end = cumulative[g.pool] * num_experts / shares;
                 if (end <= begin) return failure("expert group " + g.name + " would hold no expert");
                 experts = std::to_string(begin) + "-" + std::to_string(end - 1);
             }
@@ -389,7 +413,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                           {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
                            "--listen-host", state.host, "--metrics-address",
                            state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
-                           "--data-plane-error-mode", error_mode},
+                           "--data-plane-error-mode", error_mode, "--pool", g.pool},
                           env, p.log_file);
             started.push_back(p);
         }

@@ -78,6 +78,7 @@ proto::register_member make_registration(const member_options& opts) {
     message.tp_size = opts.tp_size;
     message.kv_pages = opts.kv_pages;
     message.kv_page_size = opts.kv_page_size;
+    message.pool = opts.pool;
     return message;
 }
 
@@ -253,8 +254,11 @@ expert_member_actor spawn_expert_member(caf::actor_system& system, coordinator_a
                 auto placement = to_member_placement(update.map);
                 if (!placement) ack.error = placement.error();
                 else if (auto error = compute->apply_placement(*placement)) ack.error = *error;
+                std::string workers;
+                for (const auto& worker : update.map.workers) workers += (workers.empty() ? "" : ", ") + worker.name;
                 log_line(self, opts, "placement v" + std::to_string(update.map.version) +
-                                         (ack.error.empty() ? ": serving" : ": " + ack.error));
+                                         (ack.error.empty() ? ": serving attention workers " + workers
+                                                            : ": " + ack.error));
                 return ack;
             },
         };

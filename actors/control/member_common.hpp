@@ -47,6 +47,7 @@ struct member_options {
     int32_t tp_size = 1;
     int64_t kv_pages = 0;      // attention members: their KV pool, announced at registration
     int64_t kv_page_size = 0;  // so that the coordinator can reserve pages for its requests
+    std::string pool;          // expert groups: "" (shared), "prefill" or "decode"
     std::chrono::milliseconds register_timeout{30'000};
     std::function<void(const std::string&)> log;
     // Attention members: called after every successful step (metrics), on the member's thread.

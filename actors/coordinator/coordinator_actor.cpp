@@ -20,15 +20,17 @@ struct actor_state {
     std::map<uint64_t, caf::typed_response_promise<proto::generate_reply>> clients;
     std::map<uint64_t, caf::actor> streams;  // streaming requests → their requester
     uint64_t next_request_id = 1;
-    // The step loop: the steps sent and not yet emitted, oldest first (at most
-    // config.pipeline_depth; step N+1 is sent while N runs).
+    // The step loops, one per lane (coordinator_state.hpp): the steps sent and not yet emitted,
+    // oldest first (per lane at most config.pipeline_depth; step N+1 is sent while N runs).
     struct step_in_flight {
+        std::string lane;
         std::set<uint64_t> pending;  // workers that have not answered yet
         std::vector<proto::step_result> results;
         clock::time_point start;
     };
     std::map<uint64_t, step_in_flight> steps;
-    uint64_t last_sent_step = 0;
+    std::map<std::string, uint64_t> last_sent_step;  // per lane
+    std::string continuing_lane;  // while `continuing`: the lane whose step completed
     size_t acks_pending = 0;
     std::string last_reason = "starting";
     std::vector<caf::typed_response_promise<proto::cluster_status>> drain_waiters;
@@ -88,6 +90,21 @@ void reply_finished(self_ptr self, std::vector<finished_request> finished) {
 
 void drive(self_ptr self);
 
+using step_iterator = std::map<uint64_t, actor_state::step_in_flight>::iterator;
+
+// The oldest step in flight of `lane` (steps.end() when none).
+step_iterator oldest_of(actor_state& s, const std::string& lane) {
+    for (auto it = s.steps.begin(); it != s.steps.end(); ++it)
+        if (it->second.lane == lane) return it;
+    return s.steps.end();
+}
+
+size_t steps_of(const actor_state& s, const std::string& lane) {
+    size_t count = 0;
+    for (const auto& [step_id, step] : s.steps) count += step.lane == lane ? 1 : 0;
+    return count;
+}
+
 // -- named steps of the loop --------------------------------------------------------------------
 
 // apply_placement: at a step boundary, send a new map to every member; the loop waits for acks.
@@ -103,7 +120,7 @@ bool apply_placement(self_ptr self) {
         if (handle == s.handles.end()) continue;
         ++s.acks_pending;
         auto member = caf::actor_cast<control::expert_member_actor>(handle->second);
-        self->request(member, timeout, proto::placement_update{*map})
+        self->request(member, timeout, proto::placement_update{s.core->placement_for(member_id)})
             .then(
                 [=](proto::placement_ack& ack) {
                     if (!ack.error.empty()) log(self, "placement ack from " + ack.name + ": " + ack.error);
@@ -123,18 +140,20 @@ bool apply_placement(self_ptr self) {
     return true;
 }
 
-// Emits the oldest step once every worker answered it (steps are emitted in order: a later step
-// that completes first waits for the older one).
+// Emits its lane's oldest step once every worker answered it (a lane's steps are emitted in
+// order: a later step that completes first waits for the older one; lanes are independent).
 void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::step_result result) {
     auto& s = self->state;
     auto step = s.steps.find(step_id);
     if (step == s.steps.end() || step->second.pending.erase(worker_id) == 0) return;
     step->second.results.push_back(std::move(result));
+    const std::string lane = step->second.lane;
     bool emitted = false;
-    while (!s.steps.empty() && s.steps.begin()->second.pending.empty()) {
-        const uint64_t done_id = s.steps.begin()->first;
-        auto done = std::move(s.steps.begin()->second);
-        s.steps.erase(s.steps.begin());
+    for (auto oldest = oldest_of(s, lane); oldest != s.steps.end() && oldest->second.pending.empty();
+         oldest = oldest_of(s, lane)) {
+        const uint64_t done_id = oldest->first;
+        auto done = std::move(oldest->second);
+        s.steps.erase(oldest);
         const double seconds = std::chrono::duration<double>(clock::now() - done.start).count();
         if (s.hooks.on_step) s.hooks.on_step(seconds);
         // emit_tokens: sampled tokens to the request table; streams get theirs; ended requests
@@ -155,6 +174,7 @@ void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::
     if (!emitted) return;
     notify(self);
     s.continuing = true;
+    s.continuing_lane = lane;
     drive(self);
     s.continuing = false;
 }
@@ -164,11 +184,14 @@ void run_step(self_ptr self, step_batch batch) {
     auto& s = self->state;
     const uint64_t step_id = batch.step_id;
     auto& step = s.steps[step_id];
+    step.lane = batch.lane;
     for (const auto& [worker_id, plan] : batch.plans) step.pending.insert(worker_id);
     step.start = clock::now();
-    // The worker times the gap since the step this one follows (0: it starts after idling).
-    const uint64_t follows = (s.continuing || s.steps.size() > 1) ? s.last_sent_step : 0;
-    s.last_sent_step = step_id;
+    // The worker times the gap since the step of its lane this one follows (0: it starts after
+    // idling).
+    const bool follows_one = (s.continuing && s.continuing_lane == batch.lane) || steps_of(s, batch.lane) > 1;
+    const uint64_t follows = follows_one ? s.last_sent_step[batch.lane] : 0;
+    s.last_sent_step[batch.lane] = step_id;
     const auto timeout = std::chrono::milliseconds(s.core->config().step_timeout_ms);
     for (auto& [planned_worker, plan] : batch.plans) {
         plan.follows_step = follows;
@@ -182,7 +205,7 @@ void run_step(self_ptr self, step_batch batch) {
                     auto it = self->state.steps.find(step_id);
                     const bool completes = it != self->state.steps.end() &&
                                            it->second.pending.size() == 1 &&
-                                           it == self->state.steps.begin();
+                                           it == oldest_of(self->state, it->second.lane);
                     {
                         cpu_meter meter(self);
                         on_step_result(self, step_id, worker_id, std::move(result));
@@ -221,19 +244,21 @@ void drive(self_ptr self) {
     }
     if (!s.core->serving()) return;
     const size_t depth = static_cast<size_t>(s.core->config().pipeline_depth);
-    while (s.steps.size() < depth) {
-        step_batch batch = s.core->plan_step();
-        reply_finished(self, s.core->take_finished());
-        bool releases = false;
-        for (const auto& [worker_id, plan] : batch.plans) releases = releases || !plan.released.empty();
-        // Nothing to run: send nothing, unless pages wait to be freed (an empty step frees them).
-        if (batch.empty() && (!releases || !s.steps.empty())) {
-            s.core->discard_plan(batch);
-            break;
+    for (const std::string& lane : s.core->lanes()) {
+        while (steps_of(s, lane) < depth) {
+            step_batch batch = s.core->plan_step(lane);
+            reply_finished(self, s.core->take_finished());
+            bool releases = false;
+            for (const auto& [worker_id, plan] : batch.plans) releases = releases || !plan.released.empty();
+            // Nothing to run: send nothing, unless pages wait to be freed (an empty step frees them).
+            if (batch.empty() && (!releases || steps_of(s, lane) != 0)) {
+                s.core->discard_plan(batch);
+                break;
+            }
+            const bool release_only = batch.empty();
+            run_step(self, std::move(batch));
+            if (release_only) break;
         }
-        const bool release_only = batch.empty();
-        run_step(self, std::move(batch));
-        if (release_only) break;
     }
 }
 

@@ -69,7 +69,7 @@ std::map<std::string, std::vector<int32_t>> parse_placement_spec(const std::stri
 
 bool step_batch::empty() const {
     for (const auto& [worker_id, plan] : plans)
-        if (!plan.sequences.empty()) return false;
+        if (!plan.sequences.empty() || !plan.transfers.empty() || !plan.imports.empty()) return false;
     return true;
 }
 
@@ -93,18 +93,71 @@ coordinator_state::coordinator_state(coordinator_config config, int32_t num_laye
     map_.num_routed_experts = num_routed_experts_;
 }
 
-std::set<int32_t> coordinator_state::unplaced_experts() const {
+std::set<int32_t> coordinator_state::unplaced_experts(const std::string& pool) const {
     std::set<int32_t> unplaced;
     for (int32_t expert_idx = 0; expert_idx < num_routed_experts_; ++expert_idx) unplaced.insert(expert_idx);
     for (const auto& [id, m] : members_)
-        if (!m.is_worker() && !m.experts_by_layer.empty())
+        if (!m.is_worker() && m.pool == pool && !m.experts_by_layer.empty())
             for (int32_t expert_idx : m.experts_by_layer[0]) unplaced.erase(expert_idx);
     return unplaced;
 }
 
-std::vector<std::vector<int32_t>> coordinator_state::assignment_for(const std::string& group) const {
+bool coordinator_state::pooled() const {
+    for (const auto& [id, m] : members_)
+        if (!m.is_worker() && !m.pool.empty()) return true;  // registration keeps it all or none
+    return false;
+}
+
+std::string coordinator_state::lane_of(const member_record& member) const {
+    if (!member.is_worker()) return member.pool;
+    if (!pooled()) return "";
+    return member.is_prefill() ? "prefill" : "decode";
+}
+
+std::vector<std::string> coordinator_state::lanes() const {
+    std::set<std::string> out;
+    for (const member_record* w : ready_workers()) out.insert(lane_of(*w));
+    return {out.begin(), out.end()};
+}
+
+std::set<std::string> coordinator_state::needed_pools() const {
+    if (!pooled()) return {""};
+    std::set<std::string> out;
+    for (const auto& [id, m] : members_)
+        if (!m.is_worker() || m.ready) out.insert(lane_of(m));
+    return out;
+}
+
+std::string coordinator_state::unplaced_reason() const {
+    std::string out;
+    for (const std::string& pool : needed_pools()) {
+        const std::set<int32_t> unplaced = unplaced_experts(pool);
+        if (unplaced.empty()) continue;
+        out += (out.empty() ? "waiting for expert groups: " : "; ") + std::string("experts ") +
+               format_expert_list({unplaced.begin(), unplaced.end()}) + " have no replica" +
+               (pool.empty() ? "" : " in the " + pool + " pool");
+    }
+    return out;
+}
+
+proto::placement_map coordinator_state::placement_for(uint64_t member_id) const {
+    const member_record* m = member(member_id);
+    if (!m || !pooled()) return map_;
+    const std::string lane = lane_of(*m);
+    proto::placement_map view = map_;
+    view.groups.clear();
+    view.workers.clear();
+    for (const auto& group : map_.groups)
+        if (group.pool == lane) view.groups.push_back(group);
+    for (const auto& worker : map_.workers)
+        if (worker.pool == lane) view.workers.push_back(worker);
+    return view;
+}
+
+std::vector<std::vector<int32_t>> coordinator_state::assignment_for(const std::string& group,
+                                                                    const std::string& pool) const {
     std::vector<int32_t> experts;
-    const std::set<int32_t> unplaced = unplaced_experts();
+    const std::set<int32_t> unplaced = unplaced_experts(pool);
     if (auto it = spec_.find(group); it != spec_.end()) {
         experts = it->second;
     } else if (spec_.empty()) {
@@ -163,7 +216,20 @@ proto::register_reply coordinator_state::register_member(const proto::register_m
     record.kv_pages = message.kv_pages;
     record.kv_page_size = message.kv_page_size;
     if (!record.is_worker()) {
-        record.experts_by_layer = assignment_for(record.greeting.name);
+        if (!message.pool.empty() && message.pool != "prefill" && message.pool != "decode") {
+            reply.error = "registration refused: " + message.greeting.name + " names pool \"" +
+                          message.pool + "\" (expected \"\", \"prefill\" or \"decode\")";
+            return reply;
+        }
+        for (const auto& [id, m] : members_)
+            if (!m.is_worker() && m.pool.empty() != message.pool.empty()) {
+                reply.error = "registration refused: " + message.greeting.name + " is in pool \"" +
+                              message.pool + "\" but " + m.greeting.name + " is in pool \"" + m.pool +
+                              "\"; a cluster's expert groups are all shared (\"\") or all in pools";
+                return reply;
+            }
+        record.pool = message.pool;
+        record.experts_by_layer = assignment_for(record.greeting.name, record.pool);
         reply.experts_by_layer = record.experts_by_layer;
         down_groups_.erase(record.greeting.name);
     }
@@ -200,7 +266,7 @@ std::vector<uint64_t> coordinator_state::member_ids() const {
 std::string coordinator_state::describe_group(const member_record& group) const {
     if (group.experts_by_layer.empty()) return group.greeting.name + " (no experts)";
     return group.greeting.name + " (experts " + format_expert_list(group.experts_by_layer[0]) +
-           " of every layer)";
+           " of every layer" + (group.pool.empty() ? "" : ", " + group.pool + " pool") + ")";
 }
 
 std::vector<finished_request> coordinator_state::member_down(uint64_t member_id) {
@@ -237,13 +303,20 @@ std::vector<const member_record*> coordinator_state::ready_workers() const {
     return out;
 }
 
+std::vector<const member_record*> coordinator_state::ready_workers(const std::string& lane) const {
+    std::vector<const member_record*> out;
+    for (const member_record* w : ready_workers())
+        if (lane_of(*w) == lane) out.push_back(w);
+    return out;
+}
+
 std::optional<proto::placement_map> coordinator_state::apply_placement() {
     if (!membership_changed_) return std::nullopt;
     // Running requests keep their KV caches across maps (workers swap only their pairings); the
     // actor calls this only between steps.
     for (const auto& [id, m] : members_)
         if (!m.ready) return std::nullopt;
-    if (!unplaced_experts().empty()) return std::nullopt;
+    if (!unplaced_reason().empty()) return std::nullopt;
     if (static_cast<int32_t>(ready_workers().size()) < config_.expected_attention_workers)
         return std::nullopt;
     proto::placement_map next;
@@ -253,9 +326,10 @@ std::optional<proto::placement_map> coordinator_state::apply_placement() {
     for (const auto& [id, m] : members_) {
         if (m.is_worker()) {
             next.workers.push_back({m.greeting.name, m.greeting.data_plane_address, m.tp_group,
-                                    m.tp_rank, m.tp_size});
+                                    m.tp_rank, m.tp_size, lane_of(m)});
         } else if (!m.experts_by_layer.empty() && !m.experts_by_layer[0].empty()) {
-            next.groups.push_back({m.greeting.name, m.greeting.data_plane_address, m.experts_by_layer});
+            next.groups.push_back(
+                {m.greeting.name, m.greeting.data_plane_address, m.experts_by_layer, m.pool});
         }
     }
     map_ = next;
@@ -264,7 +338,7 @@ std::optional<proto::placement_map> coordinator_state::apply_placement() {
 }
 
 std::string coordinator_state::refusal_reason() const {
-    const std::set<int32_t> unplaced = unplaced_experts();
+    const std::string unplaced = unplaced_reason();
     if (!unplaced.empty() && !down_groups_.empty()) {
         std::string out;
         for (const auto& [name, description] : down_groups_)
@@ -275,10 +349,7 @@ std::string coordinator_state::refusal_reason() const {
     if (static_cast<int32_t>(num_workers) < config_.expected_attention_workers)
         return "waiting for attention workers: " + std::to_string(num_workers) + " of " +
                std::to_string(config_.expected_attention_workers) + " ready";
-    if (!unplaced.empty())
-        return "waiting for expert groups: experts " +
-               format_expert_list({unplaced.begin(), unplaced.end()}) + " have no replica";
-    return "";
+    return unplaced;
 }
 
 std::string coordinator_state::not_serving_reason() const {
@@ -379,10 +450,18 @@ int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
 
 void coordinator_state::preempt(uint64_t request_id) { requeue(request_id, true); }
 
+// A request whose KV was sent across lanes but not yet imported: its decode worker drops the
+// frames it holds for it (release of a request it does not run).
+void coordinator_state::release_transfer(const request_record& record) {
+    if (record.on_prefill && record.transfer_step != 0 && members_.count(record.decode_worker) != 0)
+        release_by_worker_[record.decode_worker].push_back(record.id);
+}
+
 void coordinator_state::requeue(uint64_t request_id, bool preemption) {
     request_record& record = requests_.at(request_id);
     running_.erase(request_id);
     if (members_.count(record.worker_id) != 0) release_by_worker_[record.worker_id].push_back(request_id);
+    release_transfer(record);
     // Recompute: prefill everything it has so far; its stream and sampler counter carry on.
     record.prefill = record.request.prompt;
     record.prefill.insert(record.prefill.end(), record.generated.begin(), record.generated.end());
@@ -395,6 +474,8 @@ void coordinator_state::requeue(uint64_t request_id, bool preemption) {
     record.worker_id = 0;
     record.on_prefill = false;
     record.decode_worker = 0;
+    record.transfer_step = 0;
+    record.kv_sent = false;
     if (preemption) {
         ++record.preemptions;
         ++preemptions_;
@@ -518,7 +599,7 @@ void coordinator_state::fill_sequences(step_batch& batch) {
     }
 }
 
-step_batch coordinator_state::plan_step() {
+step_batch coordinator_state::plan_step(const std::string& lane) {
     const auto now = clock::now();
     for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
         if (requests_.at(request_id).deadline < now)
@@ -533,7 +614,9 @@ step_batch coordinator_state::plan_step() {
     admit_queued();  // preemptions first, then admissions: the boundary's scheduling
     step_batch batch;
     batch.step_id = next_step_id_++;
-    for (const member_record* worker : ready_workers()) {
+    batch.lane = lane;
+    step_lanes_[batch.step_id] = lane;
+    for (const member_record* worker : ready_workers(lane)) {
         proto::step_plan& plan = batch.plans[worker->id];
         plan.step_id = batch.step_id;
         plan.placement_version = map_.version;
@@ -548,7 +631,9 @@ step_batch coordinator_state::plan_step() {
 }
 
 // Requests whose prefill is done (first token in, nothing in flight) move to their decode
-// worker in this step: the prefill worker sends, the decode worker receives and decodes.
+// worker: the prefill worker sends, the decode worker receives and decodes. Both in this step
+// when both workers are in its lane; else the prefill lane sends first and, once that step's
+// result is in (kv_sent), the decode lane's next step receives.
 void coordinator_state::plan_transfers(step_batch& batch) {
     for (uint64_t request_id : running_) {
         request_record& record = requests_.at(request_id);
@@ -558,14 +643,23 @@ void coordinator_state::plan_transfers(step_batch& batch) {
         auto to = batch.plans.find(record.decode_worker);
         const member_record* decode = member(record.decode_worker);
         const member_record* prefill = member(record.worker_id);
-        if (from == batch.plans.end() || to == batch.plans.end() || !decode || !prefill) continue;
+        if (!decode || !prefill) continue;
+        const bool send = from != batch.plans.end() && record.transfer_step == 0;
+        const bool receive = to != batch.plans.end() && (send || record.kv_sent);
+        if (!send && !receive) continue;
         const auto tokens = static_cast<int64_t>(record.prefill.size());
-        from->second.transfers.push_back(
-            {request_id, decode->greeting.name, decode->greeting.data_plane_address, tokens});
+        if (send) {
+            from->second.transfers.push_back(
+                {request_id, decode->greeting.name, decode->greeting.data_plane_address, tokens});
+            record.transfer_step = batch.step_id;
+        }
+        if (!receive) continue;
         to->second.imports.push_back({request_id, prefill->greeting.name, tokens, config_.kv_transfer_timeout_ms});
         record.transfer_from = record.worker_id;
         record.worker_id = record.decode_worker;
         record.on_prefill = false;
+        record.transfer_step = 0;
+        record.kv_sent = false;
     }
 }
 
@@ -582,6 +676,7 @@ finished_request coordinator_state::end_request(uint64_t request_id, const std::
         out.reply.preemptions = it->second.preemptions;
         if (running_.count(request_id) != 0 && members_.count(it->second.worker_id) != 0)
             release_by_worker_[it->second.worker_id].push_back(request_id);
+        release_transfer(it->second);
         requests_.erase(it);
     }
     running_.erase(request_id);
@@ -623,6 +718,12 @@ std::vector<finished_request> coordinator_state::emit_tokens(
     if (auto it = planned_.find(step_id); it != planned_.end()) {
         planned = std::move(it->second);
         planned_.erase(it);
+    }
+    step_lanes_.erase(step_id);
+    // KV sent by this step (transfers across lanes): the decode lane may import it now.
+    for (uint64_t request_id : running_) {
+        request_record& record = requests_.at(request_id);
+        if (record.on_prefill && record.transfer_step == step_id) record.kv_sent = true;
     }
     std::vector<finished_request> out;
     // KV imports that failed (disaggregation): once more from a prefill on another prefill
@@ -683,9 +784,17 @@ std::vector<finished_request> coordinator_state::emit_tokens(
 
 std::vector<finished_request> coordinator_state::fail_step(uint64_t step_id, const std::string& error) {
     planned_.erase(step_id);
+    std::string lane;
+    if (auto it = step_lanes_.find(step_id); it != step_lanes_.end()) {
+        lane = it->second;
+        step_lanes_.erase(it);
+    }
     std::vector<finished_request> out;
-    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
+    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end())) {
+        const member_record* owner = member(requests_.at(request_id).worker_id);
+        if (!lane.empty() && owner && lane_of(*owner) != lane) continue;  // another lane's
         out.push_back(end_request(request_id, "error", "step " + std::to_string(step_id) + ": " + error));
+    }
     for (auto& f : take_finished()) out.push_back(std::move(f));
     return out;
 }
@@ -703,6 +812,11 @@ std::vector<finished_request> coordinator_state::take_finished() {
 }
 
 void coordinator_state::discard_plan(step_batch& batch) {
+    step_lanes_.erase(batch.step_id);
+    for (uint64_t request_id : running_) {
+        request_record& record = requests_.at(request_id);
+        if (record.transfer_step == batch.step_id) record.transfer_step = 0;  // not sent after all
+    }
     if (auto it = planned_.find(batch.step_id); it != planned_.end()) {
         for (const auto& [request_id, run] : it->second) {
             auto record = requests_.find(request_id);
@@ -732,6 +846,7 @@ proto::cluster_status coordinator_state::status() const {
                            ", " + (m.ready ? "ready" : "loading") + ", placement v" +
                            std::to_string(m.acked_version) + ", " + m.greeting.data_plane_address;
         if (!m.is_worker()) line += ", experts " + format_expert_list(m.experts_by_layer.empty() ? std::vector<int32_t>{} : m.experts_by_layer[0]);
+        if (const std::string lane = lane_of(m); !lane.empty()) line += ", " + lane + " pool";
         out.members.push_back(line + ")");
     }
     out.steps = steps_done_;

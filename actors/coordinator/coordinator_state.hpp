@@ -40,8 +40,16 @@
 //   with a named error. A preempted request goes back through prefill the same way.
 // NOTES: a new map takes effect only at a step boundary: the actor calls apply_placement only
 //   when no step is in flight; running requests keep their KV on their workers across maps.
-//   Every ready worker gets a plan every step (possibly empty), so expert groups receive a
-//   frame from every paired worker for every (step, layer, micro-batch).
+//   Every ready worker of a lane gets a plan every step of that lane (possibly empty), so expert
+//   groups receive a frame from every paired worker for every (step, layer, micro-batch).
+// Expert pools and lanes: expert groups register with a pool — "" (shared by every attention
+//   worker) or "prefill" / "decode" (only the workers of that role). When every group is in a
+//   pool, each pool is a lane: its own step loop (step ids stay unique across lanes), its own
+//   view of the placement map (placement_for), so decode steps never wait for a prefill step.
+//   Every pool must hold every expert. A KV transfer then crosses lanes in two phases: the
+//   prefill lane's plan sends (kv_transfer); once that step's result is in, the decode lane's
+//   next plan receives (kv_import) and decodes. With shared groups there is one lane "" and
+//   both halves go into one plan.
 #pragma once
 
 #include <chrono>
@@ -70,6 +78,7 @@ struct member_record {
     bool ready = false;                                  // weights loaded
     uint64_t acked_version = 0;                          // last placement it connected for
     std::vector<std::vector<int32_t>> experts_by_layer;  // expert groups: what it holds
+    std::string pool;                                    // expert groups: "", prefill, decode
     bool is_worker() const {
         return greeting.role == proto::node_role::attention_decode ||
                greeting.role == proto::node_role::attention_prefill;
@@ -99,6 +108,10 @@ struct request_record {
     bool on_prefill = false;
     uint64_t decode_worker = 0;
     uint64_t transfer_from = 0;    // the prefill worker of the last transfer
+    // Transfers across lanes: the prefill-lane step that sends the KV (0: none planned), and
+    // whether its result is in (then the decode lane imports it).
+    uint64_t transfer_step = 0;
+    bool kv_sent = false;
     int32_t transfer_failures = 0;
     clock::time_point deadline;
 
@@ -129,11 +142,12 @@ struct finished_request {
     proto::generate_reply reply;
 };
 
-// Plans for one step: one per ready worker.
+// Plans for one step of one lane: one per ready worker of the lane.
 struct step_batch {
     uint64_t step_id = 0;
+    std::string lane;
     std::map<uint64_t, proto::step_plan> plans;  // worker member id → plan
-    bool empty() const;                          // no sequence in any plan
+    bool empty() const;                          // no sequence, KV transfer or import in any plan
 };
 
 class coordinator_state {
@@ -153,6 +167,16 @@ public:
     void placement_acked(const proto::placement_ack& ack, uint64_t member_id);
     const member_record* member(uint64_t member_id) const;
     std::vector<uint64_t> member_ids() const;
+    // -- lanes (expert pools) ---------------------------------------------------------------
+    // True when every live expert group is in a pool (then each pool is a lane).
+    bool pooled() const;
+    // A member's lane: "" without pools; else a group's pool, a worker's role (prefill|decode).
+    std::string lane_of(const member_record& member) const;
+    // The lanes of the ready workers ({""} without pools).
+    std::vector<std::string> lanes() const;
+    // The map member `member_id` is sent: its lane's groups and workers (the whole map without
+    // pools), under the current version.
+    proto::placement_map placement_for(uint64_t member_id) const;
 
     // -- step functions -----------------------------------------------------------------------
     // At a step boundary: when membership changed since the last map, every live member is
@@ -181,8 +205,9 @@ public:
     // The next step, to be sent now: requests past their deadline end (take_finished()),
     // admit_queued() runs (preemptions, admissions), and every running request that is not
     // known to end before it gets its sequence, planned from the state the steps in flight
-    // will leave. Empty when nothing runs: then discard_plan() it.
-    step_batch plan_step();
+    // will leave. Empty when nothing runs: then discard_plan() it. Only `lane`'s workers get a
+    // plan (the lane "" holds every worker when there are no pools).
+    step_batch plan_step(const std::string& lane = "");
     // Step results: advances prefills, appends sampled tokens (a token sampled after a
     // non-final prefill chunk is dropped), ends requests at max_tokens/EOS (unless ignore_eos)
     // or on a step error. Returns the requests that ended; take_deltas() the new tokens.
@@ -190,7 +215,8 @@ public:
                                               const std::vector<proto::step_result>& results);
     // Tokens appended since the last call, per request (streaming requests are sent them).
     std::vector<token_delta> take_deltas();
-    // A step that did not complete (timeout, a worker died): its requests end with `error`.
+    // A step that did not complete (timeout, a worker died): its lane's requests end with
+    // `error` (without pools: every running request).
     std::vector<finished_request> fail_step(uint64_t step_id, const std::string& error);
     std::vector<finished_request> take_finished();
     // SIGTERM: new requests are refused from now on; drained() once none runs or waits.
@@ -221,11 +247,19 @@ public:
     std::string describe_group(const member_record& group) const;
 
 private:
-    std::vector<std::vector<int32_t>> assignment_for(const std::string& group_name) const;
-    std::set<int32_t> unplaced_experts() const;  // layer 0 view (same ids in every layer)
+    std::vector<std::vector<int32_t>> assignment_for(const std::string& group_name,
+                                                     const std::string& pool) const;
+    // Layer 0 view (same ids in every layer): the experts no live group of `pool` holds.
+    std::set<int32_t> unplaced_experts(const std::string& pool) const;
+    // The pools that must hold every expert: {""} without pools; else the live groups' pools
+    // and the lanes of the ready workers.
+    std::set<std::string> needed_pools() const;
+    // "" when every needed pool holds every expert, else what is missing.
+    std::string unplaced_reason() const;
     finished_request end_request(uint64_t request_id, const std::string& finish_reason,
                                  const std::string& error);
     std::vector<const member_record*> ready_workers() const;
+    std::vector<const member_record*> ready_workers(const std::string& lane) const;
     int64_t next_step_tokens(const request_record& record) const;
     bool schedulable(const request_record& record) const;  // not known to end before the next step
     int64_t reservation(const member_record& worker, const request_record& record) const;
@@ -234,6 +268,7 @@ private:
     void plan_transfers(step_batch& batch);
     int64_t pages_for(const member_record& worker, int64_t tokens) const;
     void preempt(uint64_t request_id);
+    void release_transfer(const request_record& record);
     void preempt_to_fit();
     proto::step_sequence sequence_for(const request_record& record, planned_run& run) const;
     void fill_sequences(step_batch& batch);
@@ -259,6 +294,7 @@ private:
     std::vector<token_delta> deltas_;
     // Per step in flight: what each request runs in it.
     std::map<uint64_t, std::map<uint64_t, planned_run>> planned_;
+    std::map<uint64_t, std::string> step_lanes_;  // per step in flight: its lane
     uint64_t next_step_id_ = 1;
     uint64_t steps_done_ = 0;
     uint64_t next_admit_order_ = 1;

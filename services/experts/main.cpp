@@ -28,6 +28,7 @@ struct experts_service_config {
     std::string listen_host = "127.0.0.1";
     uint16_t data_plane_port = 0;
     std::string data_plane_error_mode = "peer";
+    std::string pool = "";  // "" shared by every attention worker | prefill | decode
     std::string metrics_address = "127.0.0.1:0";
     int32_t threads = 0;
     int64_t unit_timeout_ms = 5000;
@@ -41,6 +42,7 @@ struct experts_service_config {
         o.add("listen-host", &listen_host, "address the data plane binds");
         o.add("data-plane-port", &data_plane_port, "UCX listener port; 0 lets the OS pick");
         o.add("data-plane-error-mode", &data_plane_error_mode, "peer | none");
+        o.add("pool", &pool, "expert pool: empty (shared) | prefill | decode");
         o.add("metrics-address", &metrics_address, "HOST:PORT of /metrics, /healthz, /readyz");
         o.add("threads", &threads, "compute threads (0: cores / services)");
         o.add("unit-timeout-ms", &unit_timeout_ms, "deadline of one (step, layer, micro-batch)");
@@ -50,6 +52,8 @@ struct experts_service_config {
     std::optional<std::string> validate() const {
         if (model.empty()) return "model: a model directory is required";
         if (unit_timeout_ms < 1) return "unit-timeout-ms must be >= 1";
+        if (!pool.empty() && pool != "prefill" && pool != "decode")
+            return "pool must be empty, prefill or decode, got \"" + pool + "\"";
         return std::nullopt;
     }
 };
@@ -94,6 +98,7 @@ int main(int argc, char** argv) {
         member.greeting = proto::make_hello(proto::node_role::expert_group, config.name,
                                             compute->data_plane_address());
         member.greeting.protocol_version = static_cast<uint16_t>(config.protocol_version);
+        member.pool = config.pool;
         member.log = log;
         auto status = std::make_shared<control::member_status>();
         auto actor = control::spawn_expert_member(system, coordinator, member, compute, status);

@@ -467,5 +467,30 @@ TEST_F(ClusterCaf, TopologyWithAnUnknownTransportIsRefusedByName) {
     EXPECT_FALSE(fs::exists(state_file_));
 }
 
+TEST_F(ClusterCaf, TopologyWithInconsistentExpertPoolsIsRefusedByName) {
+    const nlohmann::json pd = nlohmann::json::parse(slurp_file(std::string(LONGCAT_SOURCE_DIR) + "/deploy/local/pd.json"));
+    auto refused = [&](const nlohmann::json& topo) {
+        const fs::path file = dir_.path() / "bad.json";
+        std::ofstream(file) << topo.dump();
+        const auto result = run_process({LONGCAT_CLI_PATH, "cluster", "up", "--topology", file, "--model",
+                                         model_dir_, "--state", state_file_, "--timeout-s", "30"});
+        EXPECT_NE(result.exit_code, 0);
+        EXPECT_FALSE(fs::exists(state_file_));
+        return result.output;
+    };
+    nlohmann::json mixed = pd;
+    mixed["expert_groups"][2].erase("pool");
+    EXPECT_NE(refused(mixed).find("expert groups experts-p0 and experts-d1: either every group names a pool or none does"),
+              std::string::npos);
+    nlohmann::json odd = pd;
+    odd["expert_groups"][0]["pool"] = "middle";
+    EXPECT_NE(refused(odd).find("expert group experts-p0: pool must be \"prefill\" or \"decode\", got \"middle\""),
+              std::string::npos);
+    nlohmann::json no_decode_pool = pd;
+    no_decode_pool["expert_groups"] = nlohmann::json::array({pd["expert_groups"][0]});
+    EXPECT_NE(refused(no_decode_pool).find("attention workers with role decode have no expert group in pool decode"),
+              std::string::npos);
+}
+
 }  // namespace
 }  // namespace longcat::control

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -229,9 +230,10 @@ TEST_F(ClusterSession, PoolOfOneAndAHalfRequestsServesFourThroughPreemption) {
     EXPECT_GT(metric(find(state, "coordinator"), "longcat_preemptions_total"), 0.0);
 }
 
-// Prefill/decode disaggregation (deploy/local/pd.json: a prefill worker, a decode worker, two
-// expert groups they share): every request prefills on one worker, its KV moves over UCX to the
-// other, which decodes it — with the single-process engine's greedy tokens.
+// Prefill/decode disaggregation (deploy/local/pd.json: a prefill worker with its own expert pool
+// of one group, a decode worker with a pool of two): every request prefills on one side, its KV
+// moves over UCX to the other, which decodes it — with the single-process engine's greedy tokens.
+// Each side's groups serve only that side's worker, and each side runs its own step loop.
 TEST_F(ClusterSession, PdTopologyGivesTheEnginesGreedyTokens) {
     nlohmann::json no_gateway;
     no_gateway["gateway"] = nullptr;
@@ -260,6 +262,20 @@ TEST_F(ClusterSession, PdTopologyGivesTheEnginesGreedyTokens) {
     std::string body;
     http_get_status("127.0.0.1", decode.metrics_port, "/metrics", 2s, &body);
     EXPECT_NE(body.find("longcat_kv_transfer_seconds_count 4"), std::string::npos) << body;
+    // The pools: each group paired with its side's worker only.
+    auto log_of = [&](const std::string& name) {
+        std::ifstream in(find(state, name).log_file);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    for (const char* group : {"experts-p0", "experts-d0", "experts-d1"}) {
+        const std::string text = log_of(group);
+        const bool prefill_side = std::string(group) == "experts-p0";
+        EXPECT_NE(text.find(prefill_side ? "serving attention workers prefill-0\n"
+                                         : "serving attention workers decode-0\n"),
+                  std::string::npos)
+            << group << ":\n" << text;
+        EXPECT_EQ(text.find(prefill_side ? "decode-0" : "prefill-0"), std::string::npos) << group << ":\n" << text;
+    }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <set>
 
 namespace longcat::coordinator {
 namespace {
@@ -542,6 +543,166 @@ TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName)
     EXPECT_NE(done[0].reply.error.find("KV transfer from prefill-"), std::string::npos) << done[0].reply.error;
     EXPECT_NE(done[0].reply.error.find("failed twice"), std::string::npos) << done[0].reply.error;
     EXPECT_NE(done[0].reply.error.find("transfer deadline"), std::string::npos) << done[0].reply.error;
+}
+
+
+// -- expert pools: a pool (and a step loop) per side ---------------------------------------------
+
+proto::register_member pooled_group(const std::string& name, const std::string& pool) {
+    auto m = group(name);
+    m.pool = pool;
+    return m;
+}
+
+struct pools_fixture {
+    coordinator_config config;
+    std::unique_ptr<coordinator_state> state;
+    uint64_t prefill = 0, decode = 0, experts_p = 0, experts_d0 = 0, experts_d1 = 0;
+
+    pools_fixture() {
+        config.model = "unused";
+        config.expected_attention_workers = 2;
+        config.expert_placement = "experts-p=0-7;experts-d0=0-3;experts-d1=4-7";
+        state = std::make_unique<coordinator_state>(config, kLayers, kExperts, kEos);
+        auto pw = worker("prefill-0");
+        pw.greeting.role = proto::node_role::attention_prefill;
+        auto dw = worker("decode-0");
+        for (auto* w : {&pw, &dw}) w->kv_pages = 64, w->kv_page_size = 4;
+        prefill = state->register_member(pw).member_id;
+        decode = state->register_member(dw).member_id;
+        experts_p = state->register_member(pooled_group("experts-p", "prefill")).member_id;
+        experts_d0 = state->register_member(pooled_group("experts-d0", "decode")).member_id;
+        for (uint64_t id : {prefill, decode, experts_p, experts_d0}) state->member_ready(id);
+    }
+    void complete() {
+        experts_d1 = state->register_member(pooled_group("experts-d1", "decode")).member_id;
+        state->member_ready(experts_d1);
+        auto map = state->apply_placement();
+        ASSERT_TRUE(map.has_value());
+        for (uint64_t id : {prefill, decode, experts_p, experts_d0, experts_d1})
+            state->placement_acked({map->version, "", ""}, id);
+        ASSERT_TRUE(state->serving()) << state->not_serving_reason();
+    }
+    static std::set<uint64_t> keys(const step_batch& batch) {
+        std::set<uint64_t> out;
+        for (const auto& [id, plan] : batch.plans) out.insert(id);
+        return out;
+    }
+    static proto::step_result result_for(const step_batch& batch, uint64_t worker, int32_t token) {
+        return pd_fixture::result_for(batch, worker, token);
+    }
+};
+
+std::vector<std::string> names_of_groups(const proto::placement_map& map) {
+    std::vector<std::string> out;
+    for (const auto& g : map.groups) out.push_back(g.name);
+    return out;
+}
+
+std::vector<std::string> names_of_workers(const proto::placement_map& map) {
+    std::vector<std::string> out;
+    for (const auto& w : map.workers) out.push_back(w.name);
+    return out;
+}
+
+TEST(ExpertPools, EveryPoolMustHoldEveryExpertAndEachMemberIsSentItsPoolsView) {
+    pools_fixture f;
+    // The decode pool lacks experts 4-7: not serving, and the reason names the pool.
+    EXPECT_FALSE(f.state->apply_placement().has_value());
+    EXPECT_NE(f.state->not_serving_reason().find("experts 4-7 have no replica in the decode pool"),
+              std::string::npos)
+        << f.state->not_serving_reason();
+    // Groups are all shared or all in pools; a pool is prefill or decode.
+    const auto shared = f.state->register_member(group("experts-x"));
+    EXPECT_FALSE(shared.accepted);
+    EXPECT_NE(shared.error.find("all shared"), std::string::npos) << shared.error;
+    const auto odd = f.state->register_member(pooled_group("experts-y", "middle"));
+    EXPECT_FALSE(odd.accepted);
+    EXPECT_NE(odd.error.find("\"middle\""), std::string::npos) << odd.error;
+    f.complete();
+    EXPECT_EQ(f.state->lanes(), (std::vector<std::string>{"decode", "prefill"}));
+    const auto decode_view = f.state->placement_for(f.decode);
+    EXPECT_EQ(names_of_groups(decode_view), (std::vector<std::string>{"experts-d0", "experts-d1"}));
+    EXPECT_EQ(names_of_workers(decode_view), std::vector<std::string>{"decode-0"});
+    EXPECT_EQ(f.state->placement_for(f.experts_d1), decode_view);
+    const auto prefill_view = f.state->placement_for(f.experts_p);
+    EXPECT_EQ(names_of_groups(prefill_view), std::vector<std::string>{"experts-p"});
+    EXPECT_EQ(names_of_workers(prefill_view), std::vector<std::string>{"prefill-0"});
+    EXPECT_EQ(prefill_view.version, decode_view.version);
+    // The whole map (status) has both pools.
+    EXPECT_EQ(f.state->placement().groups.size(), 3u);
+    EXPECT_EQ(f.state->placement().workers.size(), 2u);
+}
+
+TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesInTwoPhases) {
+    pools_fixture f;
+    f.complete();
+    proto::generate_request a;
+    a.prompt = {5, 6, 7, 8, 9};
+    a.max_tokens = 3;
+    a.ignore_eos = true;
+    ASSERT_FALSE(f.state->admit(1, a).has_value());
+    step_batch p1 = f.state->plan_step("prefill");
+    EXPECT_EQ(pools_fixture::keys(p1), std::set<uint64_t>{f.prefill});
+    ASSERT_EQ(p1.plans.at(f.prefill).sequences.size(), 1u);
+    EXPECT_EQ(f.state->reserved_pages(f.decode), 2);  // prompt + 1 token, reserved at admission
+    step_batch d0 = f.state->plan_step("decode");
+    EXPECT_EQ(pools_fixture::keys(d0), std::set<uint64_t>{f.decode});
+    EXPECT_TRUE(d0.empty());
+    f.state->discard_plan(d0);
+    EXPECT_TRUE(f.state->emit_tokens(p1.step_id, {pools_fixture::result_for(p1, f.prefill, 40)}).empty());
+    // Phase 1: the prefill lane sends; the decode lane does not import before that step is done.
+    step_batch p2 = f.state->plan_step("prefill");
+    ASSERT_EQ(p2.plans.at(f.prefill).transfers.size(), 1u);
+    EXPECT_EQ(p2.plans.at(f.prefill).transfers[0].to_name, "decode-0");
+    EXPECT_FALSE(p2.empty());
+    step_batch d1 = f.state->plan_step("decode");
+    EXPECT_TRUE(d1.empty()) << "imported before the KV was sent";
+    f.state->discard_plan(d1);
+    EXPECT_TRUE(f.state->emit_tokens(p2.step_id, {pools_fixture::result_for(p2, f.prefill, 0)}).empty());
+    // Phase 2: the decode lane imports and decodes the first token.
+    step_batch d2 = f.state->plan_step("decode");
+    ASSERT_EQ(d2.plans.at(f.decode).imports.size(), 1u);
+    EXPECT_EQ(d2.plans.at(f.decode).imports[0].from_name, "prefill-0");
+    EXPECT_EQ(d2.plans.at(f.decode).imports[0].num_tokens, 5);
+    ASSERT_EQ(d2.plans.at(f.decode).sequences.size(), 1u);
+    EXPECT_EQ(d2.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
+    // A second request prefills; while that prefill step is in flight, request 1 decodes to its
+    // end in the decode lane.
+    proto::generate_request b = a;
+    b.prompt = {11, 12, 13};
+    ASSERT_FALSE(f.state->admit(2, b).has_value());
+    step_batch p3 = f.state->plan_step("prefill");
+    ASSERT_EQ(p3.plans.at(f.prefill).sequences.size(), 1u);
+    EXPECT_EQ(p3.plans.at(f.prefill).sequences[0].request_id, 2u);
+    step_batch d3 = f.state->plan_step("decode");
+    ASSERT_EQ(d3.plans.at(f.decode).sequences.size(), 1u);
+    EXPECT_TRUE(d3.plans.at(f.decode).sequences[0].decode_last_sampled);
+    EXPECT_TRUE(f.state->emit_tokens(d2.step_id, {pools_fixture::result_for(d2, f.decode, 41)}).empty());
+    const auto done = f.state->emit_tokens(d3.step_id, {pools_fixture::result_for(d3, f.decode, 42)});
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].reply.tokens, (std::vector<int32_t>{40, 41, 42}));
+    EXPECT_EQ(f.state->running_requests(), 1u);  // request 2, still in its prefill step
+    // A failed prefill step ends the prefill lane's requests only.
+    proto::generate_request c = a;
+    c.prompt = {21, 22};
+    ASSERT_FALSE(f.state->admit(3, c).has_value());
+    EXPECT_TRUE(f.state->emit_tokens(p3.step_id, {pools_fixture::result_for(p3, f.prefill, 50)}).empty());
+    step_batch p4 = f.state->plan_step("prefill");   // sends request 2's KV, prefills request 3
+    EXPECT_EQ(p4.plans.at(f.prefill).transfers.size(), 1u);
+    EXPECT_TRUE(f.state->emit_tokens(p4.step_id, {pools_fixture::result_for(p4, f.prefill, 60)}).empty());
+    step_batch d4 = f.state->plan_step("decode");   // request 2 imported: now a decode request
+    ASSERT_EQ(d4.plans.at(f.decode).imports.size(), 1u);
+    step_batch p5 = f.state->plan_step("prefill");  // request 3's KV goes out
+    ASSERT_EQ(p5.plans.at(f.prefill).transfers.size(), 1u);
+    EXPECT_EQ(p5.plans.at(f.prefill).transfers[0].request_id, 3u);
+    const auto failed = f.state->fail_step(p5.step_id, "experts-p failed");
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].id, 3u);
+    EXPECT_EQ(f.state->running_requests(), 1u);  // request 2 decodes on
+    // Request 3's KV may be on its way to decode-0: its next plan drops it there.
+    step_batch d5 = f.state->plan_step("decode");
+    EXPECT_EQ(d5.plans.at(f.decode).released, std::vector<uint64_t>{3});
 }
 
 }  // namespace
