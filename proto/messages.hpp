@@ -16,6 +16,7 @@
 #include <caf/type_id.hpp>
 
 #include "proto/node_role.hpp"
+#include "proto/request_error.hpp"
 #include "proto/version.hpp"
 
 namespace caf {
@@ -351,6 +352,7 @@ struct generate_reply {
     std::vector<int32_t> tokens;  // generated ids (EOS included when produced)
     std::string finish_reason;    // "length" | "stop" | "cancelled" | "error"
     std::string error;            // set when finish_reason is "error"
+    request_error error_kind = request_error::none;  // set with `error`
     int64_t prompt_tokens = 0;
     int32_t preemptions = 0;      // times it was preempted and recomputed
 };
@@ -358,7 +360,7 @@ struct generate_reply {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, generate_reply& x) {
     return f(caf::meta::type_name("longcat.generate_reply"), x.request_id, x.tokens,
-             x.finish_reason, x.error, x.prompt_tokens, x.preemptions);
+             x.finish_reason, x.error, x.error_kind, x.prompt_tokens, x.preemptions);
 }
 
 // Anyone → coordinator: the cluster as the coordinator sees it (tests, the launcher).

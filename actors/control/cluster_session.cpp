@@ -75,6 +75,7 @@ struct cluster_session::impl {
             event.finished = true;
             event.finish_reason = "error";
             event.error = error;
+            event.error_kind = proto::request_error::unreachable;
             if (g.on_event) g.on_event(std::move(event));
         }
     }
@@ -106,6 +107,7 @@ caf::behavior client_behavior(caf::event_based_actor* self, cluster_session::imp
                         event.finished = true;
                         event.finish_reason = reply.finish_reason;
                         event.error = reply.error;
+                        event.error_kind = reply.error_kind;
                         event.prompt_tokens = reply.prompt_tokens;
                         event.preemptions = reply.preemptions;
                         // The reply holds every token: whatever the chunks did not deliver.
@@ -121,6 +123,9 @@ caf::behavior client_behavior(caf::event_based_actor* self, cluster_session::imp
                         event.finished = true;
                         event.finish_reason = "error";
                         event.error = "coordinator at " + session->address + ": " + self->system().render(error);
+                        // The session's request timeout is the request's own deadline.
+                        event.error_kind = error == caf::sec::request_timeout ? proto::request_error::deadline
+                                                                              : proto::request_error::unreachable;
                         callback(std::move(event));
                     });
         },
@@ -196,6 +201,7 @@ cluster_session::handle cluster_session::submit(const cluster_generate_options& 
         event.finished = true;
         event.finish_reason = "error";
         event.error = "the coordinator at " + impl_->address + " is gone";
+        event.error_kind = proto::request_error::unreachable;
         on_event(std::move(event));
         return id;
     }

@@ -17,6 +17,7 @@
 
 #include "actors/control/cluster_client.hpp"
 #include "proto/expected.hpp"
+#include "proto/request_error.hpp"
 
 namespace longcat::control {
 
@@ -26,6 +27,7 @@ struct session_event {
     // On the last event: "length" | "stop" (EOS) | "cancelled" | "error".
     std::string finish_reason;
     std::string error;            // set when finish_reason is "error": what failed, by name
+    proto::request_error error_kind = proto::request_error::none;  // set with `error`
     int64_t prompt_tokens = 0;    // on the last event
     int32_t preemptions = 0;      // on the last event: times it was preempted and recomputed
 };

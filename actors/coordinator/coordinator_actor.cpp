@@ -330,7 +330,8 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
                 proto::generate_reply reply;
                 reply.request_id = request_id;
                 reply.finish_reason = "error";
-                reply.error = *refused;
+                reply.error = refused->message;
+                reply.error_kind = refused->kind;
                 if (s.hooks.on_request_end) s.hooks.on_request_end("refused");
                 promise.deliver(std::move(reply));
                 return promise;

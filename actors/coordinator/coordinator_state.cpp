@@ -364,13 +364,16 @@ std::string coordinator_state::not_serving_reason() const {
     return "";
 }
 
-std::optional<std::string> coordinator_state::admit(uint64_t request_id,
+std::optional<refusal> coordinator_state::admit(uint64_t request_id,
                                                     const proto::generate_request& request) {
-    if (draining_) return "coordinator " + config_.name + " is stopping (draining)";
+    using proto::request_error;
+    if (draining_)
+        return refusal{request_error::not_serving, "coordinator " + config_.name + " is stopping (draining)"};
     // Refused while something is missing; queued while members merely (re)pair with a new map.
-    if (auto reason = refusal_reason(); !reason.empty()) return "not serving: " + reason;
-    if (request.prompt.empty()) return "empty prompt";
-    if (request.max_tokens < 1) return "max_tokens must be >= 1";
+    if (auto reason = refusal_reason(); !reason.empty())
+        return refusal{request_error::not_serving, "not serving: " + reason};
+    if (request.prompt.empty()) return refusal{request_error::invalid_request, "empty prompt"};
+    if (request.max_tokens < 1) return refusal{request_error::invalid_request, "max_tokens must be >= 1"};
     // A request must fit, alone, in some worker's pool: else preempting others cannot help.
     const int64_t tokens = static_cast<int64_t>(request.prompt.size()) + request.max_tokens;
     const member_record* roomiest = nullptr;
@@ -378,11 +381,12 @@ std::optional<std::string> coordinator_state::admit(uint64_t request_id,
         if (w->kv_pages == 0 || !roomiest || (roomiest->kv_pages != 0 && w->kv_pages > roomiest->kv_pages))
             roomiest = w;
     if (roomiest && roomiest->kv_pages > 0 && pages_for(*roomiest, tokens) > roomiest->kv_pages)
-        return "prompt (" + std::to_string(request.prompt.size()) + " tokens) + max_tokens (" +
+        return refusal{request_error::invalid_request,
+                       "prompt (" + std::to_string(request.prompt.size()) + " tokens) + max_tokens (" +
                std::to_string(request.max_tokens) + ") need " +
                std::to_string(pages_for(*roomiest, tokens)) + " KV pages of " +
                std::to_string(roomiest->kv_page_size) + " tokens; the largest attention worker pool (" +
-               roomiest->greeting.name + ") has " + std::to_string(roomiest->kv_pages);
+               roomiest->greeting.name + ") has " + std::to_string(roomiest->kv_pages)};
     request_record record;
     record.id = request_id;
     record.request = request;
@@ -503,7 +507,8 @@ void coordinator_state::preempt_to_fit() {
                     "request " + std::to_string(victim) + " needs " +
                         std::to_string(reservation(worker, record)) +
                         " KV pages, more than " + worker.greeting.name + "'s pool of " +
-                        std::to_string(worker.kv_pages)));
+                        std::to_string(worker.kv_pages),
+                    proto::request_error::invalid_request));
                 continue;
             }
             preempt(victim);
@@ -605,12 +610,14 @@ step_batch coordinator_state::plan_step(const std::string& lane) {
         if (requests_.at(request_id).deadline < now)
             finished_.push_back(end_request(request_id, "error",
                                             "request " + std::to_string(request_id) +
-                                                " missed its deadline"));
+                                                " missed its deadline",
+                                            proto::request_error::deadline));
     for (uint64_t request_id : std::vector<uint64_t>(queue_.begin(), queue_.end()))
         if (requests_.at(request_id).deadline < now)
             finished_.push_back(end_request(request_id, "error",
                                             "request " + std::to_string(request_id) +
-                                                " missed its deadline while queued"));
+                                                " missed its deadline while queued",
+                                            proto::request_error::deadline));
     admit_queued();  // preemptions first, then admissions: the boundary's scheduling
     step_batch batch;
     batch.step_id = next_step_id_++;
@@ -664,12 +671,13 @@ void coordinator_state::plan_transfers(step_batch& batch) {
 }
 
 finished_request coordinator_state::end_request(uint64_t request_id, const std::string& reason,
-                                                const std::string& error) {
+                                                const std::string& error, proto::request_error kind) {
     finished_request out;
     out.id = request_id;
     out.reply.request_id = request_id;
     out.reply.finish_reason = reason;
     out.reply.error = error;
+    out.reply.error_kind = error.empty() ? proto::request_error::none : kind;
     if (auto it = requests_.find(request_id); it != requests_.end()) {
         out.reply.tokens = it->second.generated;
         out.reply.prompt_tokens = static_cast<int64_t>(it->second.request.prompt.size());

@@ -136,6 +136,12 @@ struct token_delta {
     std::vector<int32_t> tokens;
 };
 
+// A request the coordinator does not take, and why.
+struct refusal {
+    proto::request_error kind = proto::request_error::invalid_request;
+    std::string message;
+};
+
 // A request that ended: the reply to send to its client.
 struct finished_request {
     uint64_t id = 0;
@@ -194,7 +200,8 @@ public:
 
     // A client request: queued, or refused (then nothing is kept): refusal_reason(), an empty
     // prompt, or a prompt + max_tokens whose pages exceed every worker's pool.
-    std::optional<std::string> admit(uint64_t request_id, const proto::generate_request& request);
+    // kind: not_serving (refusal_reason(), draining) or invalid_request (the request itself).
+    std::optional<refusal> admit(uint64_t request_id, const proto::generate_request& request);
     // Ends a queued or running request with finish_reason "cancelled" (its pages are released
     // at the next step). False when it is not known (already ended).
     bool cancel(uint64_t request_id);
@@ -256,8 +263,10 @@ private:
     std::set<std::string> needed_pools() const;
     // "" when every needed pool holds every expert, else what is missing.
     std::string unplaced_reason() const;
+    // `kind` is recorded when `error` is set.
     finished_request end_request(uint64_t request_id, const std::string& finish_reason,
-                                 const std::string& error);
+                                 const std::string& error,
+                                 proto::request_error kind = proto::request_error::failed);
     std::vector<const member_record*> ready_workers() const;
     std::vector<const member_record*> ready_workers(const std::string& lane) const;
     int64_t next_step_tokens(const request_record& record) const;

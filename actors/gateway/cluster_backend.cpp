@@ -30,12 +30,15 @@ struct cluster_backend::readiness_cache {
     backend_readiness last{false, "not asked yet"};
 };
 
-backend_error classify_cluster_error(const std::string& message) {
-    auto has = [&](const char* text) { return message.find(text) != std::string::npos; };
-    if (has("not serving") || has("is stopping (draining)")) return backend_error::not_ready;
-    if (has("KV pages") && has("largest attention worker pool")) return backend_error::invalid_request;
-    if (has("empty prompt") || has("max_tokens must be")) return backend_error::invalid_request;
-    if (has("missed its deadline") || has("reached its deadline")) return backend_error::timeout;
+backend_error error_for(proto::request_error kind) {
+    switch (kind) {
+        case proto::request_error::not_serving:
+        case proto::request_error::unreachable: return backend_error::not_ready;
+        case proto::request_error::invalid_request: return backend_error::invalid_request;
+        case proto::request_error::deadline: return backend_error::timeout;
+        case proto::request_error::none:
+        case proto::request_error::failed: return backend_error::internal;
+    }
     return backend_error::internal;
 }
 
@@ -78,7 +81,7 @@ std::shared_ptr<generation_handle> cluster_backend::submit(generation_request re
                 out.error = backend_error::cancelled;
                 out.error_message = "cancelled";
             } else {
-                out.error = classify_cluster_error(event.error);
+                out.error = error_for(event.error_kind);
                 out.error_message = event.error;
             }
         }

@@ -3,10 +3,11 @@
 // Owns: a control::cluster_session (one CAF connection; every generation streams token chunks
 // as the coordinator's steps produce them). cancel() sends cancel_request, so the request's KV
 // pages are freed at the next step boundary, in any state (queued, prefill, decode).
-// Errors: the coordinator's words, classified — refused while not serving or draining →
-// not_ready; a request that cannot fit the KV pools → invalid_request; a missed deadline →
-// timeout; a cancel → cancelled; anything else (a failed expert group, a lost coordinator) →
-// internal, with the message naming what failed.
+// Errors: the kind the coordinator (or the session) gives every failed request
+// (proto::request_error), mapped by error_for() — refused while not serving or draining, or the
+// coordinator unreachable → not_ready; a request that cannot fit the KV pools → invalid_request;
+// a missed deadline → timeout; a cancel → cancelled; a failure while running (an expert group,
+// a KV transfer) → internal — with the coordinator's message naming what failed.
 // No CAF in this header (the session hides it).
 #pragma once
 
@@ -15,6 +16,7 @@
 #include <string>
 
 #include "actors/gateway/backend.hpp"
+#include "proto/request_error.hpp"
 
 namespace longcat::control {
 class cluster_session;
@@ -49,7 +51,7 @@ private:
     std::unique_ptr<readiness_cache> cache_;
 };
 
-// The coordinator's error text → the gateway's error kind (see the header comment).
-backend_error classify_cluster_error(const std::string& message);
+// The kind of a failed request → the gateway's error kind (see the header comment).
+backend_error error_for(proto::request_error kind);
 
 }  // namespace longcat::gateway

@@ -230,6 +230,31 @@ TEST_F(ClusterSession, PoolOfOneAndAHalfRequestsServesFourThroughPreemption) {
     EXPECT_GT(metric(find(state, "coordinator"), "longcat_preemptions_total"), 0.0);
 }
 
+// Failed requests carry a kind (what the gateway maps to an HTTP status), not only words.
+TEST_F(ClusterSession, FailedRequestsCarryTheirErrorKind) {
+    nlohmann::json small_pool;
+    small_pool["kv_pages"] = 8;  // 8 pages of 16 tokens
+    small_pool["page_size"] = 16;
+    up(small_pool);
+    cluster_generate_options o;
+    o.prompt = prompt("A prompt for a pool that is too small");
+    o.max_tokens = 500;
+    auto too_big = std::make_shared<collector>();
+    session_->submit(o, collector::callback(too_big));
+    ASSERT_TRUE(too_big->wait(30s));
+    EXPECT_EQ(too_big->last.finish_reason, "error");
+    EXPECT_EQ(too_big->last.error_kind, proto::request_error::invalid_request) << too_big->last.error;
+    EXPECT_NE(too_big->last.error.find("KV pages"), std::string::npos) << too_big->last.error;
+    o.max_tokens = 100;
+    o.ignore_eos = true;
+    o.timeout = 1ms;
+    auto late = std::make_shared<collector>();
+    session_->submit(o, collector::callback(late));
+    ASSERT_TRUE(late->wait(30s));
+    EXPECT_EQ(late->last.finish_reason, "error");
+    EXPECT_EQ(late->last.error_kind, proto::request_error::deadline) << late->last.error;
+}
+
 // Prefill/decode disaggregation (deploy/local/pd.json: a prefill worker with its own expert pool
 // of one group, a decode worker with a pool of two): every request prefills on one side, its KV
 // moves over UCX to the other, which decodes it — with the single-process engine's greedy tokens.

@@ -164,7 +164,10 @@ TEST(CoordinatorState, DeadGroupFailsRequestsByNameAndRefusesUntilItReRegisters)
         << failed[0].reply.error;
     const auto refused = f.state->admit(2, request);
     ASSERT_TRUE(refused.has_value());
-    EXPECT_NE(refused->find("experts-a (experts 0-2 of every layer) is down"), std::string::npos) << *refused;
+    EXPECT_NE(refused->message.find("experts-a (experts 0-2 of every layer) is down"), std::string::npos)
+        << refused->message;
+    EXPECT_EQ(refused->kind, proto::request_error::not_serving);
+    EXPECT_EQ(failed[0].reply.error_kind, proto::request_error::failed);
     // The restarted group gets the same experts back; the next map includes it.
     const auto again = f.state->register_member(group("experts-a"));
     ASSERT_TRUE(again.accepted);
@@ -280,7 +283,7 @@ struct batching_fixture {
         sim.pages = pages;
         sim.page_size = page_size;
     }
-    std::optional<std::string> submit(uint64_t id, std::vector<int32_t> prompt, int64_t max_tokens) {
+    std::optional<refusal> submit(uint64_t id, std::vector<int32_t> prompt, int64_t max_tokens) {
         proto::generate_request r;
         r.prompt = prompt;
         r.max_tokens = max_tokens;
@@ -396,8 +399,9 @@ TEST(ContinuousBatching, RequestThatCannotFitAloneIsRefusedNamingThePool) {
     batching_fixture f(8, 4, 8, 0);
     const auto refused = f.submit(1, prompt_of(1, 20), 20);  // 40 tokens = 10 pages > 8
     ASSERT_TRUE(refused.has_value());
-    EXPECT_NE(refused->find("need 10 KV pages of 4 tokens"), std::string::npos) << *refused;
-    EXPECT_NE(refused->find("attention-0) has 8"), std::string::npos) << *refused;
+    EXPECT_NE(refused->message.find("need 10 KV pages of 4 tokens"), std::string::npos) << refused->message;
+    EXPECT_NE(refused->message.find("attention-0) has 8"), std::string::npos) << refused->message;
+    EXPECT_EQ(refused->kind, proto::request_error::invalid_request);
 }
 
 TEST(ContinuousBatching, CancelEndsQueuedAndRunningRequestsAndFreesTheirPages) {
