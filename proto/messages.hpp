@@ -217,12 +217,13 @@ struct kv_transfer {
     std::string to_name;     // the decode worker
     std::string to_address;  // its data-plane address
     int64_t num_tokens = 0;
+    uint32_t attempt = 0;    // tags its frames (frame_header::sequence); +1 per retry
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, kv_transfer& x) {
     return f(caf::meta::type_name("longcat.kv_transfer"), x.request_id, x.to_name, x.to_address,
-             x.num_tokens);
+             x.num_tokens, x.attempt);
 }
 
 struct kv_import {
@@ -230,12 +231,13 @@ struct kv_import {
     std::string from_name;  // the prefill worker
     int64_t num_tokens = 0;
     int64_t timeout_ms = 5000;  // the transfer deadline
+    uint32_t attempt = 0;       // only frames of this attempt count
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, kv_import& x) {
     return f(caf::meta::type_name("longcat.kv_import"), x.request_id, x.from_name, x.num_tokens,
-             x.timeout_ms);
+             x.timeout_ms, x.attempt);
 }
 
 struct step_plan {

@@ -12,7 +12,7 @@
 namespace longcat::proto {
 
 // Bump on any change to a frame layout, the hello payload or a CAF message's fields.
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 
 struct ucx_version {
     uint32_t major = 0;

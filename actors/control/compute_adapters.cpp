@@ -192,18 +192,18 @@ public:
                 sequences_.erase(it);
                 continue;
             }
-            // Not run here: KV frames sent to this worker for it (a transfer across lanes that
-            // ended before its import) are dropped. Frames still on the wire stay in the inbox.
+            // Not run here: KV frames sent to this worker for it (a transfer across lanes whose
+            // request ended before its import) are dropped, also those still landing.
             transport::frame_filter filter;
             filter.kind = proto::frame_kind::kv;
             filter.request_id = request_id;
-            while (plane_->receive(transport::clock::now(), filter)) {
-            }
+            plane_->discard(filter);
         }
     }
 
     std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
-                                       const std::string& to_address, int64_t num_tokens) override {
+                                       const std::string& to_address, int64_t num_tokens,
+                                       uint32_t attempt) override {
         if (!executor_) return "no placement applied yet";
         auto seq = sequences_.find(request_id);
         if (seq == sequences_.end() || seq->second.num_cached() < num_tokens)
@@ -231,6 +231,7 @@ public:
                 header.request_id = request_id;
                 header.layer = static_cast<uint32_t>(pool);
                 header.first_position = static_cast<uint32_t>(begin);
+                header.sequence = attempt;
                 if (begin + count == num_tokens && pool + 1 == cache.num_pools()) header.flags |= proto::kFrameFlagLast;
                 auto sent = plane_->send(known->second, header, {rows},
                                          transport::deadline_after(opts_.combine_timeout));
@@ -245,7 +246,8 @@ public:
     }
 
     proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
-                                                     int64_t num_tokens, std::chrono::milliseconds timeout) override {
+                                                     int64_t num_tokens, uint32_t attempt,
+                                                     std::chrono::milliseconds timeout) override {
         using failure = proto::unexpected<std::string>;
         if (!executor_) return failure("no placement applied yet");
         model::kv_cache& cache = executor_->cache();
@@ -260,10 +262,16 @@ public:
         const int64_t expected = chunks * cache.num_pools();
         const transport::deadline until = transport::deadline_after(timeout);
         std::optional<std::string> error;
+        transport::frame_filter stale;  // an earlier attempt's frames (a retried transfer)
+        stale.kind = proto::frame_kind::kv;
+        stale.request_id = request_id;
+        stale.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence != attempt; };
+        plane_->discard(stale);
         for (int64_t got = 0; got < expected && !error; ++got) {
             transport::frame_filter filter;
             filter.kind = proto::frame_kind::kv;
             filter.request_id = request_id;
+            filter.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence == attempt; };
             auto frame = plane_->receive(until, filter);
             if (!frame) {
                 error = "KV of request " + std::to_string(request_id) + " from " + from_name + ": " +

@@ -163,14 +163,19 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 // Prefill/decode disaggregation: KV out first (a prefill worker), then KV in (a
                 // decode worker); a request whose import failed is left out of this step.
                 for (const proto::kv_transfer& t : plan.transfers) {
-                    if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.num_tokens))
+                    if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.num_tokens, t.attempt)) {
+                        // Reported at once, so the coordinator retries without the decode side
+                        // waiting for its transfer deadline.
                         log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
+                        result.failed_requests.push_back(t.request_id);
+                        result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
+                    }
                     last_sampled->erase(t.request_id);
                 }
                 std::set<uint64_t> failed_imports;
                 for (const proto::kv_import& i : plan.imports) {
                     const auto import_start = std::chrono::steady_clock::now();
-                    auto received = compute->receive_kv(i.request_id, i.from_name, i.num_tokens,
+                    auto received = compute->receive_kv(i.request_id, i.from_name, i.num_tokens, i.attempt,
                                                         std::chrono::milliseconds(i.timeout_ms));
                     if (!received) {
                         log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + received.error());

@@ -290,9 +290,11 @@ std::vector<finished_request> coordinator_state::member_down(uint64_t member_id)
     std::vector<finished_request> out;
     // Every running request needs every expert and every worker of the step (lockstep), and
     // queued ones would be refused now: all of them fail, naming the member.
-    std::vector<uint64_t> ids(running_.begin(), running_.end());
-    ids.insert(ids.end(), queue_.begin(), queue_.end());
-    for (uint64_t request_id : ids) out.push_back(end_request(request_id, "error", error));
+    // Queued ones never ran: they are refused as the cluster is not serving.
+    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
+        out.push_back(end_request(request_id, "error", error));
+    for (uint64_t request_id : std::vector<uint64_t>(queue_.begin(), queue_.end()))
+        out.push_back(end_request(request_id, "error", error, proto::request_error::not_serving));
     return out;
 }
 
@@ -444,7 +446,8 @@ int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
     int64_t pages = 0;
     for (uint64_t request_id : running_) {
         const request_record& record = requests_.at(request_id);
-        if (record.worker_id == member_id) pages += reservation(worker->second, record);
+        // A prefill worker frees a request's pages when it sends its KV.
+        if (record.worker_id == member_id) pages += record.transfer_step != 0 ? 0 : reservation(worker->second, record);
         // Disaggregation: the decode pages are reserved when the prefill starts.
         else if (record.on_prefill && record.decode_worker == member_id)
             pages += pages_for(worker->second, static_cast<int64_t>(record.prefill.size()) + 1);
@@ -457,8 +460,19 @@ void coordinator_state::preempt(uint64_t request_id) { requeue(request_id, true)
 // A request whose KV was sent across lanes but not yet imported: its decode worker drops the
 // frames it holds for it (release of a request it does not run).
 void coordinator_state::release_transfer(const request_record& record) {
-    if (record.on_prefill && record.transfer_step != 0 && members_.count(record.decode_worker) != 0)
-        release_by_worker_[record.decode_worker].push_back(record.id);
+    if (!record.on_prefill || record.transfer_step == 0 || members_.count(record.decode_worker) == 0) return;
+    if (record.kv_sent) release_by_worker_[record.decode_worker].push_back(record.id);
+    else releases_after_step_[record.transfer_step].push_back({record.decode_worker, record.id});
+}
+
+// A step was emitted, failed or discarded: releases waiting for it go out with the next plans.
+void coordinator_state::step_done(uint64_t step_id) {
+    step_lanes_.erase(step_id);
+    auto it = releases_after_step_.find(step_id);
+    if (it == releases_after_step_.end()) return;
+    for (const auto& [worker_id, request_id] : it->second)
+        if (members_.count(worker_id) != 0) release_by_worker_[worker_id].push_back(request_id);
+    releases_after_step_.erase(it);
 }
 
 void coordinator_state::requeue(uint64_t request_id, bool preemption) {
@@ -480,6 +494,7 @@ void coordinator_state::requeue(uint64_t request_id, bool preemption) {
     record.decode_worker = 0;
     record.transfer_step = 0;
     record.kv_sent = false;
+    record.import_step = 0;
     if (preemption) {
         ++record.preemptions;
         ++preemptions_;
@@ -592,6 +607,7 @@ void coordinator_state::fill_sequences(step_batch& batch) {
     for (uint64_t request_id : running_) {
         request_record& record = requests_.at(request_id);
         if (!schedulable(record)) continue;  // reaches max_tokens in a step already in flight
+        if (record.import_step != 0 && record.import_step != batch.step_id) continue;  // import in flight
         auto plan = batch.plans.find(record.worker_id);
         if (plan == batch.plans.end()) continue;
         planned_run run;
@@ -657,16 +673,18 @@ void coordinator_state::plan_transfers(step_batch& batch) {
         const auto tokens = static_cast<int64_t>(record.prefill.size());
         if (send) {
             from->second.transfers.push_back(
-                {request_id, decode->greeting.name, decode->greeting.data_plane_address, tokens});
+                {request_id, decode->greeting.name, decode->greeting.data_plane_address, tokens, record.epoch});
             record.transfer_step = batch.step_id;
         }
         if (!receive) continue;
-        to->second.imports.push_back({request_id, prefill->greeting.name, tokens, config_.kv_transfer_timeout_ms});
+        to->second.imports.push_back(
+            {request_id, prefill->greeting.name, tokens, config_.kv_transfer_timeout_ms, record.epoch});
         record.transfer_from = record.worker_id;
         record.worker_id = record.decode_worker;
         record.on_prefill = false;
         record.transfer_step = 0;
         record.kv_sent = false;
+        record.import_step = batch.step_id;
     }
 }
 
@@ -727,11 +745,13 @@ std::vector<finished_request> coordinator_state::emit_tokens(
         planned = std::move(it->second);
         planned_.erase(it);
     }
-    step_lanes_.erase(step_id);
-    // KV sent by this step (transfers across lanes): the decode lane may import it now.
+    step_done(step_id);
+    // KV sent by this step (transfers across lanes): the decode lane may import it now. KV
+    // imported by it: the request decodes on (a failed import is requeued below).
     for (uint64_t request_id : running_) {
         request_record& record = requests_.at(request_id);
         if (record.on_prefill && record.transfer_step == step_id) record.kv_sent = true;
+        if (record.import_step == step_id) record.import_step = 0;
     }
     std::vector<finished_request> out;
     // KV imports that failed (disaggregation): once more from a prefill on another prefill
@@ -793,10 +813,8 @@ std::vector<finished_request> coordinator_state::emit_tokens(
 std::vector<finished_request> coordinator_state::fail_step(uint64_t step_id, const std::string& error) {
     planned_.erase(step_id);
     std::string lane;
-    if (auto it = step_lanes_.find(step_id); it != step_lanes_.end()) {
-        lane = it->second;
-        step_lanes_.erase(it);
-    }
+    if (auto it = step_lanes_.find(step_id); it != step_lanes_.end()) lane = it->second;
+    step_done(step_id);
     std::vector<finished_request> out;
     for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end())) {
         const member_record* owner = member(requests_.at(request_id).worker_id);
@@ -820,11 +838,11 @@ std::vector<finished_request> coordinator_state::take_finished() {
 }
 
 void coordinator_state::discard_plan(step_batch& batch) {
-    step_lanes_.erase(batch.step_id);
     for (uint64_t request_id : running_) {
         request_record& record = requests_.at(request_id);
         if (record.transfer_step == batch.step_id) record.transfer_step = 0;  // not sent after all
     }
+    step_done(batch.step_id);
     if (auto it = planned_.find(batch.step_id); it != planned_.end()) {
         for (const auto& [request_id, run] : it->second) {
             auto record = requests_.find(request_id);

@@ -112,6 +112,9 @@ struct request_record {
     // whether its result is in (then the decode lane imports it).
     uint64_t transfer_step = 0;
     bool kv_sent = false;
+    // The step that imports its KV on the decode worker: until its result is in, no further step
+    // decodes it (its first decode's sample does not exist if the import fails).
+    uint64_t import_step = 0;
     int32_t transfer_failures = 0;
     clock::time_point deadline;
 
@@ -304,6 +307,10 @@ private:
     // Per step in flight: what each request runs in it.
     std::map<uint64_t, std::map<uint64_t, planned_run>> planned_;
     std::map<uint64_t, std::string> step_lanes_;  // per step in flight: its lane
+    // Releases held until a step in flight is done: a request that ended while the step sending
+    // its KV was in flight is released on its decode worker only after the frames were sent.
+    std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> releases_after_step_;  // step → (worker, request)
+    void step_done(uint64_t step_id);
     uint64_t next_step_id_ = 1;
     uint64_t steps_done_ = 0;
     uint64_t next_admit_order_ = 1;

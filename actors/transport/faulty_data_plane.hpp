@@ -80,6 +80,7 @@ class faulty_data_plane final : public data_plane {
                                              const frame_filter& filter = {}) override {
         return inner_->receive(until, filter);
     }
+    size_t discard(const frame_filter& filter) override { return inner_->discard(filter); }
     transport_status disconnect(peer_id peer, deadline until) override {
         return inner_->disconnect(peer, until);
     }

@@ -18,6 +18,10 @@ void frame_inbox::complete(slot_id slot, byte_buffer payload) {
         auto it = std::find_if(entries_.begin(), entries_.end(),
                                [&](const entry& e) { return e.slot == slot; });
         if (it == entries_.end()) return;
+        if (it->discard) {
+            entries_.erase(it);
+            return;
+        }
         it->payload = std::move(payload);
         it->complete = true;
     }
@@ -30,6 +34,10 @@ void frame_inbox::abort(slot_id slot, transport_failure failure) {
         auto it = std::find_if(entries_.begin(), entries_.end(),
                                [&](const entry& e) { return e.slot == slot; });
         if (it == entries_.end()) return;
+        if (it->discard) {
+            entries_.erase(it);
+            return;
+        }
         it->payload = byte_buffer{};
         it->complete = true;
         it->error = std::move(failure);
@@ -116,6 +124,25 @@ transport_result<received_frame> frame_inbox::receive(deadline until, const fram
         }
         changed_.wait_until(lock, until);
     }
+}
+
+size_t frame_inbox::discard(const frame_filter& filter) {
+    std::lock_guard lock(mutex_);
+    size_t count = 0;
+    for (auto it = entries_.begin(); it != entries_.end();) {
+        if (it->error || it->discard || !filter.matches(it->from, it->header)) {
+            ++it;
+            continue;
+        }
+        ++count;
+        if (it->complete) {
+            it = entries_.erase(it);
+        } else {
+            it->discard = true;
+            ++it;
+        }
+    }
+    return count;
 }
 
 size_t frame_inbox::size() const {

@@ -43,6 +43,10 @@ class frame_inbox {
     transport_result<received_frame> receive(deadline until, const frame_filter& filter,
                                              std::string_view waiting_for = {});
 
+    // Drops the complete frames matching `filter` (never error entries) and marks the matching
+    // incomplete ones to be dropped when they complete or abort. Returns how many.
+    size_t discard(const frame_filter& filter);
+
     size_t size() const;
 
   private:
@@ -53,6 +57,7 @@ class frame_inbox {
         byte_buffer payload;
         bool complete = true;
         std::optional<transport_failure> error;
+        bool discard = false;  // dropped once complete (frame_inbox::discard)
     };
 
     mutable std::mutex mutex_;

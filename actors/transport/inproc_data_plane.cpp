@@ -227,6 +227,8 @@ transport_status inproc_data_plane::send_raw(peer_id peer, std::span<const std::
     return {};
 }
 
+size_t inproc_data_plane::discard(const frame_filter& filter) { return self_->inbox.discard(filter); }
+
 transport_result<received_frame> inproc_data_plane::receive(deadline until,
                                                             const frame_filter& filter) {
     std::string waiting_for;

@@ -180,6 +180,11 @@ class data_plane {
     virtual transport_result<received_frame> receive(deadline until,
                                                      const frame_filter& filter = {}) = 0;
 
+    // Drops every queued frame matching `filter` (error entries stay); a matching frame whose
+    // payload is still landing is dropped when it lands. Returns how many it dropped or marked.
+    // For frames nobody will receive (a KV transfer whose request ended).
+    virtual size_t discard(const frame_filter& filter) = 0;
+
     // Closes one peer's connection; later use of `peer` returns peer_failed.
     virtual transport_status disconnect(peer_id peer, deadline until) = 0;
 

@@ -1096,6 +1096,8 @@ transport_status ucx_data_plane::send_raw(peer_id peer, std::span<const std::byt
     return proto::unexpected(std::move(failure));
 }
 
+size_t ucx_data_plane::discard(const frame_filter& filter) { return impl_->inbox.discard(filter); }
+
 transport_result<received_frame> ucx_data_plane::receive(deadline until,
                                                          const frame_filter& filter) {
     std::string waiting_for;

@@ -494,17 +494,22 @@ TEST(Disaggregation, PrefillThenKvMovesToTheDecodeWorkerWhichDecodes) {
     ASSERT_EQ(s3.plans.at(f.decode).sequences.size(), 1u);
     EXPECT_EQ(s3.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
     EXPECT_EQ(s3.plans.at(f.decode).sequences[0].token_index, 1u);
-    step_batch s4 = f.state->plan_step();  // the decode continues there, pipelined
-    ASSERT_EQ(s4.plans.at(f.decode).sequences.size(), 1u);
-    EXPECT_TRUE(s4.plans.at(f.decode).sequences[0].decode_last_sampled);
+    // Planned while the import runs: no decode yet (if the import fails, that decode's input
+    // would not exist and the whole step would fail).
+    step_batch s4 = f.state->plan_step();
+    EXPECT_TRUE(s4.plans.at(f.decode).sequences.empty());
     EXPECT_TRUE(f.state->emit_tokens(s3.step_id, {pd_fixture::result_for(s3, f.decode, 41)}).empty());
-    const auto done = f.state->emit_tokens(s4.step_id, {pd_fixture::result_for(s4, f.decode, 42)});
+    f.state->discard_plan(s4);
+    step_batch s5 = f.state->plan_step();  // the decode continues there
+    ASSERT_EQ(s5.plans.at(f.decode).sequences.size(), 1u);
+    EXPECT_EQ(s5.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{41});
+    const auto done = f.state->emit_tokens(s5.step_id, {pd_fixture::result_for(s5, f.decode, 42)});
     ASSERT_EQ(done.size(), 1u);
     EXPECT_EQ(done[0].reply.tokens, (std::vector<int32_t>{40, 41, 42}));
     // Its pages are released on the decode worker (the prefill worker freed its own on send).
-    step_batch s5 = f.state->plan_step();
-    EXPECT_EQ(s5.plans.at(f.decode).released, std::vector<uint64_t>{1});
-    EXPECT_TRUE(s5.plans.at(prefill).released.empty());
+    step_batch s6 = f.state->plan_step();
+    EXPECT_EQ(s6.plans.at(f.decode).released, std::vector<uint64_t>{1});
+    EXPECT_TRUE(s6.plans.at(prefill).released.empty());
 }
 
 TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName) {
@@ -672,17 +677,17 @@ TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesInTwoPhas
     ASSERT_EQ(d2.plans.at(f.decode).sequences.size(), 1u);
     EXPECT_EQ(d2.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
     // A second request prefills; while that prefill step is in flight, request 1 decodes to its
-    // end in the decode lane.
+    // end in the decode lane (its next decode waits for the import's result).
     proto::generate_request b = a;
     b.prompt = {11, 12, 13};
     ASSERT_FALSE(f.state->admit(2, b).has_value());
     step_batch p3 = f.state->plan_step("prefill");
     ASSERT_EQ(p3.plans.at(f.prefill).sequences.size(), 1u);
     EXPECT_EQ(p3.plans.at(f.prefill).sequences[0].request_id, 2u);
+    EXPECT_TRUE(f.state->emit_tokens(d2.step_id, {pools_fixture::result_for(d2, f.decode, 41)}).empty());
     step_batch d3 = f.state->plan_step("decode");
     ASSERT_EQ(d3.plans.at(f.decode).sequences.size(), 1u);
-    EXPECT_TRUE(d3.plans.at(f.decode).sequences[0].decode_last_sampled);
-    EXPECT_TRUE(f.state->emit_tokens(d2.step_id, {pools_fixture::result_for(d2, f.decode, 41)}).empty());
+    EXPECT_EQ(d3.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{41});
     const auto done = f.state->emit_tokens(d3.step_id, {pools_fixture::result_for(d3, f.decode, 42)});
     ASSERT_EQ(done.size(), 1u);
     EXPECT_EQ(done[0].reply.tokens, (std::vector<int32_t>{40, 41, 42}));
@@ -700,13 +705,50 @@ TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesInTwoPhas
     step_batch p5 = f.state->plan_step("prefill");  // request 3's KV goes out
     ASSERT_EQ(p5.plans.at(f.prefill).transfers.size(), 1u);
     EXPECT_EQ(p5.plans.at(f.prefill).transfers[0].request_id, 3u);
-    const auto failed = f.state->fail_step(p5.step_id, "experts-p failed");
-    ASSERT_EQ(failed.size(), 1u);
-    EXPECT_EQ(failed[0].id, 3u);
-    EXPECT_EQ(f.state->running_requests(), 1u);  // request 2 decodes on
-    // Request 3's KV may be on its way to decode-0: its next plan drops it there.
+    EXPECT_EQ(p5.plans.at(f.prefill).transfers[0].attempt, 0u);
+    // The prefill worker freed request 3's pages when it sent them: none counted there.
+    EXPECT_EQ(f.state->reserved_pages(f.prefill), 0);
+    // Request 3 is cancelled while the step sending its KV is in flight: decode-0 is told to drop
+    // its frames only once that step is done (before, they may still be coming).
+    ASSERT_TRUE(f.state->cancel(3));
+    const auto cancelled = f.state->take_finished();
+    ASSERT_EQ(cancelled.size(), 1u);
+    EXPECT_EQ(cancelled[0].reply.finish_reason, "cancelled");
     step_batch d5 = f.state->plan_step("decode");
-    EXPECT_EQ(d5.plans.at(f.decode).released, std::vector<uint64_t>{3});
+    EXPECT_TRUE(d5.plans.at(f.decode).released.empty());
+    f.state->discard_plan(d5);
+    const auto failed = f.state->fail_step(p5.step_id, "experts-p failed");
+    EXPECT_TRUE(failed.empty());  // request 2 decodes on: another lane
+    EXPECT_EQ(f.state->running_requests(), 1u);
+    step_batch d6 = f.state->plan_step("decode");
+    EXPECT_EQ(d6.plans.at(f.decode).released, std::vector<uint64_t>{3});
+}
+
+TEST(ExpertPools, FailedPrefillStepEndsOnlyThePrefillLanesRequests) {
+    pools_fixture f;
+    f.complete();
+    proto::generate_request a;
+    a.prompt = {5, 6, 7};
+    a.max_tokens = 4;
+    a.ignore_eos = true;
+    ASSERT_FALSE(f.state->admit(1, a).has_value());
+    step_batch p1 = f.state->plan_step("prefill");
+    EXPECT_TRUE(f.state->emit_tokens(p1.step_id, {pools_fixture::result_for(p1, f.prefill, 40)}).empty());
+    step_batch p2 = f.state->plan_step("prefill");
+    EXPECT_TRUE(f.state->emit_tokens(p2.step_id, {pools_fixture::result_for(p2, f.prefill, 0)}).empty());
+    step_batch d1 = f.state->plan_step("decode");  // request 1 moves to decode-0
+    ASSERT_EQ(d1.plans.at(f.decode).imports.size(), 1u);
+    proto::generate_request b = a;
+    b.prompt = {9, 9};
+    ASSERT_FALSE(f.state->admit(2, b).has_value());
+    step_batch p3 = f.state->plan_step("prefill");
+    ASSERT_EQ(p3.plans.at(f.prefill).sequences.size(), 1u);
+    const auto failed = f.state->fail_step(p3.step_id, "experts-p failed");
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].id, 2u);
+    EXPECT_EQ(failed[0].reply.error_kind, proto::request_error::failed);
+    EXPECT_EQ(f.state->running_requests(), 1u);
+    EXPECT_TRUE(f.state->emit_tokens(d1.step_id, {pools_fixture::result_for(d1, f.decode, 41)}).empty());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <thread>
 
+#include "actors/transport/frame_inbox.hpp"
 #include "actors/transport/inproc_data_plane.hpp"
 #include "tests/transport/test_frames.hpp"
 
@@ -82,6 +83,42 @@ TEST_F(pair_fixture, ReceiveByKeyLeavesOtherFramesQueued) {
     auto second = b.receive(deadline_after(1s), even);
     ASSERT_TRUE(second.has_value());
     EXPECT_EQ(second->header.step_id, 2u);
+}
+
+TEST_F(pair_fixture, DiscardDropsMatchingFramesButNeverErrors) {
+    for (uint64_t step : {1, 2, 3}) {
+        const proto::frame_header header = make_test_header(step, 64);
+        ASSERT_TRUE(a.send(a_to_b, header, {make_pattern(header)}, deadline_after(1s)));
+    }
+    const proto::frame_header_bytes bytes = proto::encode_frame_header(make_test_header(4, 64));
+    ASSERT_TRUE(a.send_raw(a_to_b, std::span<const std::byte>(bytes).first(20), {}));  // an error entry
+    EXPECT_EQ(b.discard({.step_id = 2}), 1u);
+    EXPECT_EQ(b.discard({.step_id = 4}), 0u);  // the malformed frame is an error: kept
+    std::vector<uint64_t> steps;
+    int errors = 0;
+    for (;;) {
+        auto got = b.receive(deadline_after(100ms));
+        if (!got && got.error().code == transport_error::timeout) break;
+        if (!got) ++errors;
+        else steps.push_back(got->header.step_id);
+    }
+    EXPECT_EQ(steps, (std::vector<uint64_t>{1, 3}));
+    EXPECT_EQ(errors, 1);
+}
+
+TEST(FrameInbox, DiscardedFrameStillLandingIsDroppedWhenItLandsOrFails) {
+    frame_inbox inbox;
+    const peer_id from{1};
+    const frame_inbox::slot_id landing = inbox.reserve(from, make_test_header(7, 64));
+    const frame_inbox::slot_id failing = inbox.reserve(from, make_test_header(8, 64));
+    EXPECT_EQ(inbox.discard({.step_id = 7}), 1u);
+    EXPECT_EQ(inbox.discard({.step_id = 8}), 1u);
+    inbox.complete(landing, byte_buffer(64));
+    inbox.abort(failing, {transport_error::peer_failed, "gone"});
+    EXPECT_EQ(inbox.size(), 0u);
+    auto got = inbox.receive(clock::now(), {});
+    ASSERT_FALSE(got.has_value());
+    EXPECT_EQ(got.error().code, transport_error::timeout);
 }
 
 TEST_F(pair_fixture, ReceiveTimesOutByItsDeadline) {
