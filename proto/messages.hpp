@@ -207,23 +207,27 @@ typename Inspector::result_type inspect(Inspector& f, step_sequence& x) {
              x.token_index, x.temperature, x.top_p, x.top_k, x.seed, x.decode_last_sampled);
 }
 
-// Prefill/decode disaggregation (ARCHITECTURE.md §6), inside a step plan. A prefill worker sends
-// a request's KV (every pool, in chunks: one kv frame per (chunk, pool)) to a decode worker over
-// the data plane before its forward, then frees the request's pages; the decode worker, before
-// its forward, receives those frames into pages it reserves and decodes the request in the same
-// step. A failed import is reported per request (step_result::failed_requests).
+// Prefill/decode disaggregation (ARCHITECTURE.md §6), inside a step plan. A prefill worker
+// streams a request's KV as its prefill runs: after the forward of each prefill chunk it sends
+// that chunk's rows [first_token, num_tokens) of every pool (one kv frame per (256-row chunk,
+// pool)) to the decode worker over the data plane, and after the last chunk frees the request's
+// pages. Once the last chunk's result is in, a plan of the decode worker imports them (before its
+// forward: every row of every pool, into pages it reserves) and decodes the request in the same
+// step. A failed send or import is reported per request (step_result::failed_requests).
 struct kv_transfer {
     uint64_t request_id = 0;
     std::string to_name;     // the decode worker
     std::string to_address;  // its data-plane address
+    int64_t first_token = 0;  // rows [first_token, num_tokens): this step's prefill chunk
     int64_t num_tokens = 0;
     uint32_t attempt = 0;    // tags its frames (frame_header::sequence); +1 per retry
+    bool last = false;       // the prompt's last chunk: free the pages once sent
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, kv_transfer& x) {
     return f(caf::meta::type_name("longcat.kv_transfer"), x.request_id, x.to_name, x.to_address,
-             x.num_tokens, x.attempt);
+             x.first_token, x.num_tokens, x.attempt, x.last);
 }
 
 struct kv_import {
@@ -248,8 +252,8 @@ struct step_plan {
     // The step whose results this plan was sent in answer to (its requests continue), 0 when the
     // step starts after an idle loop. Workers time the gap since that step as boundary idle.
     uint64_t follows_step = 0;
-    std::vector<kv_transfer> transfers;  // prefill workers: KV to send first
-    std::vector<kv_import> imports;      // decode workers: KV to receive first
+    std::vector<kv_transfer> transfers;  // prefill workers: KV to send after the forward
+    std::vector<kv_import> imports;      // decode workers: KV to receive before it
 };
 
 template <class Inspector>

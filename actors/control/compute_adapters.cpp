@@ -202,17 +202,28 @@ public:
     }
 
     std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
-                                       const std::string& to_address, int64_t num_tokens,
-                                       uint32_t attempt) override {
+                                       const std::string& to_address, int64_t first_token,
+                                       int64_t num_tokens, uint32_t attempt, bool last) override {
         if (!executor_) return "no placement applied yet";
         auto seq = sequences_.find(request_id);
-        if (seq == sequences_.end() || seq->second.num_cached() < num_tokens)
-            return "request " + std::to_string(request_id) + " has no " + std::to_string(num_tokens) +
-                   " cached tokens on " + opts_.name;
+        if (seq == sequences_.end() || seq->second.num_cached() < num_tokens || first_token < 0 ||
+            first_token > num_tokens)
+            return "request " + std::to_string(request_id) + " has no cached tokens [" +
+                   std::to_string(first_token) + ", " + std::to_string(num_tokens) + ") on " + opts_.name;
+        // With the last chunk the pages are freed whatever happens: the decode worker has them,
+        // or the request will be prefilled again (the coordinator's retry).
+        auto free_pages = [&] {
+            if (!last) return;
+            executor_->release(seq->second);
+            sequences_.erase(seq);
+        };
         auto known = kv_peers_.find(to_address);
         if (known == kv_peers_.end()) {
             auto peer = plane_->connect(to_address, transport::deadline_after(opts_.connect_timeout));
-            if (!peer) return "KV transfer to " + to_name + ": " + peer.error().message;
+            if (!peer) {
+                free_pages();
+                return "KV transfer to " + to_name + ": " + peer.error().message;
+            }
             known = kv_peers_.emplace(to_address, *peer).first;
         }
         const model::kv_cache& cache = executor_->cache();
@@ -221,7 +232,7 @@ public:
         const auto row_elems = static_cast<uint32_t>(cache.row_bytes() / static_cast<int64_t>(kernels::dtype_size(cache.type())));
         std::optional<std::string> error;
         std::vector<std::byte> rows;
-        for (int64_t begin = 0; begin < num_tokens && !error; begin += kKvChunkTokens) {
+        for (int64_t begin = first_token; begin < num_tokens && !error; begin += kKvChunkTokens) {
             const int64_t count = std::min(kKvChunkTokens, num_tokens - begin);
             rows.resize(static_cast<size_t>(count * cache.row_bytes()));
             for (int64_t pool = 0; pool < cache.num_pools() && !error; ++pool) {
@@ -238,10 +249,7 @@ public:
                 if (!sent) error = "KV transfer to " + to_name + ": " + sent.error().message;
             }
         }
-        // Either way the pages are freed here: the decode worker has them, or the request will be
-        // prefilled again (the coordinator's retry).
-        executor_->release(seq->second);
-        sequences_.erase(seq);
+        free_pages();
         return error;
     }
 
@@ -258,8 +266,11 @@ public:
             return failure("no KV pages for request " + std::to_string(request_id) + " (" +
                            std::to_string(num_tokens) + " tokens) on " + opts_.name);
         int64_t bytes = 0;
-        const int64_t chunks = (num_tokens + kKvChunkTokens - 1) / kKvChunkTokens;
-        const int64_t expected = chunks * cache.num_pools();
+        // Every row of every pool exactly once, whatever the framing (the sender's prefill chunks
+        // cut into frames of up to 256 rows).
+        const int64_t expected = num_tokens * cache.num_pools();
+        std::vector<std::vector<bool>> have(static_cast<size_t>(cache.num_pools()),
+                                            std::vector<bool>(static_cast<size_t>(num_tokens), false));
         const transport::deadline until = transport::deadline_after(timeout);
         std::optional<std::string> error;
         transport::frame_filter stale;  // an earlier attempt's frames (a retried transfer)
@@ -267,7 +278,7 @@ public:
         stale.request_id = request_id;
         stale.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence != attempt; };
         plane_->discard(stale);
-        for (int64_t got = 0; got < expected && !error; ++got) {
+        for (int64_t got = 0; got < expected && !error;) {
             transport::frame_filter filter;
             filter.kind = proto::frame_kind::kv;
             filter.request_id = request_id;
@@ -275,21 +286,28 @@ public:
             auto frame = plane_->receive(until, filter);
             if (!frame) {
                 error = "KV of request " + std::to_string(request_id) + " from " + from_name + ": " +
-                        std::to_string(got) + " of " + std::to_string(expected) + " frames by the " +
+                        std::to_string(got) + " of " + std::to_string(expected) + " rows by the " +
                         std::to_string(timeout.count()) + " ms transfer deadline (" + frame.error().message + ")";
                 break;
             }
             const proto::frame_header& h = frame->header;
             const int64_t pool = h.layer, begin = h.first_position, count = h.num_tokens;
+            bool repeated = false;
+            if (pool < cache.num_pools() && begin + count <= num_tokens)
+                for (int64_t row = begin; row < begin + count; ++row) repeated = repeated || have[pool][row];
             if (h.row_bytes != static_cast<uint64_t>(cache.row_bytes()) || pool >= cache.num_pools() ||
-                begin + count > num_tokens || frame->payload.size() != static_cast<size_t>(count * cache.row_bytes())) {
+                begin + count > num_tokens || frame->payload.size() != static_cast<size_t>(count * cache.row_bytes()) ||
+                repeated) {
                 error = "bad KV frame for request " + std::to_string(request_id) + " from " + from_name +
                         ": pool " + std::to_string(pool) + ", rows [" + std::to_string(begin) + ", " +
                         std::to_string(begin + count) + "), row bytes " + std::to_string(h.row_bytes) +
-                        " (this cache: " + std::to_string(cache.row_bytes()) + ")";
+                        " (this cache: " + std::to_string(cache.row_bytes()) + ")" +
+                        (repeated ? ", rows already received" : "");
                 break;
             }
             cache.import_rows(seq.page_table, pool, begin, count, frame->payload.data());
+            for (int64_t row = begin; row < begin + count; ++row) have[pool][row] = true;
+            got += count;
             bytes += static_cast<int64_t>(frame->payload.size());
         }
         if (error) {

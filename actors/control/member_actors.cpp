@@ -160,18 +160,8 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 result.worker = opts.greeting.name;
                 for (uint64_t released : plan.released) last_sampled->erase(released);
                 compute->release(plan.released);
-                // Prefill/decode disaggregation: KV out first (a prefill worker), then KV in (a
-                // decode worker); a request whose import failed is left out of this step.
-                for (const proto::kv_transfer& t : plan.transfers) {
-                    if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.num_tokens, t.attempt)) {
-                        // Reported at once, so the coordinator retries without the decode side
-                        // waiting for its transfer deadline.
-                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
-                        result.failed_requests.push_back(t.request_id);
-                        result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
-                    }
-                    last_sampled->erase(t.request_id);
-                }
+                // Prefill/decode disaggregation, decode side: KV in before the forward; a request
+                // whose import failed is left out of this step.
                 std::set<uint64_t> failed_imports;
                 for (const proto::kv_import& i : plan.imports) {
                     const auto import_start = std::chrono::steady_clock::now();
@@ -224,6 +214,18 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 for (size_t idx = 0; idx < sequences.size(); ++idx) {
                     result.tokens.push_back({sequences[idx].request_id, output->tokens[idx]});
                     (*last_sampled)[sequences[idx].request_id] = output->tokens[idx];
+                }
+                // Prefill side: the KV rows this step's prefill chunks computed go out now (a
+                // failed send is reported at once: the coordinator retries without the decode
+                // side waiting for its transfer deadline).
+                for (const proto::kv_transfer& t : plan.transfers) {
+                    if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.first_token,
+                                                      t.num_tokens, t.attempt, t.last)) {
+                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
+                        result.failed_requests.push_back(t.request_id);
+                        result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
+                    }
+                    if (t.last) last_sampled->erase(t.request_id);
                 }
                 result.kv_pages_used = output->kv_pages_used;
                 result.kv_pages_free = output->kv_pages_free;

@@ -66,15 +66,15 @@ public:
     virtual proto::expected<compute_step_output, std::string> run_step(
         uint64_t step_id, const std::vector<compute_sequence>& sequences) = 0;
     // Prefill/decode disaggregation (ARCHITECTURE.md §6). A prefill worker sends the request's
-    // cached rows [0, num_tokens) of every KV pool to the decode worker at `to_address` (one kv
-    // frame per (chunk, pool), each tagged with `attempt`), then frees the request's pages.
-    // Errors name the decode worker.
+    // cached rows [first_token, num_tokens) of every KV pool to the decode worker at `to_address`
+    // (one kv frame per (256-row chunk, pool), each tagged with `attempt`); with `last` it then
+    // frees the request's pages (also when the send failed). Errors name the decode worker.
     virtual std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
-                                               const std::string& to_address, int64_t num_tokens,
-                                               uint32_t attempt) = 0;
-    // A decode worker receives the frames of `attempt` into pages it reserves (frames of older
-    // attempts are dropped): afterwards the request is a sequence of num_tokens cached tokens
-    // here. On error (deadline, a bad frame, no pages) nothing is kept; the error names the
+                                               const std::string& to_address, int64_t first_token,
+                                               int64_t num_tokens, uint32_t attempt, bool last) = 0;
+    // A decode worker receives the frames of `attempt` — rows [0, num_tokens) of every pool, in
+    // any framing — into pages it reserves (frames of older attempts are dropped): afterwards the
+    // request is a sequence of num_tokens cached tokens here. On error (deadline, a bad frame, no pages) nothing is kept; the error names the
     // prefill worker. Returns the bytes received.
     virtual proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
                                                              int64_t num_tokens, uint32_t attempt,

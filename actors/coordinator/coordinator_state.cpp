@@ -447,7 +447,8 @@ int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
     for (uint64_t request_id : running_) {
         const request_record& record = requests_.at(request_id);
         // A prefill worker frees a request's pages when it sends its KV.
-        if (record.worker_id == member_id) pages += record.transfer_step != 0 ? 0 : reservation(worker->second, record);
+        if (record.worker_id == member_id)
+            pages += record.stream_last_planned ? 0 : reservation(worker->second, record);
         // Disaggregation: the decode pages are reserved when the prefill starts.
         else if (record.on_prefill && record.decode_worker == member_id)
             pages += pages_for(worker->second, static_cast<int64_t>(record.prefill.size()) + 1);
@@ -460,9 +461,9 @@ void coordinator_state::preempt(uint64_t request_id) { requeue(request_id, true)
 // A request whose KV was sent across lanes but not yet imported: its decode worker drops the
 // frames it holds for it (release of a request it does not run).
 void coordinator_state::release_transfer(const request_record& record) {
-    if (!record.on_prefill || record.transfer_step == 0 || members_.count(record.decode_worker) == 0) return;
-    if (record.kv_sent) release_by_worker_[record.decode_worker].push_back(record.id);
-    else releases_after_step_[record.transfer_step].push_back({record.decode_worker, record.id});
+    if (!record.on_prefill || record.stream_step == 0 || members_.count(record.decode_worker) == 0) return;
+    if (step_lanes_.count(record.stream_step) == 0) release_by_worker_[record.decode_worker].push_back(record.id);
+    else releases_after_step_[record.stream_step].push_back({record.decode_worker, record.id});
 }
 
 // A step was emitted, failed or discarded: releases waiting for it go out with the next plans.
@@ -492,7 +493,8 @@ void coordinator_state::requeue(uint64_t request_id, bool preemption) {
     record.worker_id = 0;
     record.on_prefill = false;
     record.decode_worker = 0;
-    record.transfer_step = 0;
+    record.stream_step = 0;
+    record.stream_last_planned = false;
     record.kv_sent = false;
     record.import_step = 0;
     if (preemption) {
@@ -611,7 +613,20 @@ void coordinator_state::fill_sequences(step_batch& batch) {
         auto plan = batch.plans.find(record.worker_id);
         if (plan == batch.plans.end()) continue;
         planned_run run;
+        const auto first_token = static_cast<int64_t>(record.planned_prefill_done());
         proto::step_sequence seq = sequence_for(record, run);
+        // Disaggregation: the prefill chunk's KV goes to the decode worker after this forward.
+        const member_record* decode = record.on_prefill ? member(record.decode_worker) : nullptr;
+        if (decode && run.prefill > 0) {
+            const int64_t end = first_token + run.prefill;
+            const bool last = end >= static_cast<int64_t>(record.prefill.size());
+            plan->second.transfers.push_back({request_id, decode->greeting.name,
+                                              decode->greeting.data_plane_address, first_token, end,
+                                              record.epoch, last});
+            record.stream_step = batch.step_id;
+            record.stream_last_planned = last;
+            record.transfer_from = record.worker_id;
+        }
         record.inflight_tokens += run.tokens;
         record.inflight_prefill += static_cast<size_t>(run.prefill);
         record.inflight_samples += run.samples;
@@ -648,41 +663,29 @@ step_batch coordinator_state::plan_step(const std::string& lane) {
             release_by_worker_.erase(it);
         }
     }
-    plan_transfers(batch);
+    plan_imports(batch);
     fill_sequences(batch);
     return batch;
 }
 
-// Requests whose prefill is done (first token in, nothing in flight) move to their decode
-// worker: the prefill worker sends, the decode worker receives and decodes. Both in this step
-// when both workers are in its lane; else the prefill lane sends first and, once that step's
-// result is in (kv_sent), the decode lane's next step receives.
-void coordinator_state::plan_transfers(step_batch& batch) {
+// Requests whose KV is all sent (the last chunk's result is in, with the first token) move to
+// their decode worker when it has a plan in this step: it imports them before its forward and
+// decodes them in it.
+void coordinator_state::plan_imports(step_batch& batch) {
     for (uint64_t request_id : running_) {
         request_record& record = requests_.at(request_id);
-        if (!record.on_prefill || !record.prefilled() || record.generated.empty()) continue;
+        if (!record.on_prefill || !record.kv_sent || !record.prefilled() || record.generated.empty()) continue;
         if (record.inflight_tokens != 0 || record.inflight_samples != 0) continue;
-        auto from = batch.plans.find(record.worker_id);
         auto to = batch.plans.find(record.decode_worker);
-        const member_record* decode = member(record.decode_worker);
         const member_record* prefill = member(record.worker_id);
-        if (!decode || !prefill) continue;
-        const bool send = from != batch.plans.end() && record.transfer_step == 0;
-        const bool receive = to != batch.plans.end() && (send || record.kv_sent);
-        if (!send && !receive) continue;
-        const auto tokens = static_cast<int64_t>(record.prefill.size());
-        if (send) {
-            from->second.transfers.push_back(
-                {request_id, decode->greeting.name, decode->greeting.data_plane_address, tokens, record.epoch});
-            record.transfer_step = batch.step_id;
-        }
-        if (!receive) continue;
-        to->second.imports.push_back(
-            {request_id, prefill->greeting.name, tokens, config_.kv_transfer_timeout_ms, record.epoch});
+        if (to == batch.plans.end() || !prefill) continue;
+        to->second.imports.push_back({request_id, prefill->greeting.name, static_cast<int64_t>(record.prefill.size()),
+                                      config_.kv_transfer_timeout_ms, record.epoch});
         record.transfer_from = record.worker_id;
         record.worker_id = record.decode_worker;
         record.on_prefill = false;
-        record.transfer_step = 0;
+        record.stream_step = 0;
+        record.stream_last_planned = false;
         record.kv_sent = false;
         record.import_step = batch.step_id;
     }
@@ -746,11 +749,11 @@ std::vector<finished_request> coordinator_state::emit_tokens(
         planned_.erase(it);
     }
     step_done(step_id);
-    // KV sent by this step (transfers across lanes): the decode lane may import it now. KV
-    // imported by it: the request decodes on (a failed import is requeued below).
+    // The last KV chunk sent by this step: the decode worker may import it now (a failed send is
+    // requeued below). KV imported by it: the request decodes on (a failed import likewise).
     for (uint64_t request_id : running_) {
         request_record& record = requests_.at(request_id);
-        if (record.on_prefill && record.transfer_step == step_id) record.kv_sent = true;
+        if (record.on_prefill && record.stream_last_planned && record.stream_step == step_id) record.kv_sent = true;
         if (record.import_step == step_id) record.import_step = 0;
     }
     std::vector<finished_request> out;
@@ -838,10 +841,7 @@ std::vector<finished_request> coordinator_state::take_finished() {
 }
 
 void coordinator_state::discard_plan(step_batch& batch) {
-    for (uint64_t request_id : running_) {
-        request_record& record = requests_.at(request_id);
-        if (record.transfer_step == batch.step_id) record.transfer_step = 0;  // not sent after all
-    }
+    // (Only empty plans are discarded: none of them sends KV.)
     step_done(batch.step_id);
     if (auto it = planned_.find(batch.step_id); it != planned_.end()) {
         for (const auto& [request_id, run] : it->second) {

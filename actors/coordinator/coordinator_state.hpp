@@ -46,10 +46,9 @@
 //   worker) or "prefill" / "decode" (only the workers of that role). When every group is in a
 //   pool, each pool is a lane: its own step loop (step ids stay unique across lanes), its own
 //   view of the placement map (placement_for), so decode steps never wait for a prefill step.
-//   Every pool must hold every expert. A KV transfer then crosses lanes in two phases: the
-//   prefill lane's plan sends (kv_transfer); once that step's result is in, the decode lane's
-//   next plan receives (kv_import) and decodes. With shared groups there is one lane "" and
-//   both halves go into one plan.
+//   Every pool must hold every expert. The KV streams out with each prefill chunk's step (in
+//   the prefill lane); once the last chunk's result is in, the decode lane's next plan imports
+//   it. With shared groups there is one lane "".
 #pragma once
 
 #include <chrono>
@@ -103,15 +102,15 @@ struct request_record {
     uint64_t admit_order = 0;  // larger = admitted later (the preemption victim)
     int32_t preemptions = 0;
     // Prefill/decode disaggregation: while on_prefill, worker_id is its prefill worker and
-    // decode_worker the worker whose pages are reserved for it; at the step boundary after its
-    // first token the KV moves there (kv_transfer / kv_import in one plan) and worker_id follows.
+    // decode_worker the worker whose pages are reserved for it. Each prefill chunk's step also
+    // sends that chunk's KV there (kv_transfer); once the last chunk's result is in (kv_sent),
+    // the next plan of the decode worker imports it (kv_import) and worker_id follows.
     bool on_prefill = false;
     uint64_t decode_worker = 0;
     uint64_t transfer_from = 0;    // the prefill worker of the last transfer
-    // Transfers across lanes: the prefill-lane step that sends the KV (0: none planned), and
-    // whether its result is in (then the decode lane imports it).
-    uint64_t transfer_step = 0;
-    bool kv_sent = false;
+    uint64_t stream_step = 0;      // the latest step sending its KV (0: none yet)
+    bool stream_last_planned = false;  // the last chunk's send is planned (its pages go then)
+    bool kv_sent = false;              // ... and its result is in: ready to import
     // The step that imports its KV on the decode worker: until its result is in, no further step
     // decodes it (its first decode's sample does not exist if the import fails).
     uint64_t import_step = 0;
@@ -277,7 +276,7 @@ private:
     int64_t reservation(const member_record& worker, const request_record& record) const;
     bool pd_mode() const;  // ready prefill and decode workers both exist
     void requeue(uint64_t request_id, bool preemption);
-    void plan_transfers(step_batch& batch);
+    void plan_imports(step_batch& batch);
     int64_t pages_for(const member_record& worker, int64_t tokens) const;
     void preempt(uint64_t request_id);
     void release_transfer(const request_record& record);

@@ -433,8 +433,9 @@ struct pd_fixture {
     std::unique_ptr<coordinator_state> state;
     uint64_t prefill_a = 0, prefill_b = 0, decode = 0;
 
-    pd_fixture() {
+    explicit pd_fixture(int64_t prefill_chunk = 256) {
         config.model = "unused";
+        config.prefill_chunk = prefill_chunk;
         config.expected_attention_workers = 3;
         state = std::make_unique<coordinator_state>(config, kLayers, kExperts, kEos);
         auto pw = [](const std::string& name) {
@@ -464,33 +465,39 @@ struct pd_fixture {
     }
 };
 
-TEST(Disaggregation, PrefillThenKvMovesToTheDecodeWorkerWhichDecodes) {
+TEST(Disaggregation, PrefillStreamsItsKvThenTheDecodeWorkerImportsAndDecodes) {
     pd_fixture f;
     proto::generate_request request;
     request.prompt = {5, 6, 7, 8, 9};
     request.max_tokens = 3;
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     step_batch s1 = f.state->plan_step();
-    // The prompt goes to a prefill worker; the decode worker runs nothing yet but has its pages
-    // reserved (prompt + 1 token = 2 pages of 4).
+    // The prompt goes to a prefill worker, which sends its KV to decode-0 after the forward; the
+    // decode worker runs nothing yet but has its pages reserved (prompt + 1 token = 2 pages of 4).
     const uint64_t prefill = s1.plans.at(f.prefill_a).sequences.empty() ? f.prefill_b : f.prefill_a;
     ASSERT_EQ(s1.plans.at(prefill).sequences.size(), 1u);
     EXPECT_EQ(s1.plans.at(prefill).sequences[0].new_tokens, request.prompt);
+    ASSERT_EQ(s1.plans.at(prefill).transfers.size(), 1u);
+    const proto::kv_transfer& sent = s1.plans.at(prefill).transfers[0];
+    EXPECT_EQ(sent.to_name, "decode-0");
+    EXPECT_EQ(sent.first_token, 0);
+    EXPECT_EQ(sent.num_tokens, 5);
+    EXPECT_TRUE(sent.last);
     EXPECT_TRUE(s1.plans.at(f.decode).sequences.empty());
     EXPECT_EQ(f.state->reserved_pages(f.decode), 2);
-    // Planned while step 1 runs: no decode on the prefill worker, no transfer yet.
+    EXPECT_EQ(f.state->reserved_pages(prefill), 0);  // it frees them when it has sent them
+    // Planned while step 1 runs: nothing to import yet.
     step_batch s2 = f.state->plan_step();
+    EXPECT_TRUE(s2.plans.at(f.decode).imports.empty());
     EXPECT_TRUE(s2.plans.at(prefill).sequences.empty());
-    EXPECT_TRUE(s2.plans.at(prefill).transfers.empty());
     EXPECT_TRUE(f.state->emit_tokens(s1.step_id, {pd_fixture::result_for(s1, prefill, 40)}).empty());
     EXPECT_TRUE(f.state->emit_tokens(s2.step_id, {}).empty());
-    // Now the KV moves: the prefill worker sends, the decode worker receives and decodes 40.
+    // The decode worker imports and decodes 40.
     step_batch s3 = f.state->plan_step();
-    ASSERT_EQ(s3.plans.at(prefill).transfers.size(), 1u);
-    EXPECT_EQ(s3.plans.at(prefill).transfers[0].to_name, "decode-0");
-    EXPECT_EQ(s3.plans.at(prefill).transfers[0].num_tokens, 5);
+    EXPECT_TRUE(s3.plans.at(prefill).transfers.empty());
     ASSERT_EQ(s3.plans.at(f.decode).imports.size(), 1u);
     EXPECT_EQ(s3.plans.at(f.decode).imports[0].num_tokens, 5);
+    EXPECT_EQ(s3.plans.at(f.decode).imports[0].attempt, sent.attempt);
     ASSERT_EQ(s3.plans.at(f.decode).sequences.size(), 1u);
     EXPECT_EQ(s3.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
     EXPECT_EQ(s3.plans.at(f.decode).sequences[0].token_index, 1u);
@@ -512,6 +519,34 @@ TEST(Disaggregation, PrefillThenKvMovesToTheDecodeWorkerWhichDecodes) {
     EXPECT_TRUE(s6.plans.at(prefill).released.empty());
 }
 
+TEST(Disaggregation, ChunkedPrefillSendsEachChunksKvAsItRuns) {
+    pd_fixture f(/*prefill_chunk=*/3);
+    proto::generate_request request;
+    request.prompt = {5, 6, 7, 8, 9, 10, 11};
+    request.max_tokens = 2;
+    ASSERT_FALSE(f.state->admit(1, request).has_value());
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    std::vector<bool> lasts;
+    for (int guard = 0; guard < 10 && lasts.size() < 3; ++guard) {
+        step_batch b = f.state->plan_step();
+        std::vector<proto::step_result> results;
+        for (uint64_t w : {f.prefill_a, f.prefill_b}) {
+            for (const auto& t : b.plans.at(w).transfers) {
+                ranges.push_back({t.first_token, t.num_tokens});
+                lasts.push_back(t.last);
+            }
+            results.push_back(pd_fixture::result_for(b, w, 40));
+        }
+        EXPECT_TRUE(b.plans.at(f.decode).imports.empty()) << "imported before the last chunk was sent";
+        EXPECT_TRUE(f.state->emit_tokens(b.step_id, results).empty());
+    }
+    EXPECT_EQ(ranges, (std::vector<std::pair<int64_t, int64_t>>{{0, 3}, {3, 6}, {6, 7}}));
+    EXPECT_EQ(lasts, (std::vector<bool>{false, false, true}));
+    step_batch next = f.state->plan_step();
+    ASSERT_EQ(next.plans.at(f.decode).imports.size(), 1u);
+    EXPECT_EQ(next.plans.at(f.decode).imports[0].num_tokens, 7);
+}
+
 TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName) {
     pd_fixture f;
     proto::generate_request request;
@@ -519,32 +554,35 @@ TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName)
     request.max_tokens = 8;
     request.stream = true;
     ASSERT_FALSE(f.state->admit(1, request).has_value());
-    auto run_until_transfer = [&](uint64_t& prefill_worker) -> step_batch {
+    // Runs steps until the decode worker imports; `prefill_worker` is the one that sent the KV.
+    auto run_until_import = [&](uint64_t& prefill_worker) -> step_batch {
         for (int guard = 0; guard < 10; ++guard) {
             step_batch b = f.state->plan_step();
-            for (uint64_t w : {f.prefill_a, f.prefill_b})
-                if (!b.plans.at(w).transfers.empty()) {
-                    prefill_worker = w;
-                    return b;
-                }
+            if (!b.plans.at(f.decode).imports.empty()) return b;
             std::vector<proto::step_result> results;
-            for (uint64_t w : {f.prefill_a, f.prefill_b}) results.push_back(pd_fixture::result_for(b, w, 40));
+            for (uint64_t w : {f.prefill_a, f.prefill_b}) {
+                if (!b.plans.at(w).transfers.empty()) prefill_worker = w;
+                results.push_back(pd_fixture::result_for(b, w, 40));
+            }
             EXPECT_TRUE(f.state->emit_tokens(b.step_id, results).empty());
         }
-        ADD_FAILURE() << "no transfer was planned";
+        ADD_FAILURE() << "no import was planned";
         return {};
     };
     uint64_t first = 0, second = 0;
-    step_batch t1 = run_until_transfer(first);
+    step_batch t1 = run_until_import(first);
+    EXPECT_EQ(t1.plans.at(f.decode).imports[0].attempt, 0u);
     proto::step_result failed;
     failed.step_id = t1.step_id;
     failed.failed_requests = {1};
-    failed.failed_reasons = {"decode-0: KV of request 1 from prefill: 3 of 6 frames by the 5000 ms transfer deadline"};
+    failed.failed_reasons = {"decode-0: KV of request 1 from prefill: 3 of 6 rows by the 5000 ms transfer deadline"};
     EXPECT_TRUE(f.state->emit_tokens(t1.step_id, {failed}).empty());  // retried, not failed
     EXPECT_EQ(f.state->take_deltas().front().tokens, std::vector<int32_t>{40});  // its stream kept the token
-    step_batch t2 = run_until_transfer(second);
+    step_batch t2 = run_until_import(second);
     EXPECT_NE(second, first) << "the retry must prefill on the other prefill worker";
+    EXPECT_EQ(t2.plans.at(f.decode).imports[0].attempt, 1u);  // only the new attempt's frames count
     // The recompute prefilled prompt + the token it already had.
+    EXPECT_EQ(t2.plans.at(f.decode).imports[0].num_tokens, 4);
     failed.step_id = t2.step_id;
     const auto done = f.state->emit_tokens(t2.step_id, {failed});
     ASSERT_EQ(done.size(), 1u);
@@ -554,6 +592,26 @@ TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName)
     EXPECT_NE(done[0].reply.error.find("transfer deadline"), std::string::npos) << done[0].reply.error;
 }
 
+TEST(Disaggregation, FailedSendIsRetriedAtOnce) {
+    pd_fixture f;
+    proto::generate_request request;
+    request.prompt = {5, 6, 7};
+    request.max_tokens = 4;
+    ASSERT_FALSE(f.state->admit(1, request).has_value());
+    step_batch s1 = f.state->plan_step();
+    const uint64_t prefill = s1.plans.at(f.prefill_a).transfers.empty() ? f.prefill_b : f.prefill_a;
+    ASSERT_EQ(s1.plans.at(prefill).transfers.size(), 1u);
+    proto::step_result result = pd_fixture::result_for(s1, prefill, 40);
+    result.failed_requests = {1};
+    result.failed_reasons = {"prefill-a: KV transfer to decode-0: peer_failed"};
+    EXPECT_TRUE(f.state->emit_tokens(s1.step_id, {result}).empty());
+    // Back through prefill on the other worker at the next step, attempt 1; nothing imported.
+    step_batch s2 = f.state->plan_step();
+    EXPECT_TRUE(s2.plans.at(f.decode).imports.empty());
+    const uint64_t other = prefill == f.prefill_a ? f.prefill_b : f.prefill_a;
+    ASSERT_EQ(s2.plans.at(other).transfers.size(), 1u);
+    EXPECT_EQ(s2.plans.at(other).transfers[0].attempt, 1u);
+}
 
 // -- expert pools: a pool (and a step loop) per side ---------------------------------------------
 
@@ -643,7 +701,7 @@ TEST(ExpertPools, EveryPoolMustHoldEveryExpertAndEachMemberIsSentItsPoolsView) {
     EXPECT_EQ(f.state->placement().workers.size(), 2u);
 }
 
-TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesInTwoPhases) {
+TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesTheLanes) {
     pools_fixture f;
     f.complete();
     proto::generate_request a;
@@ -651,77 +709,54 @@ TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesInTwoPhas
     a.max_tokens = 3;
     a.ignore_eos = true;
     ASSERT_FALSE(f.state->admit(1, a).has_value());
+    // The prefill lane's plan goes to the prefill worker only; it streams the KV to decode-0.
     step_batch p1 = f.state->plan_step("prefill");
     EXPECT_EQ(pools_fixture::keys(p1), std::set<uint64_t>{f.prefill});
     ASSERT_EQ(p1.plans.at(f.prefill).sequences.size(), 1u);
+    ASSERT_EQ(p1.plans.at(f.prefill).transfers.size(), 1u);
+    EXPECT_EQ(p1.plans.at(f.prefill).transfers[0].to_name, "decode-0");
     EXPECT_EQ(f.state->reserved_pages(f.decode), 2);  // prompt + 1 token, reserved at admission
+    // The decode lane does not import before that step's result is in.
     step_batch d0 = f.state->plan_step("decode");
     EXPECT_EQ(pools_fixture::keys(d0), std::set<uint64_t>{f.decode});
-    EXPECT_TRUE(d0.empty());
+    EXPECT_TRUE(d0.empty()) << "imported before the KV was sent";
     f.state->discard_plan(d0);
     EXPECT_TRUE(f.state->emit_tokens(p1.step_id, {pools_fixture::result_for(p1, f.prefill, 40)}).empty());
-    // Phase 1: the prefill lane sends; the decode lane does not import before that step is done.
-    step_batch p2 = f.state->plan_step("prefill");
-    ASSERT_EQ(p2.plans.at(f.prefill).transfers.size(), 1u);
-    EXPECT_EQ(p2.plans.at(f.prefill).transfers[0].to_name, "decode-0");
-    EXPECT_FALSE(p2.empty());
+    // Then the decode lane imports and decodes the first token.
     step_batch d1 = f.state->plan_step("decode");
-    EXPECT_TRUE(d1.empty()) << "imported before the KV was sent";
-    f.state->discard_plan(d1);
-    EXPECT_TRUE(f.state->emit_tokens(p2.step_id, {pools_fixture::result_for(p2, f.prefill, 0)}).empty());
-    // Phase 2: the decode lane imports and decodes the first token.
-    step_batch d2 = f.state->plan_step("decode");
-    ASSERT_EQ(d2.plans.at(f.decode).imports.size(), 1u);
-    EXPECT_EQ(d2.plans.at(f.decode).imports[0].from_name, "prefill-0");
-    EXPECT_EQ(d2.plans.at(f.decode).imports[0].num_tokens, 5);
-    ASSERT_EQ(d2.plans.at(f.decode).sequences.size(), 1u);
-    EXPECT_EQ(d2.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
+    ASSERT_EQ(d1.plans.at(f.decode).imports.size(), 1u);
+    EXPECT_EQ(d1.plans.at(f.decode).imports[0].from_name, "prefill-0");
+    EXPECT_EQ(d1.plans.at(f.decode).imports[0].num_tokens, 5);
+    ASSERT_EQ(d1.plans.at(f.decode).sequences.size(), 1u);
+    EXPECT_EQ(d1.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
     // A second request prefills; while that prefill step is in flight, request 1 decodes to its
     // end in the decode lane (its next decode waits for the import's result).
     proto::generate_request b = a;
     b.prompt = {11, 12, 13};
     ASSERT_FALSE(f.state->admit(2, b).has_value());
-    step_batch p3 = f.state->plan_step("prefill");
-    ASSERT_EQ(p3.plans.at(f.prefill).sequences.size(), 1u);
-    EXPECT_EQ(p3.plans.at(f.prefill).sequences[0].request_id, 2u);
-    EXPECT_TRUE(f.state->emit_tokens(d2.step_id, {pools_fixture::result_for(d2, f.decode, 41)}).empty());
-    step_batch d3 = f.state->plan_step("decode");
-    ASSERT_EQ(d3.plans.at(f.decode).sequences.size(), 1u);
-    EXPECT_EQ(d3.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{41});
-    const auto done = f.state->emit_tokens(d3.step_id, {pools_fixture::result_for(d3, f.decode, 42)});
+    step_batch p2 = f.state->plan_step("prefill");
+    ASSERT_EQ(p2.plans.at(f.prefill).sequences.size(), 1u);
+    EXPECT_EQ(p2.plans.at(f.prefill).sequences[0].request_id, 2u);
+    EXPECT_TRUE(f.state->emit_tokens(d1.step_id, {pools_fixture::result_for(d1, f.decode, 41)}).empty());
+    step_batch d2 = f.state->plan_step("decode");
+    ASSERT_EQ(d2.plans.at(f.decode).sequences.size(), 1u);
+    EXPECT_EQ(d2.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{41});
+    const auto done = f.state->emit_tokens(d2.step_id, {pools_fixture::result_for(d2, f.decode, 42)});
     ASSERT_EQ(done.size(), 1u);
     EXPECT_EQ(done[0].reply.tokens, (std::vector<int32_t>{40, 41, 42}));
     EXPECT_EQ(f.state->running_requests(), 1u);  // request 2, still in its prefill step
-    // A failed prefill step ends the prefill lane's requests only.
-    proto::generate_request c = a;
-    c.prompt = {21, 22};
-    ASSERT_FALSE(f.state->admit(3, c).has_value());
-    EXPECT_TRUE(f.state->emit_tokens(p3.step_id, {pools_fixture::result_for(p3, f.prefill, 50)}).empty());
-    step_batch p4 = f.state->plan_step("prefill");   // sends request 2's KV, prefills request 3
-    EXPECT_EQ(p4.plans.at(f.prefill).transfers.size(), 1u);
-    EXPECT_TRUE(f.state->emit_tokens(p4.step_id, {pools_fixture::result_for(p4, f.prefill, 60)}).empty());
-    step_batch d4 = f.state->plan_step("decode");   // request 2 imported: now a decode request
-    ASSERT_EQ(d4.plans.at(f.decode).imports.size(), 1u);
-    step_batch p5 = f.state->plan_step("prefill");  // request 3's KV goes out
-    ASSERT_EQ(p5.plans.at(f.prefill).transfers.size(), 1u);
-    EXPECT_EQ(p5.plans.at(f.prefill).transfers[0].request_id, 3u);
-    EXPECT_EQ(p5.plans.at(f.prefill).transfers[0].attempt, 0u);
-    // The prefill worker freed request 3's pages when it sent them: none counted there.
-    EXPECT_EQ(f.state->reserved_pages(f.prefill), 0);
-    // Request 3 is cancelled while the step sending its KV is in flight: decode-0 is told to drop
+    // Request 2 is cancelled while the step sending its KV is in flight: decode-0 is told to drop
     // its frames only once that step is done (before, they may still be coming).
-    ASSERT_TRUE(f.state->cancel(3));
+    ASSERT_TRUE(f.state->cancel(2));
     const auto cancelled = f.state->take_finished();
     ASSERT_EQ(cancelled.size(), 1u);
     EXPECT_EQ(cancelled[0].reply.finish_reason, "cancelled");
-    step_batch d5 = f.state->plan_step("decode");
-    EXPECT_TRUE(d5.plans.at(f.decode).released.empty());
-    f.state->discard_plan(d5);
-    const auto failed = f.state->fail_step(p5.step_id, "experts-p failed");
-    EXPECT_TRUE(failed.empty());  // request 2 decodes on: another lane
-    EXPECT_EQ(f.state->running_requests(), 1u);
-    step_batch d6 = f.state->plan_step("decode");
-    EXPECT_EQ(d6.plans.at(f.decode).released, std::vector<uint64_t>{3});
+    step_batch d3 = f.state->plan_step("decode");
+    EXPECT_EQ(d3.plans.at(f.decode).released, std::vector<uint64_t>{1});  // request 1's pages only
+    EXPECT_TRUE(f.state->emit_tokens(d3.step_id, {}).empty());
+    EXPECT_TRUE(f.state->emit_tokens(p2.step_id, {pools_fixture::result_for(p2, f.prefill, 50)}).empty());
+    step_batch d4 = f.state->plan_step("decode");
+    EXPECT_EQ(d4.plans.at(f.decode).released, std::vector<uint64_t>{2});
 }
 
 TEST(ExpertPools, FailedPrefillStepEndsOnlyThePrefillLanesRequests) {
