@@ -211,9 +211,11 @@ typename Inspector::result_type inspect(Inspector& f, step_sequence& x) {
 // streams a request's KV as its prefill runs: after the forward of each prefill chunk it sends
 // that chunk's rows [first_token, num_tokens) of every pool (one kv frame per (256-row chunk,
 // pool)) to the decode worker over the data plane, and after the last chunk frees the request's
-// pages. Once the last chunk's result is in, a plan of the decode worker imports them (before its
-// forward: every row of every pool, into pages it reserves) and decodes the request in the same
-// step. A failed send or import is reported per request (step_result::failed_requests).
+// pages. The decode worker reserved the request's pages when the prefill started (a kv_import in
+// step_plan::expects) and writes each frame into them as it lands; once the last chunk's result
+// is in, a plan of the decode worker imports the request (before its forward: waits until every
+// row of every pool is in) and decodes it in the same step. A failed send, reservation or import
+// is reported per request (step_result::failed_requests).
 struct kv_transfer {
     uint64_t request_id = 0;
     std::string to_name;     // the decode worker
@@ -253,13 +255,16 @@ struct step_plan {
     // step starts after an idle loop. Workers time the gap since that step as boundary idle.
     uint64_t follows_step = 0;
     std::vector<kv_transfer> transfers;  // prefill workers: KV to send after the forward
-    std::vector<kv_import> imports;      // decode workers: KV to receive before it
+    std::vector<kv_import> imports;      // decode workers: KV to take in before it
+    // Decode workers: KV about to stream in (a prefill starts): reserve its pages now; arriving
+    // frames are written straight into them.
+    std::vector<kv_import> expects;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_plan& x) {
     return f(caf::meta::type_name("longcat.step_plan"), x.step_id, x.placement_version,
-             x.sequences, x.released, x.follows_step, x.transfers, x.imports);
+             x.sequences, x.released, x.follows_step, x.transfers, x.imports, x.expects);
 }
 
 struct sampled_token {

@@ -1,7 +1,10 @@
 #include "actors/control/compute_adapters.hpp"
 
+#include <atomic>
+#include <condition_variable>
 #include <map>
 #include <mutex>
+#include <span>
 #include <stdexcept>
 #include <thread>
 
@@ -122,6 +125,7 @@ public:
         auto executor = attention::worker_executor::create(weights_, placement.experts, *plane_, config);
         if (!executor) return executor.error().message;
         executor_ = std::move(*executor);
+        install_landing();
         return connect_and_report(placement);
     }
 
@@ -129,6 +133,7 @@ public:
         if (auto connected = executor_->connect_groups(transport::deadline_after(opts_.connect_timeout));
             !connected) {
             std::string error = connected.error().message;
+            forget_landings();
             executor_.reset();
             sequences_.clear();  // their pages were in the executor's cache
             return error;
@@ -192,8 +197,9 @@ public:
                 sequences_.erase(it);
                 continue;
             }
-            // Not run here: KV frames sent to this worker for it (a transfer across lanes whose
-            // request ended before its import) are dropped, also those still landing.
+            // Not run here: pages reserved for its KV and frames sent to this worker for it (a
+            // transfer whose request ended before its import) are dropped, also frames landing.
+            drop_landing(request_id);
             transport::frame_filter filter;
             filter.kind = proto::frame_kind::kv;
             filter.request_id = request_id;
@@ -253,79 +259,164 @@ public:
         return error;
     }
 
+    std::optional<std::string> expect_kv(uint64_t request_id, uint32_t attempt, int64_t num_tokens) override {
+        if (!executor_) return "no placement applied yet";
+        drop_landing(request_id);  // an earlier attempt's
+        kv_landing landing;
+        landing.attempt = attempt;
+        landing.num_tokens = num_tokens;
+        model::kv_cache& cache = executor_->cache();
+        if (!cache.reserve(landing.page_table, num_tokens))
+            return "no KV pages for request " + std::to_string(request_id) + " (" + std::to_string(num_tokens) +
+                   " tokens) on " + opts_.name;
+        landing.have.assign(static_cast<size_t>(cache.num_pools()),
+                            std::vector<bool>(static_cast<size_t>(num_tokens), false));
+        {
+            std::lock_guard lock(landing_mutex_);
+            landing_[request_id] = std::move(landing);
+        }
+        take_queued_kv(request_id, attempt);
+        return std::nullopt;
+    }
+
     proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
                                                      int64_t num_tokens, uint32_t attempt,
                                                      std::chrono::milliseconds timeout) override {
         using failure = proto::unexpected<std::string>;
         if (!executor_) return failure("no placement applied yet");
-        model::kv_cache& cache = executor_->cache();
+        bool expected_here = false;
+        {
+            std::lock_guard lock(landing_mutex_);
+            auto it = landing_.find(request_id);
+            expected_here = it != landing_.end() && it->second.attempt == attempt && it->second.num_tokens == num_tokens;
+        }
+        if (!expected_here)
+            if (auto error = expect_kv(request_id, attempt, num_tokens)) return failure(*error);
+        take_queued_kv(request_id, attempt);  // frames queued before the pages were reserved
+        const int64_t expected = num_tokens * executor_->cache().num_pools();
+        std::unique_lock lock(landing_mutex_);
+        kv_landing& landing = landing_.at(request_id);
+        const bool complete = landing_cv_.wait_for(lock, timeout, [&] {
+            return landing.got == expected || !landing.error.empty();
+        });
+        if (!complete || !landing.error.empty()) {
+            const std::string error =
+                "KV of request " + std::to_string(request_id) + " from " + from_name + ": " +
+                (landing.error.empty() ? std::to_string(landing.got) + " of " + std::to_string(expected) +
+                                             " rows by the " + std::to_string(timeout.count()) +
+                                             " ms transfer deadline"
+                                       : landing.error);
+            executor_->cache().release(landing.page_table);
+            landing_.erase(request_id);
+            return failure(error);
+        }
         model::sequence seq;
         // The decode side needs the count of cached tokens (positions), not their ids.
         seq.tokens.assign(static_cast<size_t>(num_tokens), 0);
-        if (!cache.reserve(seq.page_table, num_tokens))
-            return failure("no KV pages for request " + std::to_string(request_id) + " (" +
-                           std::to_string(num_tokens) + " tokens) on " + opts_.name);
-        int64_t bytes = 0;
-        // Every row of every pool exactly once, whatever the framing (the sender's prefill chunks
-        // cut into frames of up to 256 rows).
-        const int64_t expected = num_tokens * cache.num_pools();
-        std::vector<std::vector<bool>> have(static_cast<size_t>(cache.num_pools()),
-                                            std::vector<bool>(static_cast<size_t>(num_tokens), false));
-        const transport::deadline until = transport::deadline_after(timeout);
-        std::optional<std::string> error;
-        transport::frame_filter stale;  // an earlier attempt's frames (a retried transfer)
-        stale.kind = proto::frame_kind::kv;
-        stale.request_id = request_id;
-        stale.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence != attempt; };
-        plane_->discard(stale);
-        for (int64_t got = 0; got < expected && !error;) {
-            transport::frame_filter filter;
-            filter.kind = proto::frame_kind::kv;
-            filter.request_id = request_id;
-            filter.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence == attempt; };
-            auto frame = plane_->receive(until, filter);
-            if (!frame) {
-                error = "KV of request " + std::to_string(request_id) + " from " + from_name + ": " +
-                        std::to_string(got) + " of " + std::to_string(expected) + " rows by the " +
-                        std::to_string(timeout.count()) + " ms transfer deadline (" + frame.error().message + ")";
-                break;
-            }
-            const proto::frame_header& h = frame->header;
-            const int64_t pool = h.layer, begin = h.first_position, count = h.num_tokens;
-            bool repeated = false;
-            if (pool < cache.num_pools() && begin + count <= num_tokens)
-                for (int64_t row = begin; row < begin + count; ++row) repeated = repeated || have[pool][row];
-            if (h.row_bytes != static_cast<uint64_t>(cache.row_bytes()) || pool >= cache.num_pools() ||
-                begin + count > num_tokens || frame->payload.size() != static_cast<size_t>(count * cache.row_bytes()) ||
-                repeated) {
-                error = "bad KV frame for request " + std::to_string(request_id) + " from " + from_name +
-                        ": pool " + std::to_string(pool) + ", rows [" + std::to_string(begin) + ", " +
-                        std::to_string(begin + count) + "), row bytes " + std::to_string(h.row_bytes) +
-                        " (this cache: " + std::to_string(cache.row_bytes()) + ")" +
-                        (repeated ? ", rows already received" : "");
-                break;
-            }
-            cache.import_rows(seq.page_table, pool, begin, count, frame->payload.data());
-            for (int64_t row = begin; row < begin + count; ++row) have[pool][row] = true;
-            got += count;
-            bytes += static_cast<int64_t>(frame->payload.size());
-        }
-        if (error) {
-            cache.release(seq.page_table);
-            return failure(*error);
-        }
+        seq.page_table = std::move(landing.page_table);
+        const int64_t bytes = landing.bytes;
+        landing_.erase(request_id);
+        lock.unlock();
         if (auto old = sequences_.find(request_id); old != sequences_.end()) executor_->release(old->second);
         sequences_[request_id] = std::move(seq);
         return bytes;
     }
 
+    kv_frame_counts kv_frames() const override { return {frames_landed_.load(), frames_queued_.load()}; }
+
     void stop() override {
+        forget_landings();
         executor_.reset();
         collective_.reset();
         if (plane_) plane_->close();
     }
 
 private:
+    // KV frames of a request whose prefill runs on another worker land straight in pages
+    // reserved for it (expect_kv), on the data plane's progress thread (the frame sink).
+    struct kv_landing {
+        uint32_t attempt = 0;
+        int64_t num_tokens = 0;
+        std::vector<int32_t> page_table;
+        std::vector<std::vector<bool>> have;  // [pool][row]: landed
+        int64_t got = 0;                      // rows landed, over every pool
+        int64_t bytes = 0;
+        std::string error;                    // a bad or repeated frame: the import fails with it
+    };
+
+    // The frame sink (progress thread) and take_queued_kv (worker thread): writes one KV frame
+    // into its request's reserved pages. False: no pages reserved for it (the frame is queued).
+    bool land_kv(const proto::frame_header& h, std::span<const std::byte> payload, bool from_queue) {
+        std::lock_guard lock(landing_mutex_);
+        auto it = landing_.find(h.request_id);
+        if (it == landing_.end() || it->second.attempt != h.sequence || !landing_cache_) return false;
+        kv_landing& landing = it->second;
+        if (!landing.error.empty()) return true;  // the import reports the first error
+        const model::kv_cache& cache = *landing_cache_;
+        const int64_t pool = h.layer, begin = h.first_position, count = h.num_tokens;
+        bool repeated = false;
+        const bool in_range = pool < cache.num_pools() && begin + count <= landing.num_tokens;
+        if (in_range)
+            for (int64_t row = begin; row < begin + count; ++row) repeated = repeated || landing.have[pool][row];
+        if (!in_range || repeated || h.row_bytes != static_cast<uint64_t>(cache.row_bytes()) ||
+            payload.size() != static_cast<size_t>(count * cache.row_bytes())) {
+            landing.error = "bad KV frame for request " + std::to_string(h.request_id) + ": pool " +
+                            std::to_string(pool) + ", rows [" + std::to_string(begin) + ", " +
+                            std::to_string(begin + count) + "), row bytes " + std::to_string(h.row_bytes) +
+                            " (this cache: " + std::to_string(cache.row_bytes()) + ")" +
+                            (repeated ? ", rows already received" : "");
+        } else {
+            landing_cache_->import_rows(landing.page_table, pool, begin, count, payload.data());
+            for (int64_t row = begin; row < begin + count; ++row) landing.have[pool][row] = true;
+            landing.got += count;
+            landing.bytes += static_cast<int64_t>(payload.size());
+            ++(from_queue ? frames_queued_ : frames_landed_);
+        }
+        landing_cv_.notify_all();
+        return true;
+    }
+
+    // Frames of `attempt` that were queued before its pages were reserved go in now; older
+    // attempts' frames are dropped.
+    void take_queued_kv(uint64_t request_id, uint32_t attempt) {
+        transport::frame_filter mine;
+        mine.kind = proto::frame_kind::kv;
+        mine.request_id = request_id;
+        mine.frames_only = true;
+        mine.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence == attempt; };
+        while (auto frame = plane_->receive(transport::clock::now(), mine))
+            if (!land_kv(frame->header, frame->payload.span(), true)) break;
+        transport::frame_filter stale = mine;
+        stale.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence != attempt; };
+        plane_->discard(stale);
+    }
+
+    void drop_landing(uint64_t request_id) {
+        std::lock_guard lock(landing_mutex_);
+        auto it = landing_.find(request_id);
+        if (it == landing_.end()) return;
+        if (landing_cache_) landing_cache_->release(it->second.page_table);
+        landing_.erase(it);
+    }
+
+    // Before the cache goes (stop, a failed placement): no frame may land any more.
+    void forget_landings() {
+        if (plane_) plane_->set_frame_sink(proto::frame_kind::kv, nullptr);
+        std::lock_guard lock(landing_mutex_);
+        landing_.clear();
+        landing_cache_ = nullptr;
+    }
+
+    void install_landing() {
+        {
+            std::lock_guard lock(landing_mutex_);
+            landing_cache_ = &executor_->cache();
+        }
+        plane_->set_frame_sink(proto::frame_kind::kv,
+                               [this](transport::peer_id, const proto::frame_header& h,
+                                      std::span<const std::byte> payload) { return land_kv(h, payload, false); });
+    }
+
     static constexpr int64_t kKvChunkTokens = 256;  // rows per kv frame (one frame per chunk and pool)
     attention_compute_options opts_;
     std::unique_ptr<transport::ucx_data_plane> plane_;
@@ -334,6 +425,12 @@ private:
     std::map<uint64_t, model::sequence> sequences_;
     std::map<std::string, transport::peer_id> tp_peers_;  // by address
     std::map<std::string, transport::peer_id> kv_peers_;  // decode workers, by address
+    std::mutex landing_mutex_;  // landing_, landing_cache_ (the sink runs on the progress thread)
+    std::condition_variable landing_cv_;
+    std::map<uint64_t, kv_landing> landing_;  // by request
+    model::kv_cache* landing_cache_ = nullptr;
+    std::atomic<int64_t> frames_landed_{0};
+    std::atomic<int64_t> frames_queued_{0};
     std::unique_ptr<collective::collective> collective_;
 };
 

@@ -160,8 +160,16 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 result.worker = opts.greeting.name;
                 for (uint64_t released : plan.released) last_sampled->erase(released);
                 compute->release(plan.released);
-                // Prefill/decode disaggregation, decode side: KV in before the forward; a request
-                // whose import failed is left out of this step.
+                // Prefill/decode disaggregation, decode side: pages for KV about to stream in,
+                // then the KV of requests whose prefill is done; a request whose import failed is
+                // left out of this step.
+                for (const proto::kv_import& e : plan.expects) {
+                    if (auto error = compute->expect_kv(e.request_id, e.attempt, e.num_tokens)) {
+                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
+                        result.failed_requests.push_back(e.request_id);
+                        result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
+                    }
+                }
                 std::set<uint64_t> failed_imports;
                 for (const proto::kv_import& i : plan.imports) {
                     const auto import_start = std::chrono::steady_clock::now();

@@ -76,6 +76,17 @@ public:
     // any framing — into pages it reserves (frames of older attempts are dropped): afterwards the
     // request is a sequence of num_tokens cached tokens here. On error (deadline, a bad frame, no pages) nothing is kept; the error names the
     // prefill worker. Returns the bytes received.
+    // A decode worker reserves pages for a request whose prefill starts elsewhere: its KV frames
+    // of `attempt` are written into them as they land (the data plane's frame sink). Errors: no
+    // pages.
+    virtual std::optional<std::string> expect_kv(uint64_t request_id, uint32_t attempt, int64_t num_tokens) = 0;
+    // KV frames written into reserved pages so far: as they landed (the frame sink), and taken
+    // from the queue because they came before their pages were reserved.
+    struct kv_frame_counts {
+        int64_t landed = 0;
+        int64_t queued = 0;
+    };
+    virtual kv_frame_counts kv_frames() const = 0;
     virtual proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
                                                              int64_t num_tokens, uint32_t attempt,
                                                              std::chrono::milliseconds timeout) = 0;

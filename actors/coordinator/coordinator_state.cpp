@@ -69,7 +69,8 @@ std::map<std::string, std::vector<int32_t>> parse_placement_spec(const std::stri
 
 bool step_batch::empty() const {
     for (const auto& [worker_id, plan] : plans)
-        if (!plan.sequences.empty() || !plan.transfers.empty() || !plan.imports.empty()) return false;
+        if (!plan.sequences.empty() || !plan.transfers.empty() || !plan.imports.empty() || !plan.expects.empty())
+            return false;
     return true;
 }
 
@@ -461,7 +462,8 @@ void coordinator_state::preempt(uint64_t request_id) { requeue(request_id, true)
 // A request whose KV was sent across lanes but not yet imported: its decode worker drops the
 // frames it holds for it (release of a request it does not run).
 void coordinator_state::release_transfer(const request_record& record) {
-    if (!record.on_prefill || record.stream_step == 0 || members_.count(record.decode_worker) == 0) return;
+    if (!record.on_prefill || members_.count(record.decode_worker) == 0) return;
+    if (!record.expect_planned && record.stream_step == 0) return;  // nothing there yet
     if (step_lanes_.count(record.stream_step) == 0) release_by_worker_[record.decode_worker].push_back(record.id);
     else releases_after_step_[record.stream_step].push_back({record.decode_worker, record.id});
 }
@@ -496,6 +498,7 @@ void coordinator_state::requeue(uint64_t request_id, bool preemption) {
     record.stream_step = 0;
     record.stream_last_planned = false;
     record.kv_sent = false;
+    record.expect_planned = false;
     record.import_step = 0;
     if (preemption) {
         ++record.preemptions;
@@ -668,13 +671,23 @@ step_batch coordinator_state::plan_step(const std::string& lane) {
     return batch;
 }
 
-// Requests whose KV is all sent (the last chunk's result is in, with the first token) move to
-// their decode worker when it has a plan in this step: it imports them before its forward and
-// decodes them in it.
+// Disaggregation, the decode worker's side of a plan: pages for a request whose prefill started
+// (its KV frames land in them as they come), and the import of a request whose KV is all sent
+// (the last chunk's result is in, with the first token): it moves to the decode worker, which
+// decodes it in this step.
 void coordinator_state::plan_imports(step_batch& batch) {
     for (uint64_t request_id : running_) {
         request_record& record = requests_.at(request_id);
-        if (!record.on_prefill || !record.kv_sent || !record.prefilled() || record.generated.empty()) continue;
+        if (!record.on_prefill) continue;
+        auto decode_plan = batch.plans.find(record.decode_worker);
+        const member_record* prefill_worker = member(record.worker_id);
+        if (!record.expect_planned && decode_plan != batch.plans.end() && prefill_worker) {
+            decode_plan->second.expects.push_back({request_id, prefill_worker->greeting.name,
+                                                   static_cast<int64_t>(record.prefill.size()),
+                                                   config_.kv_transfer_timeout_ms, record.epoch});
+            record.expect_planned = true;
+        }
+        if (!record.expect_planned || !record.kv_sent || !record.prefilled() || record.generated.empty()) continue;
         if (record.inflight_tokens != 0 || record.inflight_samples != 0) continue;
         auto to = batch.plans.find(record.decode_worker);
         const member_record* prefill = member(record.worker_id);
@@ -687,6 +700,7 @@ void coordinator_state::plan_imports(step_batch& batch) {
         record.stream_step = 0;
         record.stream_last_planned = false;
         record.kv_sent = false;
+        record.expect_planned = false;
         record.import_step = batch.step_id;
     }
 }
@@ -841,7 +855,7 @@ std::vector<finished_request> coordinator_state::take_finished() {
 }
 
 void coordinator_state::discard_plan(step_batch& batch) {
-    // (Only empty plans are discarded: none of them sends KV.)
+    // (Only empty plans are discarded: none of them sends, expects or imports KV.)
     step_done(batch.step_id);
     if (auto it = planned_.find(batch.step_id); it != planned_.end()) {
         for (const auto& [request_id, run] : it->second) {

@@ -32,9 +32,10 @@
 //   fit even alone is refused at admission (or ended with an error naming the pool).
 // Prefill/decode disaggregation (ARCHITECTURE.md §6), when both prefill and decode workers are
 //   ready: a request is admitted to a prefill worker (its prompt must fit there) with pages
-//   reserved on a decode worker at the same time; it prefills, samples its first token, and at
-//   the next planning point the plan tells the prefill worker to send its KV (kv_transfer) and
-//   the decode worker to receive it (kv_import) and decode it in the same step. An import that
+//   reserved on a decode worker at the same time (the decode worker's next plan: expects); each
+//   prefill chunk's plan has the prefill worker send that chunk's KV after its forward
+//   (kv_transfer); once the last chunk's result (the first token) is in, the decode worker's
+//   next plan imports it (kv_import: every row landed) and decodes it in the same step. An import that
 //   misses its deadline is retried once from a prefill step on another prefill worker (the
 //   request is requeued with prompt + its tokens, keeping its stream), then the request fails
 //   with a named error. A preempted request goes back through prefill the same way.
@@ -108,6 +109,7 @@ struct request_record {
     bool on_prefill = false;
     uint64_t decode_worker = 0;
     uint64_t transfer_from = 0;    // the prefill worker of the last transfer
+    bool expect_planned = false;   // the decode worker was told to reserve its pages
     uint64_t stream_step = 0;      // the latest step sending its KV (0: none yet)
     bool stream_last_planned = false;  // the last chunk's send is planned (its pages go then)
     bool kv_sent = false;              // ... and its result is in: ready to import
@@ -155,7 +157,7 @@ struct step_batch {
     uint64_t step_id = 0;
     std::string lane;
     std::map<uint64_t, proto::step_plan> plans;  // worker member id → plan
-    bool empty() const;                          // no sequence, KV transfer or import in any plan
+    bool empty() const;  // no sequence, KV transfer, expect or import in any plan
 };
 
 class coordinator_state {

@@ -81,6 +81,9 @@ class faulty_data_plane final : public data_plane {
         return inner_->receive(until, filter);
     }
     size_t discard(const frame_filter& filter) override { return inner_->discard(filter); }
+    void set_frame_sink(proto::frame_kind kind, frame_sink sink) override {
+        inner_->set_frame_sink(kind, std::move(sink));
+    }
     transport_status disconnect(peer_id peer, deadline until) override {
         return inner_->disconnect(peer, until);
     }

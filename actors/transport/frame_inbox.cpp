@@ -12,13 +12,44 @@ frame_inbox::slot_id frame_inbox::reserve(peer_id from, const proto::frame_heade
     return slot;
 }
 
+void frame_inbox::set_sink(proto::frame_kind kind, data_plane::frame_sink sink) {
+    std::lock_guard lock(sink_mutex_);
+    if (sink) sinks_[kind] = std::make_shared<data_plane::frame_sink>(std::move(sink));
+    else sinks_.erase(kind);
+}
+
+bool frame_inbox::offer(peer_id from, const proto::frame_header& header, std::span<const std::byte> payload) {
+    std::shared_ptr<data_plane::frame_sink> sink;
+    {
+        std::lock_guard lock(sink_mutex_);
+        auto it = sinks_.find(header.kind);
+        if (it == sinks_.end()) return false;
+        sink = it->second;
+    }
+    return (*sink)(from, header, payload);
+}
+
 void frame_inbox::complete(slot_id slot, byte_buffer payload) {
+    std::optional<std::pair<peer_id, proto::frame_header>> landed;
     {
         std::lock_guard lock(mutex_);
         auto it = std::find_if(entries_.begin(), entries_.end(),
                                [&](const entry& e) { return e.slot == slot; });
         if (it == entries_.end()) return;
         if (it->discard) {
+            entries_.erase(it);
+            return;
+        }
+        landed.emplace(it->from, it->header);
+    }
+    // Outside the lock: the sink may copy the payload where it belongs.
+    const bool taken = offer(landed->first, landed->second, payload.span());
+    {
+        std::lock_guard lock(mutex_);
+        auto it = std::find_if(entries_.begin(), entries_.end(),
+                               [&](const entry& e) { return e.slot == slot; });
+        if (it == entries_.end()) return;
+        if (taken || it->discard) {
             entries_.erase(it);
             return;
         }
@@ -46,6 +77,7 @@ void frame_inbox::abort(slot_id slot, transport_failure failure) {
 }
 
 void frame_inbox::push_frame(peer_id from, const proto::frame_header& header, byte_buffer payload) {
+    if (offer(from, header, payload.span())) return;
     {
         std::lock_guard lock(mutex_);
         entries_.push_back(entry{next_slot_++, from, header, std::move(payload), true, {}});
@@ -95,7 +127,7 @@ transport_result<received_frame> frame_inbox::receive(deadline until, const fram
         blocked.clear();
         for (auto it = entries_.begin(); it != entries_.end(); ++it) {
             if (it->error) {
-                if (filter.peer && *filter.peer != it->from) continue;
+                if (filter.frames_only || (filter.peer && *filter.peer != it->from)) continue;
                 transport_failure failure = std::move(*it->error);
                 entries_.erase(it);
                 return proto::unexpected(std::move(failure));
@@ -110,7 +142,7 @@ transport_result<received_frame> frame_inbox::receive(deadline until, const fram
             entries_.erase(it);
             return frame;
         }
-        if (filter.peer) {
+        if (filter.peer && !filter.frames_only) {
             auto failed = failed_peers_.find(*filter.peer);
             if (failed != failed_peers_.end() &&
                 std::find(blocked.begin(), blocked.end(), *filter.peer) == blocked.end()) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 
@@ -47,6 +48,12 @@ class frame_inbox {
     // incomplete ones to be dropped when they complete or abort. Returns how many.
     size_t discard(const frame_filter& filter);
 
+    // data_plane::set_frame_sink: push_frame, complete and offer hand frames of `kind` to it.
+    void set_sink(proto::frame_kind kind, data_plane::frame_sink sink);
+    // A complete frame whose payload is still the transport's (UCX eager data): true when the
+    // sink took it; else the caller queues it with push_frame.
+    bool offer(peer_id from, const proto::frame_header& header, std::span<const std::byte> payload);
+
     size_t size() const;
 
   private:
@@ -60,6 +67,8 @@ class frame_inbox {
         bool discard = false;  // dropped once complete (frame_inbox::discard)
     };
 
+    mutable std::mutex sink_mutex_;
+    std::map<proto::frame_kind, std::shared_ptr<data_plane::frame_sink>> sinks_;
     mutable std::mutex mutex_;
     std::condition_variable changed_;
     std::deque<entry> entries_;

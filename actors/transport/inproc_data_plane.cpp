@@ -229,6 +229,10 @@ transport_status inproc_data_plane::send_raw(peer_id peer, std::span<const std::
 
 size_t inproc_data_plane::discard(const frame_filter& filter) { return self_->inbox.discard(filter); }
 
+void inproc_data_plane::set_frame_sink(proto::frame_kind kind, frame_sink sink) {
+    self_->inbox.set_sink(kind, std::move(sink));
+}
+
 transport_result<received_frame> inproc_data_plane::receive(deadline until,
                                                             const frame_filter& filter) {
     std::string waiting_for;

@@ -123,7 +123,7 @@ struct peer_info {
 
 // Which frames a receive() takes: every set field must match. Errors (bad frames, peer failures)
 // match on the peer only: a receive naming a peer gets that peer's errors, a receive naming no
-// peer gets every peer's errors.
+// peer gets every peer's errors — unless frames_only is set.
 struct frame_filter {
     std::optional<peer_id> peer;
     std::optional<proto::frame_kind> kind;
@@ -132,6 +132,7 @@ struct frame_filter {
     std::optional<uint16_t> micro_batch;
     std::optional<uint64_t> request_id;
     std::function<bool(peer_id, const proto::frame_header&)> predicate;  // optional, extra test
+    bool frames_only = false;  // error entries never match (they stay for other receives)
 
     bool matches(peer_id from, const proto::frame_header& header) const;
 };
@@ -184,6 +185,14 @@ class data_plane {
     // payload is still landing is dropped when it lands. Returns how many it dropped or marked.
     // For frames nobody will receive (a KV transfer whose request ended).
     virtual size_t discard(const frame_filter& filter) = 0;
+
+    // A consumer for arriving frames of one kind, called on the thread that completes a frame
+    // (UCX's progress thread) with its payload before it is queued: returns true when it took
+    // the frame (then it is not queued), false to queue it as usual. For KV frames written
+    // straight into pages reserved for them. nullptr removes it. Keep it short and never call
+    // the data plane from it.
+    using frame_sink = std::function<bool(peer_id, const proto::frame_header&, std::span<const std::byte>)>;
+    virtual void set_frame_sink(proto::frame_kind kind, frame_sink sink) = 0;
 
     // Closes one peer's connection; later use of `peer` returns peer_failed.
     virtual transport_status disconnect(peer_id peer, deadline until) = 0;

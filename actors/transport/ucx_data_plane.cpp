@@ -858,9 +858,9 @@ struct ucx_data_plane::impl {
                 ++s.frames_received;
                 s.bytes_received += length;
             });
-            inbox.push_frame(record->id, *decoded,
-                             byte_buffer::copy_of(std::span<const std::byte>(
-                                 static_cast<const std::byte*>(data), length)));
+            const std::span<const std::byte> payload(static_cast<const std::byte*>(data), length);
+            if (!inbox.offer(record->id, *decoded, payload))  // a sink takes it from UCX's buffer
+                inbox.push_frame(record->id, *decoded, byte_buffer::copy_of(payload));
             return UCS_OK;
         }
         // Rendezvous: keep the FIFO position now, pull the data after this callback.
@@ -1097,6 +1097,10 @@ transport_status ucx_data_plane::send_raw(peer_id peer, std::span<const std::byt
 }
 
 size_t ucx_data_plane::discard(const frame_filter& filter) { return impl_->inbox.discard(filter); }
+
+void ucx_data_plane::set_frame_sink(proto::frame_kind kind, frame_sink sink) {
+    impl_->inbox.set_sink(kind, std::move(sink));
+}
 
 transport_result<received_frame> ucx_data_plane::receive(deadline until,
                                                          const frame_filter& filter) {

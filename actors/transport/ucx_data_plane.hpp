@@ -86,6 +86,7 @@ class ucx_data_plane final : public data_plane {
     transport_result<received_frame> receive(deadline until,
                                              const frame_filter& filter = {}) override;
     size_t discard(const frame_filter& filter) override;
+    void set_frame_sink(proto::frame_kind kind, frame_sink sink) override;
     transport_status disconnect(peer_id peer, deadline until) override;
     std::optional<peer_info> peer(peer_id peer) const override;
     data_plane_stats stats() const override;

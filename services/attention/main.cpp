@@ -157,9 +157,19 @@ int main(int argc, char** argv) {
                                              "KV bytes received from prefill workers (disaggregation)");
         auto kv_seconds = registry.add_histogram("longcat_kv_transfer_seconds",
                                                  "wait for one request's KV frames", metrics::latency_seconds_buckets());
-        member.on_kv_import = [=](int64_t bytes, double seconds) mutable {
+        auto kv_frames = registry.add_counter_family(
+            "longcat_kv_frames_total",
+            "KV frames written into reserved pages: path=landed as they arrived, queued when they came first");
+        auto landed = kv_frames.with({{"path", "landed"}});
+        auto queued = kv_frames.with({{"path", "queued"}});
+        member.on_kv_import = [=, counted = control::attention_compute::kv_frame_counts{}](int64_t bytes,
+                                                                                         double seconds) mutable {
             kv_bytes.inc(static_cast<double>(bytes));
             kv_seconds.observe(seconds);
+            const auto now = compute->kv_frames();
+            landed.inc(static_cast<double>(now.landed - counted.landed));
+            queued.inc(static_cast<double>(now.queued - counted.queued));
+            counted = now;
         };
         auto status = std::make_shared<control::member_status>();
         auto actor = control::spawn_attention_member(system, coordinator, member, compute, status);

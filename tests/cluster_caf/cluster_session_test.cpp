@@ -287,6 +287,9 @@ TEST_F(ClusterSession, PdTopologyGivesTheEnginesGreedyTokens) {
     std::string body;
     http_get_status("127.0.0.1", decode.metrics_port, "/metrics", 2s, &body);
     EXPECT_NE(body.find("longcat_kv_transfer_seconds_count 4"), std::string::npos) << body;
+    // The KV landed in pages reserved when each prefill started, as its frames arrived (frames
+    // that beat their reservation are taken from the queue: a race, so only "landed" is sure).
+    EXPECT_GT(metric(decode, "longcat_kv_frames_total{path=\"landed\"}"), 0.0) << body;
     // The pools: each group paired with its side's worker only.
     auto log_of = [&](const std::string& name) {
         std::ifstream in(find(state, name).log_file);

@@ -484,11 +484,17 @@ TEST(Disaggregation, PrefillStreamsItsKvThenTheDecodeWorkerImportsAndDecodes) {
     EXPECT_EQ(sent.num_tokens, 5);
     EXPECT_TRUE(sent.last);
     EXPECT_TRUE(s1.plans.at(f.decode).sequences.empty());
+    // ... and decode-0 reserves its pages now: the frames land in them as they come.
+    ASSERT_EQ(s1.plans.at(f.decode).expects.size(), 1u);
+    EXPECT_EQ(s1.plans.at(f.decode).expects[0].request_id, 1u);
+    EXPECT_EQ(s1.plans.at(f.decode).expects[0].num_tokens, 5);
+    EXPECT_EQ(s1.plans.at(f.decode).expects[0].attempt, sent.attempt);
     EXPECT_EQ(f.state->reserved_pages(f.decode), 2);
     EXPECT_EQ(f.state->reserved_pages(prefill), 0);  // it frees them when it has sent them
-    // Planned while step 1 runs: nothing to import yet.
+    // Planned while step 1 runs: nothing to import yet (nor to reserve again).
     step_batch s2 = f.state->plan_step();
     EXPECT_TRUE(s2.plans.at(f.decode).imports.empty());
+    EXPECT_TRUE(s2.plans.at(f.decode).expects.empty());
     EXPECT_TRUE(s2.plans.at(prefill).sequences.empty());
     EXPECT_TRUE(f.state->emit_tokens(s1.step_id, {pd_fixture::result_for(s1, prefill, 40)}).empty());
     EXPECT_TRUE(f.state->emit_tokens(s2.step_id, {}).empty());
@@ -719,8 +725,9 @@ TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesTheLanes)
     // The decode lane does not import before that step's result is in.
     step_batch d0 = f.state->plan_step("decode");
     EXPECT_EQ(pools_fixture::keys(d0), std::set<uint64_t>{f.decode});
-    EXPECT_TRUE(d0.empty()) << "imported before the KV was sent";
-    f.state->discard_plan(d0);
+    EXPECT_TRUE(d0.plans.at(f.decode).imports.empty()) << "imported before the KV was sent";
+    ASSERT_EQ(d0.plans.at(f.decode).expects.size(), 1u);  // its pages are reserved now
+    EXPECT_TRUE(f.state->emit_tokens(d0.step_id, {}).empty());
     EXPECT_TRUE(f.state->emit_tokens(p1.step_id, {pools_fixture::result_for(p1, f.prefill, 40)}).empty());
     // Then the decode lane imports and decodes the first token.
     step_batch d1 = f.state->plan_step("decode");

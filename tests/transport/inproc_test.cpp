@@ -106,6 +106,44 @@ TEST_F(pair_fixture, DiscardDropsMatchingFramesButNeverErrors) {
     EXPECT_EQ(errors, 1);
 }
 
+TEST(FrameInbox, SinkTakesFramesOfItsKindBeforeTheyAreQueued) {
+    frame_inbox inbox;
+    const peer_id from{1};
+    std::vector<uint64_t> taken;
+    inbox.set_sink(proto::frame_kind::kv, [&](peer_id, const proto::frame_header& h, std::span<const std::byte> p) {
+        if (h.request_id != 7) return false;  // not expected: queued as usual
+        EXPECT_EQ(p.size(), 64u);
+        taken.push_back(h.step_id);
+        return true;
+    });
+    proto::frame_header kv = make_test_header(1, 64);
+    kv.kind = proto::frame_kind::kv;
+    kv.request_id = 7;
+    inbox.push_frame(from, kv, byte_buffer(64));                                   // eager
+    const frame_inbox::slot_id slot = inbox.reserve(from, (kv.step_id = 2, kv));  // rendezvous
+    inbox.complete(slot, byte_buffer(64));
+    EXPECT_TRUE(inbox.offer(from, (kv.step_id = 3, kv), std::vector<std::byte>(64)));  // UCX's buffer
+    kv.request_id = 8;
+    inbox.push_frame(from, (kv.step_id = 4, kv), byte_buffer(64));
+    inbox.push_frame(from, make_test_header(5, 64), byte_buffer(64));  // another kind
+    EXPECT_EQ(taken, (std::vector<uint64_t>{1, 2, 3}));
+    EXPECT_EQ(inbox.size(), 2u);
+    inbox.push_error(from, {transport_error::bad_frame, "bad"});
+    // frames_only: the error entry stays for a receive that wants errors.
+    auto frame = inbox.receive(clock::now(), {.kind = proto::frame_kind::kv, .frames_only = true});
+    ASSERT_TRUE(frame.has_value());
+    EXPECT_EQ(frame->header.step_id, 4u);
+    inbox.set_sink(proto::frame_kind::kv, nullptr);
+    inbox.push_frame(from, (kv.step_id = 6, kv), byte_buffer(64));
+    EXPECT_EQ(taken.size(), 3u);
+    auto error = inbox.receive(clock::now(), {.kind = proto::frame_kind::kv});
+    ASSERT_FALSE(error.has_value());
+    EXPECT_EQ(error.error().code, transport_error::bad_frame);
+    auto queued = inbox.receive(clock::now(), {.kind = proto::frame_kind::kv});  // no sink: queued
+    ASSERT_TRUE(queued.has_value());
+    EXPECT_EQ(queued->header.step_id, 6u);
+}
+
 TEST(FrameInbox, DiscardedFrameStillLandingIsDroppedWhenItLandsOrFails) {
     frame_inbox inbox;
     const peer_id from{1};
