@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, generates the demo checkpoint (once), starts
-# the local serving cluster (deploy/local/default.json: the OpenAI-compatible gateway, the
-# coordinator, a TP=2 attention group and 3 expert groups, as separate processes on 127.0.0.1
-# talking CAF and UCX), sends one chat completion through the gateway and prints a curl example.
+# the local serving cluster (deploy/local/pd.json: the OpenAI-compatible gateway with its
+# router, the coordinator, a prefill worker and a decode worker, each side with its own expert
+# pool — 1 and 2 expert groups — as separate processes on 127.0.0.1 talking CAF and UCX), sends
+# one chat completion through the gateway and prints a curl example. LONGCAT_TOPOLOGY picks
+# another topology (deploy/local/default.json: a TP=2 attention group and 3 expert groups).
 # The cluster keeps running afterwards; stop it with the `cluster down` line printed at the end.
 # Extra arguments are passed to `longcat generate --cluster` (a second demo, through CAF).
 set -euo pipefail
@@ -16,7 +18,7 @@ cmake --build build/release -j"$(nproc)" \
 cli=./build/release/services/longcat/longcat
 model=build/models/demo
 state=build/cluster/state.json
-topology=${LONGCAT_TOPOLOGY:-deploy/local/default.json}
+topology=${LONGCAT_TOPOLOGY:-deploy/local/pd.json}
 if [[ ! -f $model/config.json ]]; then
   "$cli" mkmodel --preset demo --out "$model" --seed 7 --dtype bf16
 fi
