@@ -51,7 +51,7 @@ frame_failure fail(frame_error code, std::string detail) {
 
 bool known_kind(uint8_t code) {
     return code >= static_cast<uint8_t>(frame_kind::handshake) &&
-           code <= static_cast<uint8_t>(frame_kind::collective);
+           code <= static_cast<uint8_t>(frame_kind::prefill_done);
 }
 
 bool known_dtype(uint8_t code) { return code <= static_cast<uint8_t>(wire_dtype::u8); }
@@ -65,6 +65,7 @@ std::string_view to_string(frame_kind kind) {
         case frame_kind::combine: return "combine";
         case frame_kind::kv: return "kv";
         case frame_kind::collective: return "collective";
+        case frame_kind::prefill_done: return "prefill_done";
     }
     return "unknown";
 }
@@ -103,7 +104,8 @@ bool is_row_kind(frame_kind kind) {
         case frame_kind::dispatch:
         case frame_kind::combine:
         case frame_kind::kv:
-        case frame_kind::collective: return true;
+        case frame_kind::collective:
+        case frame_kind::prefill_done: return true;
     }
     return false;
 }
@@ -350,6 +352,25 @@ frame_header make_handshake_header(uint16_t protocol_version, uint64_t payload_b
     header.kind = frame_kind::handshake;
     header.payload_bytes = payload_bytes;
     return header;
+}
+
+std::array<std::byte, kPrefillDoneRowBytes> encode_prefill_done(const prefill_done_row& row) {
+    std::array<std::byte, kPrefillDoneRowBytes> out{};
+    const uint32_t token = static_cast<uint32_t>(row.first_token);
+    for (int idx = 0; idx < 4; ++idx) out[idx] = static_cast<std::byte>((token >> (8 * idx)) & 0xffu);
+    for (int idx = 0; idx < 8; ++idx)
+        out[8 + idx] = static_cast<std::byte>((row.tokens_generated >> (8 * idx)) & 0xffu);
+    return out;
+}
+
+std::optional<prefill_done_row> decode_prefill_done(std::span<const std::byte> bytes) {
+    if (bytes.size() != kPrefillDoneRowBytes) return std::nullopt;
+    uint32_t token = 0;
+    uint64_t generated = 0;
+    for (int idx = 0; idx < 4; ++idx) token |= uint32_t{std::to_integer<uint8_t>(bytes[idx])} << (8 * idx);
+    for (int idx = 0; idx < 8; ++idx)
+        generated |= uint64_t{std::to_integer<uint8_t>(bytes[8 + idx])} << (8 * idx);
+    return prefill_done_row{static_cast<int32_t>(token), generated};
 }
 
 }  // namespace longcat::proto

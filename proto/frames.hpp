@@ -22,8 +22,10 @@
 //    52     4  reserved          0
 //    56     8  payload_bytes     row kinds: num_tokens·row_bytes; handshake: hello size
 //
-// Payload of the row kinds (dispatch, combine, kv, collective): num_tokens rows, token-major,
+// Payload of the row kinds (dispatch, combine, kv, collective, prefill_done): num_tokens rows,
+// token-major,
 //   row = [row_elems values of dtype | row_bytes − row_elems·size(dtype) bytes of metadata]
+// (prefill_done: one row, dtype none, row_bytes 16, the prefill_done_row below)
 // where the metadata (e.g. a dispatch row's expert slots and gate weights) is defined by the
 // sender/receiver pair of that kind. Payload of a handshake frame: the hello layout below.
 //
@@ -59,6 +61,8 @@ enum class frame_kind : uint8_t {
     combine = 3,     // expert group → attention worker: weighted partial sums
     kv = 4,          // prefill → decode worker: KV rows of one (request, chunk, pool)
     collective = 5,  // TP collective over UCX (the CPU build's all-gather / reduce-scatter)
+    prefill_done = 6,  // prefill → decode worker, after a request's last KV frame: one row,
+                       // prefill_done_row (the first token and the sampler's counter)
 };
 
 enum class wire_dtype : uint8_t {
@@ -194,5 +198,18 @@ expected<handshake_hello, frame_failure> decode_handshake(std::span<const std::b
 
 // The header of a handshake frame carrying `payload_bytes` of hello.
 frame_header make_handshake_header(uint16_t protocol_version, uint64_t payload_bytes);
+
+// prefill_done (ARCHITECTURE.md §6): sent by the prefill worker after a request's last KV frame
+// (same request_id, and the transfer's attempt in `sequence`). 16 bytes, little-endian:
+//   off 0: i32 first_token (sampled by the prefill worker), off 4: u32 0,
+//   off 8: u64 tokens_generated (the sampler's counter: the next token's index).
+struct prefill_done_row {
+    int32_t first_token = 0;
+    uint64_t tokens_generated = 0;
+};
+inline constexpr uint32_t kPrefillDoneRowBytes = 16;
+std::array<std::byte, kPrefillDoneRowBytes> encode_prefill_done(const prefill_done_row& row);
+// nullopt unless `bytes` is exactly one row.
+std::optional<prefill_done_row> decode_prefill_done(std::span<const std::byte> bytes);
 
 }  // namespace longcat::proto

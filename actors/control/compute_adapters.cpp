@@ -201,15 +201,17 @@ public:
             // transfer whose request ended before its import) are dropped, also frames landing.
             drop_landing(request_id);
             transport::frame_filter filter;
-            filter.kind = proto::frame_kind::kv;
             filter.request_id = request_id;
+            filter.predicate = [](transport::peer_id, const proto::frame_header& h) { return is_kv_kind(h.kind); };
             plane_->discard(filter);
         }
     }
 
     std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
                                        const std::string& to_address, int64_t first_token,
-                                       int64_t num_tokens, uint32_t attempt, bool last) override {
+                                       int64_t num_tokens, uint32_t attempt,
+                                       std::optional<proto::prefill_done_row> done) override {
+        const bool last = done.has_value();
         if (!executor_) return "no placement applied yet";
         auto seq = sequences_.find(request_id);
         if (seq == sequences_.end() || seq->second.num_cached() < num_tokens || first_token < 0 ||
@@ -255,6 +257,16 @@ public:
                 if (!sent) error = "KV transfer to " + to_name + ": " + sent.error().message;
             }
         }
+        if (!error && done) {
+            const auto row = proto::encode_prefill_done(*done);
+            proto::frame_header header = proto::make_row_header(proto::frame_kind::prefill_done, proto::wire_dtype::none,
+                                                                1, 0, proto::kPrefillDoneRowBytes);
+            header.request_id = request_id;
+            header.sequence = attempt;
+            auto sent = plane_->send(known->second, header, {std::span<const std::byte>(row)},
+                                     transport::deadline_after(opts_.combine_timeout));
+            if (!sent) error = "prefill_done to " + to_name + ": " + sent.error().message;
+        }
         free_pages();
         return error;
     }
@@ -279,9 +291,9 @@ public:
         return std::nullopt;
     }
 
-    proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
-                                                     int64_t num_tokens, uint32_t attempt,
-                                                     std::chrono::milliseconds timeout) override {
+    proto::expected<kv_received, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
+                                                         int64_t num_tokens, uint32_t attempt,
+                                                         std::chrono::milliseconds timeout) override {
         using failure = proto::unexpected<std::string>;
         if (!executor_) return failure("no placement applied yet");
         bool expected_here = false;
@@ -297,14 +309,14 @@ public:
         std::unique_lock lock(landing_mutex_);
         kv_landing& landing = landing_.at(request_id);
         const bool complete = landing_cv_.wait_for(lock, timeout, [&] {
-            return landing.got == expected || !landing.error.empty();
+            return (landing.got == expected && landing.done) || !landing.error.empty();
         });
         if (!complete || !landing.error.empty()) {
             const std::string error =
                 "KV of request " + std::to_string(request_id) + " from " + from_name + ": " +
                 (landing.error.empty() ? std::to_string(landing.got) + " of " + std::to_string(expected) +
-                                             " rows by the " + std::to_string(timeout.count()) +
-                                             " ms transfer deadline"
+                                             " rows" + (landing.done ? "" : " and no prefill_done") + " by the " +
+                                             std::to_string(timeout.count()) + " ms transfer deadline"
                                        : landing.error);
             executor_->cache().release(landing.page_table);
             landing_.erase(request_id);
@@ -314,12 +326,12 @@ public:
         // The decode side needs the count of cached tokens (positions), not their ids.
         seq.tokens.assign(static_cast<size_t>(num_tokens), 0);
         seq.page_table = std::move(landing.page_table);
-        const int64_t bytes = landing.bytes;
+        const kv_received received{landing.bytes, *landing.done};
         landing_.erase(request_id);
         lock.unlock();
         if (auto old = sequences_.find(request_id); old != sequences_.end()) executor_->release(old->second);
         sequences_[request_id] = std::move(seq);
-        return bytes;
+        return received;
     }
 
     kv_frame_counts kv_frames() const override { return {frames_landed_.load(), frames_queued_.load()}; }
@@ -341,6 +353,7 @@ private:
         std::vector<std::vector<bool>> have;  // [pool][row]: landed
         int64_t got = 0;                      // rows landed, over every pool
         int64_t bytes = 0;
+        std::optional<proto::prefill_done_row> done;  // the prefill_done frame, once in
         std::string error;                    // a bad or repeated frame: the import fails with it
     };
 
@@ -352,6 +365,13 @@ private:
         if (it == landing_.end() || it->second.attempt != h.sequence || !landing_cache_) return false;
         kv_landing& landing = it->second;
         if (!landing.error.empty()) return true;  // the import reports the first error
+        if (h.kind == proto::frame_kind::prefill_done) {
+            auto row = proto::decode_prefill_done(payload);
+            if (!row || landing.done) landing.error = "bad prefill_done frame for request " + std::to_string(h.request_id);
+            else landing.done = *row;
+            landing_cv_.notify_all();
+            return true;
+        }
         const model::kv_cache& cache = *landing_cache_;
         const int64_t pool = h.layer, begin = h.first_position, count = h.num_tokens;
         bool repeated = false;
@@ -380,14 +400,17 @@ private:
     // attempts' frames are dropped.
     void take_queued_kv(uint64_t request_id, uint32_t attempt) {
         transport::frame_filter mine;
-        mine.kind = proto::frame_kind::kv;
         mine.request_id = request_id;
         mine.frames_only = true;
-        mine.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence == attempt; };
+        mine.predicate = [attempt](transport::peer_id, const proto::frame_header& h) {
+            return is_kv_kind(h.kind) && h.sequence == attempt;
+        };
         while (auto frame = plane_->receive(transport::clock::now(), mine))
             if (!land_kv(frame->header, frame->payload.span(), true)) break;
         transport::frame_filter stale = mine;
-        stale.predicate = [attempt](transport::peer_id, const proto::frame_header& h) { return h.sequence != attempt; };
+        stale.predicate = [attempt](transport::peer_id, const proto::frame_header& h) {
+            return is_kv_kind(h.kind) && h.sequence != attempt;
+        };
         plane_->discard(stale);
     }
 
@@ -401,7 +424,9 @@ private:
 
     // Before the cache goes (stop, a failed placement): no frame may land any more.
     void forget_landings() {
-        if (plane_) plane_->set_frame_sink(proto::frame_kind::kv, nullptr);
+        if (plane_)
+            for (proto::frame_kind kind : {proto::frame_kind::kv, proto::frame_kind::prefill_done})
+                plane_->set_frame_sink(kind, nullptr);
         std::lock_guard lock(landing_mutex_);
         landing_.clear();
         landing_cache_ = nullptr;
@@ -412,9 +437,13 @@ private:
             std::lock_guard lock(landing_mutex_);
             landing_cache_ = &executor_->cache();
         }
-        plane_->set_frame_sink(proto::frame_kind::kv,
-                               [this](transport::peer_id, const proto::frame_header& h,
-                                      std::span<const std::byte> payload) { return land_kv(h, payload, false); });
+        for (proto::frame_kind kind : {proto::frame_kind::kv, proto::frame_kind::prefill_done})
+            plane_->set_frame_sink(kind, [this](transport::peer_id, const proto::frame_header& h,
+                                                std::span<const std::byte> payload) { return land_kv(h, payload, false); });
+    }
+
+    static bool is_kv_kind(proto::frame_kind kind) {
+        return kind == proto::frame_kind::kv || kind == proto::frame_kind::prefill_done;
     }
 
     static constexpr int64_t kKvChunkTokens = 256;  // rows per kv frame (one frame per chunk and pool)

@@ -171,6 +171,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                     }
                 }
                 std::set<uint64_t> failed_imports;
+                std::map<uint64_t, uint64_t> imported_counter;  // request → the sampler's counter
                 for (const proto::kv_import& i : plan.imports) {
                     const auto import_start = std::chrono::steady_clock::now();
                     auto received = compute->receive_kv(i.request_id, i.from_name, i.num_tokens, i.attempt,
@@ -180,14 +181,30 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                         result.failed_requests.push_back(i.request_id);
                         result.failed_reasons.push_back(opts.greeting.name + ": " + received.error());
                         failed_imports.insert(i.request_id);
-                    } else if (opts.on_kv_import) {
-                        opts.on_kv_import(*received, std::chrono::duration<double>(
-                                                         std::chrono::steady_clock::now() - import_start).count());
+                    } else {
+                        // prefill_done: the first token is this worker's to decode next.
+                        (*last_sampled)[i.request_id] = received->done.first_token;
+                        imported_counter[i.request_id] = received->done.tokens_generated;
+                        if (opts.on_kv_import)
+                            opts.on_kv_import(received->bytes, std::chrono::duration<double>(
+                                                                   std::chrono::steady_clock::now() - import_start).count());
                     }
                 }
                 std::vector<compute_sequence> sequences;
                 for (auto& seq : plan.sequences) {
                     if (failed_imports.count(seq.request_id) != 0) continue;
+                    if (auto it = imported_counter.find(seq.request_id);
+                        it != imported_counter.end() && it->second != seq.token_index) {
+                        // The plan and the prefill worker disagree on the sampler's state.
+                        const std::string error = "request " + std::to_string(seq.request_id) + ": prefill_done says " +
+                                                  std::to_string(it->second) + " tokens generated, the plan " +
+                                                  std::to_string(seq.token_index);
+                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + error);
+                        result.failed_requests.push_back(seq.request_id);
+                        result.failed_reasons.push_back(opts.greeting.name + ": " + error);
+                        compute->release({seq.request_id});
+                        continue;
+                    }
                     compute_sequence s;
                     s.request_id = seq.request_id;
                     s.new_tokens = std::move(seq.new_tokens);
@@ -227,8 +244,22 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 // failed send is reported at once: the coordinator retries without the decode
                 // side waiting for its transfer deadline).
                 for (const proto::kv_transfer& t : plan.transfers) {
+                    // The last chunk ends with prefill_done: the token sampled here, and the
+                    // sampler's counter after it.
+                    std::optional<proto::prefill_done_row> done;
+                    if (t.last)
+                        for (size_t idx = 0; idx < sequences.size(); ++idx)
+                            if (sequences[idx].request_id == t.request_id)
+                                done = proto::prefill_done_row{output->tokens[idx], sequences[idx].token_index + 1};
+                    if (t.last && !done) {
+                        result.failed_requests.push_back(t.request_id);
+                        result.failed_reasons.push_back(opts.greeting.name + ": request " + std::to_string(t.request_id) +
+                                                        ": a last KV chunk without its prefill in the plan");
+                        compute->release({t.request_id});
+                        continue;
+                    }
                     if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.first_token,
-                                                      t.num_tokens, t.attempt, t.last)) {
+                                                      t.num_tokens, t.attempt, done)) {
                         log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
                         result.failed_requests.push_back(t.request_id);
                         result.failed_reasons.push_back(opts.greeting.name + ": " + *error);

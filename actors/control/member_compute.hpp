@@ -13,6 +13,7 @@
 #include "actors/cluster/placement.hpp"
 #include "model/sampling.hpp"
 #include "proto/expected.hpp"
+#include "proto/frames.hpp"
 
 namespace longcat::control {
 
@@ -67,15 +68,13 @@ public:
         uint64_t step_id, const std::vector<compute_sequence>& sequences) = 0;
     // Prefill/decode disaggregation (ARCHITECTURE.md §6). A prefill worker sends the request's
     // cached rows [first_token, num_tokens) of every KV pool to the decode worker at `to_address`
-    // (one kv frame per (256-row chunk, pool), each tagged with `attempt`); with `last` it then
-    // frees the request's pages (also when the send failed). Errors name the decode worker.
+    // (one kv frame per (256-row chunk, pool), each tagged with `attempt`); with `done` (the last
+    // chunk) it then sends the prefill_done frame and frees the request's pages (also when the
+    // send failed). Errors name the decode worker.
     virtual std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
                                                const std::string& to_address, int64_t first_token,
-                                               int64_t num_tokens, uint32_t attempt, bool last) = 0;
-    // A decode worker receives the frames of `attempt` — rows [0, num_tokens) of every pool, in
-    // any framing — into pages it reserves (frames of older attempts are dropped): afterwards the
-    // request is a sequence of num_tokens cached tokens here. On error (deadline, a bad frame, no pages) nothing is kept; the error names the
-    // prefill worker. Returns the bytes received.
+                                               int64_t num_tokens, uint32_t attempt,
+                                               std::optional<proto::prefill_done_row> done) = 0;
     // A decode worker reserves pages for a request whose prefill starts elsewhere: its KV frames
     // of `attempt` are written into them as they land (the data plane's frame sink). Errors: no
     // pages.
@@ -87,9 +86,18 @@ public:
         int64_t queued = 0;
     };
     virtual kv_frame_counts kv_frames() const = 0;
-    virtual proto::expected<int64_t, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
-                                                             int64_t num_tokens, uint32_t attempt,
-                                                             std::chrono::milliseconds timeout) = 0;
+    // A decode worker admits the request once the frames of `attempt` — rows [0, num_tokens) of
+    // every pool, in any framing, and the prefill_done — are in its pages (frames of older
+    // attempts are dropped): afterwards the request is a sequence of num_tokens cached tokens
+    // here. On error (deadline, a bad frame, no pages) nothing is kept; the error names the
+    // prefill worker.
+    struct kv_received {
+        int64_t bytes = 0;
+        proto::prefill_done_row done;  // the first token and the sampler's counter
+    };
+    virtual proto::expected<kv_received, std::string> receive_kv(uint64_t request_id, const std::string& from_name,
+                                                                 int64_t num_tokens, uint32_t attempt,
+                                                                 std::chrono::milliseconds timeout) = 0;
     virtual void stop() = 0;
 };
 

@@ -594,8 +594,10 @@ proto::step_sequence coordinator_state::sequence_for(const request_record& recor
         run.prefill = run.tokens;
         run.samples = record.planned_prefill_done() + static_cast<size_t>(run.tokens) >= record.prefill.size() ? 1 : 0;
     } else {
-        // A decode: its input is the last sampled token — known here, or still in flight.
-        if (record.inflight_samples == 0 && !record.generated.empty()) seq.new_tokens = {record.generated.back()};
+        // A decode: its input is the last sampled token — known here, or still in flight, or (the
+        // step that imports its KV) the decode worker's from the prefill_done frame.
+        if (record.inflight_samples == 0 && !record.generated.empty() && record.import_step == 0)
+            seq.new_tokens = {record.generated.back()};
         else seq.decode_last_sampled = true;
         run.samples = 1;
     }

@@ -505,7 +505,9 @@ TEST(Disaggregation, PrefillStreamsItsKvThenTheDecodeWorkerImportsAndDecodes) {
     EXPECT_EQ(s3.plans.at(f.decode).imports[0].num_tokens, 5);
     EXPECT_EQ(s3.plans.at(f.decode).imports[0].attempt, sent.attempt);
     ASSERT_EQ(s3.plans.at(f.decode).sequences.size(), 1u);
-    EXPECT_EQ(s3.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
+    // Its input is the first token the prefill worker sampled, which decode-0 has from the
+    // prefill_done frame (the sampler's counter there must match token_index).
+    EXPECT_TRUE(s3.plans.at(f.decode).sequences[0].decode_last_sampled);
     EXPECT_EQ(s3.plans.at(f.decode).sequences[0].token_index, 1u);
     // Planned while the import runs: no decode yet (if the import fails, that decode's input
     // would not exist and the whole step would fail).
@@ -735,7 +737,7 @@ TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesTheLanes)
     EXPECT_EQ(d1.plans.at(f.decode).imports[0].from_name, "prefill-0");
     EXPECT_EQ(d1.plans.at(f.decode).imports[0].num_tokens, 5);
     ASSERT_EQ(d1.plans.at(f.decode).sequences.size(), 1u);
-    EXPECT_EQ(d1.plans.at(f.decode).sequences[0].new_tokens, std::vector<int32_t>{40});
+    EXPECT_TRUE(d1.plans.at(f.decode).sequences[0].decode_last_sampled);  // from prefill_done
     // A second request prefills; while that prefill step is in flight, request 1 decodes to its
     // end in the decode lane (its next decode waits for the import's result).
     proto::generate_request b = a;

@@ -141,8 +141,25 @@ TEST(Frames, HandshakeAcceptedInAnyVersion) {
     EXPECT_EQ(decoded->protocol_version, kProtocolVersion + 5);
 }
 
+TEST(Frames, PrefillDoneRowRoundTripsLittleEndian) {
+    const prefill_done_row row{-3, (uint64_t{1} << 40) + 5};
+    const auto bytes = encode_prefill_done(row);
+    EXPECT_EQ(std::to_integer<int>(bytes[0]), 0xfd);  // -3 as a little-endian i32
+    EXPECT_EQ(std::to_integer<int>(bytes[3]), 0xff);
+    EXPECT_EQ(std::to_integer<int>(bytes[8]), 5);
+    EXPECT_EQ(std::to_integer<int>(bytes[13]), 1);  // bit 40
+    auto back = decode_prefill_done(bytes);
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(back->first_token, -3);
+    EXPECT_EQ(back->tokens_generated, (uint64_t{1} << 40) + 5);
+    EXPECT_FALSE(decode_prefill_done(std::span<const std::byte>(bytes).first(15)).has_value());
+    // As a frame: one row of dtype none passes the row-kind checks.
+    frame_header header = make_row_header(frame_kind::prefill_done, wire_dtype::none, 1, 0, kPrefillDoneRowBytes);
+    EXPECT_FALSE(validate_frame_header(header, {}).has_value());
+}
+
 TEST(Frames, UnknownKind) {
-    for (uint8_t code : {uint8_t{0}, uint8_t{6}, uint8_t{200}, uint8_t{255}}) {
+    for (uint8_t code : {uint8_t{0}, uint8_t{7}, uint8_t{200}, uint8_t{255}}) {
         frame_header header = sample_header();
         header.kind = static_cast<frame_kind>(code);
         EXPECT_EQ(decode_error(header), frame_error::unknown_kind) << int{code};
