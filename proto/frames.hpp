@@ -10,7 +10,7 @@
 //     6     1  kind              frame_kind
 //     7     1  dtype             wire_dtype of the row values (none for handshake)
 //     8     8  step_id           coordinator step the frame belongs to
-//    16     8  request_id        kv: the request whose KV this is; 0 otherwise
+//    16     8  request_id        kv, prefill_done: the request whose KV this is; 0 otherwise
 //    24     4  layer             dispatch/combine: layer index; kv: KV pool index
 //    28     2  micro_batch       micro-batch index inside the step
 //    30     2  flags             kFrameFlag* bits; unknown bits are rejected
@@ -18,7 +18,7 @@
 //    36     4  row_elems         values of `dtype` at the start of each row (e.g. hidden)
 //    40     4  row_bytes         bytes per row: row_elems·size(dtype) + per-row metadata
 //    44     4  first_position    kv: sequence position of the first row; 0 otherwise
-//    48     4  sequence          per-sender, per-kind counter, for loss/duplicate checks
+//    48     4  sequence          kv, prefill_done: the transfer's attempt (+1 per retry)
 //    52     4  reserved          0
 //    56     8  payload_bytes     row kinds: num_tokens·row_bytes; handshake: hello size
 //
