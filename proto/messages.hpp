@@ -232,6 +232,19 @@ typename Inspector::result_type inspect(Inspector& f, kv_transfer& x) {
              x.first_token, x.num_tokens, x.attempt, x.last);
 }
 
+// A decode worker drops what it holds of a request's KV transfer of attempts <= `attempt`: the
+// pages it reserved, frames queued, frames still to come (the request ended or was requeued
+// before its import).
+struct kv_release {
+    uint64_t request_id = 0;
+    uint32_t attempt = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_release& x) {
+    return f(caf::meta::type_name("longcat.kv_release"), x.request_id, x.attempt);
+}
+
 struct kv_import {
     uint64_t request_id = 0;
     std::string from_name;  // the prefill worker
@@ -259,12 +272,13 @@ struct step_plan {
     // Decode workers: KV about to stream in (a prefill starts): reserve its pages now; arriving
     // frames are written straight into them.
     std::vector<kv_import> expects;
+    std::vector<kv_release> released_kv;  // decode workers: transfers that will not be imported
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_plan& x) {
     return f(caf::meta::type_name("longcat.step_plan"), x.step_id, x.placement_version,
-             x.sequences, x.released, x.follows_step, x.transfers, x.imports, x.expects);
+             x.sequences, x.released, x.follows_step, x.transfers, x.imports, x.expects, x.released_kv);
 }
 
 struct sampled_token {
@@ -447,4 +461,5 @@ CAF_ADD_TYPE_ID(longcat, (longcat::proto::cancel_request))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::token_batch))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_transfer))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_import))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_release))
 CAF_END_TYPE_ID_BLOCK(longcat)

@@ -1,5 +1,6 @@
 #include "actors/control/compute_adapters.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -195,16 +196,29 @@ public:
             if (auto it = sequences_.find(request_id); it != sequences_.end()) {
                 executor_->release(it->second);
                 sequences_.erase(it);
-                continue;
             }
-            // Not run here: pages reserved for its KV and frames sent to this worker for it (a
-            // transfer whose request ended before its import) are dropped, also frames landing.
-            drop_landing(request_id);
-            transport::frame_filter filter;
-            filter.request_id = request_id;
-            filter.predicate = [](transport::peer_id, const proto::frame_header& h) { return is_kv_kind(h.kind); };
-            plane_->discard(filter);
         }
+    }
+
+    void release_kv(uint64_t request_id, uint32_t attempt) override {
+        {
+            std::lock_guard lock(landing_mutex_);
+            auto it = landing_.find(request_id);
+            if (it != landing_.end() && it->second.attempt <= attempt) {
+                if (landing_cache_) landing_cache_->release(it->second.page_table);
+                landing_.erase(it);
+            }
+            // Frames of these attempts that arrive from now on are dropped by the sink.
+            uint32_t& released = released_attempts_[request_id];
+            released = std::max(released, attempt + 1);
+            if (released_attempts_.size() > kReleasedAttemptsKept) released_attempts_.erase(released_attempts_.begin());
+        }
+        transport::frame_filter filter;
+        filter.request_id = request_id;
+        filter.predicate = [attempt](transport::peer_id, const proto::frame_header& h) {
+            return is_kv_kind(h.kind) && h.sequence <= attempt;
+        };
+        plane_->discard(filter);
     }
 
     std::optional<std::string> send_kv(uint64_t request_id, const std::string& to_name,
@@ -306,12 +320,21 @@ public:
             if (auto error = expect_kv(request_id, attempt, num_tokens)) return failure(*error);
         take_queued_kv(request_id, attempt);  // frames queued before the pages were reserved
         const int64_t expected = num_tokens * executor_->cache().num_pools();
+        const auto until = std::chrono::steady_clock::now() + timeout;
         std::unique_lock lock(landing_mutex_);
         kv_landing& landing = landing_.at(request_id);
-        const bool complete = landing_cv_.wait_for(lock, timeout, [&] {
-            return (landing.got == expected && landing.done) || !landing.error.empty();
-        });
-        if (!complete || !landing.error.empty()) {
+        auto complete = [&] { return (landing.got == expected && landing.done) || !landing.error.empty(); };
+        // In slices: a frame the sink could not take yet (it raced the reservation) is queued,
+        // and taken from the queue here.
+        while (!complete() && std::chrono::steady_clock::now() < until) {
+            landing_cv_.wait_until(lock, std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(20)),
+                                   complete);
+            if (complete()) break;
+            lock.unlock();
+            take_queued_kv(request_id, attempt);
+            lock.lock();
+        }
+        if (!complete() || !landing.error.empty()) {
             const std::string error =
                 "KV of request " + std::to_string(request_id) + " from " + from_name + ": " +
                 (landing.error.empty() ? std::to_string(landing.got) + " of " + std::to_string(expected) +
@@ -361,7 +384,12 @@ private:
     // into its request's reserved pages. False: no pages reserved for it (the frame is queued).
     bool land_kv(const proto::frame_header& h, std::span<const std::byte> payload, bool from_queue) {
         std::lock_guard lock(landing_mutex_);
+        // A released attempt, or one older than the pages reserved now: dropped.
+        if (auto released = released_attempts_.find(h.request_id);
+            released != released_attempts_.end() && h.sequence < released->second)
+            return true;
         auto it = landing_.find(h.request_id);
+        if (it != landing_.end() && h.sequence < it->second.attempt) return true;
         if (it == landing_.end() || it->second.attempt != h.sequence || !landing_cache_) return false;
         kv_landing& landing = it->second;
         if (!landing.error.empty()) return true;  // the import reports the first error
@@ -397,7 +425,7 @@ private:
     }
 
     // Frames of `attempt` that were queued before its pages were reserved go in now; older
-    // attempts' frames are dropped.
+    // attempts' frames are dropped (newer ones wait for their own reservation).
     void take_queued_kv(uint64_t request_id, uint32_t attempt) {
         transport::frame_filter mine;
         mine.request_id = request_id;
@@ -409,7 +437,7 @@ private:
             if (!land_kv(frame->header, frame->payload.span(), true)) break;
         transport::frame_filter stale = mine;
         stale.predicate = [attempt](transport::peer_id, const proto::frame_header& h) {
-            return is_kv_kind(h.kind) && h.sequence != attempt;
+            return is_kv_kind(h.kind) && h.sequence < attempt;
         };
         plane_->discard(stale);
     }
@@ -457,6 +485,10 @@ private:
     std::mutex landing_mutex_;  // landing_, landing_cache_ (the sink runs on the progress thread)
     std::condition_variable landing_cv_;
     std::map<uint64_t, kv_landing> landing_;  // by request
+    // Per request: attempts below this were released (their late frames are dropped). Bounded:
+    // the oldest request ids go first (request ids only grow).
+    static constexpr size_t kReleasedAttemptsKept = 4096;
+    std::map<uint64_t, uint32_t> released_attempts_;
     model::kv_cache* landing_cache_ = nullptr;
     std::atomic<int64_t> frames_landed_{0};
     std::atomic<int64_t> frames_queued_{0};

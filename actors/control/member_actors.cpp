@@ -160,6 +160,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 result.worker = opts.greeting.name;
                 for (uint64_t released : plan.released) last_sampled->erase(released);
                 compute->release(plan.released);
+                for (const proto::kv_release& r : plan.released_kv) compute->release_kv(r.request_id, r.attempt);
                 // Prefill/decode disaggregation, decode side: pages for KV about to stream in,
                 // then the KV of requests whose prefill is done; a request whose import failed is
                 // left out of this step.

@@ -79,6 +79,9 @@ public:
     // of `attempt` are written into them as they land (the data plane's frame sink). Errors: no
     // pages.
     virtual std::optional<std::string> expect_kv(uint64_t request_id, uint32_t attempt, int64_t num_tokens) = 0;
+    // Drops what this worker holds of the request's transfers of attempts <= `attempt` (reserved
+    // pages, queued frames) and every such frame that arrives later.
+    virtual void release_kv(uint64_t request_id, uint32_t attempt) = 0;
     // KV frames written into reserved pages so far: as they landed (the frame sink), and taken
     // from the queue because they came before their pages were reserved.
     struct kv_frame_counts {

@@ -249,7 +249,8 @@ void drive(self_ptr self) {
             step_batch batch = s.core->plan_step(lane);
             reply_finished(self, s.core->take_finished());
             bool releases = false;
-            for (const auto& [worker_id, plan] : batch.plans) releases = releases || !plan.released.empty();
+            for (const auto& [worker_id, plan] : batch.plans)
+                releases = releases || !plan.released.empty() || !plan.released_kv.empty();
             // Nothing to run: send nothing, unless pages wait to be freed (an empty step frees them).
             if (batch.empty() && (!releases || steps_of(s, lane) != 0)) {
                 s.core->discard_plan(batch);

@@ -288,6 +288,7 @@ std::vector<finished_request> coordinator_state::member_down(uint64_t member_id)
         error = "expert group " + description + " is down";
     }
     release_by_worker_.erase(member_id);
+    kv_release_by_worker_.erase(member_id);
     std::vector<finished_request> out;
     // Every running request needs every expert and every worker of the step (lockstep), and
     // queued ones would be refused now: all of them fail, naming the member.
@@ -464,8 +465,9 @@ void coordinator_state::preempt(uint64_t request_id) { requeue(request_id, true)
 void coordinator_state::release_transfer(const request_record& record) {
     if (!record.on_prefill || members_.count(record.decode_worker) == 0) return;
     if (!record.expect_planned && record.stream_step == 0) return;  // nothing there yet
-    if (step_lanes_.count(record.stream_step) == 0) release_by_worker_[record.decode_worker].push_back(record.id);
-    else releases_after_step_[record.stream_step].push_back({record.decode_worker, record.id});
+    const proto::kv_release release{record.id, record.epoch};
+    if (step_lanes_.count(record.stream_step) == 0) kv_release_by_worker_[record.decode_worker].push_back(release);
+    else releases_after_step_[record.stream_step].push_back({record.decode_worker, release});
 }
 
 // A step was emitted, failed or discarded: releases waiting for it go out with the next plans.
@@ -473,8 +475,8 @@ void coordinator_state::step_done(uint64_t step_id) {
     step_lanes_.erase(step_id);
     auto it = releases_after_step_.find(step_id);
     if (it == releases_after_step_.end()) return;
-    for (const auto& [worker_id, request_id] : it->second)
-        if (members_.count(worker_id) != 0) release_by_worker_[worker_id].push_back(request_id);
+    for (const auto& [worker_id, release] : it->second)
+        if (members_.count(worker_id) != 0) kv_release_by_worker_[worker_id].push_back(release);
     releases_after_step_.erase(it);
 }
 
@@ -667,6 +669,10 @@ step_batch coordinator_state::plan_step(const std::string& lane) {
             plan.released = std::move(it->second);
             release_by_worker_.erase(it);
         }
+        if (auto it = kv_release_by_worker_.find(worker->id); it != kv_release_by_worker_.end()) {
+            plan.released_kv = std::move(it->second);
+            kv_release_by_worker_.erase(it);
+        }
     }
     plan_imports(batch);
     fill_sequences(batch);
@@ -783,6 +789,9 @@ std::vector<finished_request> coordinator_state::emit_tokens(
             if (it == requests_.end() || running_.count(request_id) == 0) continue;
             planned.erase(request_id);
             request_record& record = it->second;
+            // A failed import: its decode worker drops that attempt's frames still to come.
+            if (!record.on_prefill && members_.count(record.worker_id) != 0)
+                kv_release_by_worker_[record.worker_id].push_back({request_id, record.epoch});
             if (record.transfer_failures++ == 0) {
                 requeue(request_id, false);
                 continue;
@@ -874,6 +883,9 @@ void coordinator_state::discard_plan(step_batch& batch) {
         auto& pending = release_by_worker_[worker_id];
         pending.insert(pending.end(), plan.released.begin(), plan.released.end());
         plan.released.clear();
+        auto& pending_kv = kv_release_by_worker_[worker_id];
+        pending_kv.insert(pending_kv.end(), plan.released_kv.begin(), plan.released_kv.end());
+        plan.released_kv.clear();
     }
     batch.plans.clear();
 }

@@ -310,7 +310,8 @@ private:
     std::map<uint64_t, std::string> step_lanes_;  // per step in flight: its lane
     // Releases held until a step in flight is done: a request that ended while the step sending
     // its KV was in flight is released on its decode worker only after the frames were sent.
-    std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> releases_after_step_;  // step → (worker, request)
+    std::map<uint64_t, std::vector<std::pair<uint64_t, proto::kv_release>>> releases_after_step_;  // step → (worker, ...)
+    std::map<uint64_t, std::vector<proto::kv_release>> kv_release_by_worker_;  // sent with the next plan
     void step_done(uint64_t step_id);
     uint64_t next_step_id_ = 1;
     uint64_t steps_done_ = 0;

@@ -76,8 +76,9 @@ void frame_inbox::abort(slot_id slot, transport_failure failure) {
     changed_.notify_all();
 }
 
-void frame_inbox::push_frame(peer_id from, const proto::frame_header& header, byte_buffer payload) {
-    if (offer(from, header, payload.span())) return;
+void frame_inbox::push_frame(peer_id from, const proto::frame_header& header, byte_buffer payload,
+                             bool offer_to_sink) {
+    if (offer_to_sink && offer(from, header, payload.span())) return;
     {
         std::lock_guard lock(mutex_);
         entries_.push_back(entry{next_slot_++, from, header, std::move(payload), true, {}});
@@ -137,7 +138,9 @@ transport_result<received_frame> frame_inbox::receive(deadline until, const fram
                 blocked.push_back(it->from);
                 continue;
             }
-            if (std::find(blocked.begin(), blocked.end(), it->from) != blocked.end()) continue;
+            // frames_only receives (KV rows placed by position) need no per-peer order.
+            if (!filter.frames_only && std::find(blocked.begin(), blocked.end(), it->from) != blocked.end())
+                continue;
             received_frame frame{it->from, it->header, std::move(it->payload)};
             entries_.erase(it);
             return frame;

@@ -26,7 +26,9 @@ class frame_inbox {
     void complete(slot_id slot, byte_buffer payload);
     void abort(slot_id slot, transport_failure failure);  // the slot becomes an error entry
 
-    void push_frame(peer_id from, const proto::frame_header& header, byte_buffer payload);
+    // offer_to_sink false: the caller already offered it (offer()).
+    void push_frame(peer_id from, const proto::frame_header& header, byte_buffer payload,
+                    bool offer_to_sink = true);
     // An error entry (bad frame, refused handshake, ...); `from` may be peer_id{} (no peer yet).
     void push_error(peer_id from, transport_failure failure);
 

@@ -132,7 +132,9 @@ struct frame_filter {
     std::optional<uint16_t> micro_batch;
     std::optional<uint64_t> request_id;
     std::function<bool(peer_id, const proto::frame_header&)> predicate;  // optional, extra test
-    bool frames_only = false;  // error entries never match (they stay for other receives)
+    // Error entries never match (they stay for other receives), and a matching frame is returned
+    // even when an earlier frame of its peer is still landing (no per-peer order).
+    bool frames_only = false;
 
     bool matches(peer_id from, const proto::frame_header& header) const;
 };

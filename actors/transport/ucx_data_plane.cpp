@@ -860,7 +860,7 @@ struct ucx_data_plane::impl {
             });
             const std::span<const std::byte> payload(static_cast<const std::byte*>(data), length);
             if (!inbox.offer(record->id, *decoded, payload))  // a sink takes it from UCX's buffer
-                inbox.push_frame(record->id, *decoded, byte_buffer::copy_of(payload));
+                inbox.push_frame(record->id, *decoded, byte_buffer::copy_of(payload), false);
             return UCS_OK;
         }
         // Rendezvous: keep the FIFO position now, pull the data after this callback.

@@ -586,6 +586,19 @@ TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName)
     failed.failed_reasons = {"decode-0: KV of request 1 from prefill: 3 of 6 rows by the 5000 ms transfer deadline"};
     EXPECT_TRUE(f.state->emit_tokens(t1.step_id, {failed}).empty());  // retried, not failed
     EXPECT_EQ(f.state->take_deltas().front().tokens, std::vector<int32_t>{40});  // its stream kept the token
+    // The next plan tells decode-0 to drop attempt 0 (pages, frames) and to reserve for attempt
+    // 1, which its release must not touch.
+    step_batch r = f.state->plan_step();
+    ASSERT_EQ(r.plans.at(f.decode).released_kv.size(), 1u);
+    EXPECT_EQ(r.plans.at(f.decode).released_kv[0].attempt, 0u);
+    ASSERT_EQ(r.plans.at(f.decode).expects.size(), 1u);
+    EXPECT_EQ(r.plans.at(f.decode).expects[0].attempt, 1u);
+    std::vector<proto::step_result> r_results;
+    for (uint64_t w : {f.prefill_a, f.prefill_b}) {
+        if (!r.plans.at(w).transfers.empty()) second = w;
+        r_results.push_back(pd_fixture::result_for(r, w, 40));
+    }
+    EXPECT_TRUE(f.state->emit_tokens(r.step_id, r_results).empty());
     step_batch t2 = run_until_import(second);
     EXPECT_NE(second, first) << "the retry must prefill on the other prefill worker";
     EXPECT_EQ(t2.plans.at(f.decode).imports[0].attempt, 1u);  // only the new attempt's frames count
@@ -761,11 +774,14 @@ TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesTheLanes)
     ASSERT_EQ(cancelled.size(), 1u);
     EXPECT_EQ(cancelled[0].reply.finish_reason, "cancelled");
     step_batch d3 = f.state->plan_step("decode");
-    EXPECT_EQ(d3.plans.at(f.decode).released, std::vector<uint64_t>{1});  // request 1's pages only
+    EXPECT_EQ(d3.plans.at(f.decode).released, std::vector<uint64_t>{1});  // request 1's pages
+    EXPECT_TRUE(d3.plans.at(f.decode).released_kv.empty());                // not yet request 2's
     EXPECT_TRUE(f.state->emit_tokens(d3.step_id, {}).empty());
     EXPECT_TRUE(f.state->emit_tokens(p2.step_id, {pools_fixture::result_for(p2, f.prefill, 50)}).empty());
     step_batch d4 = f.state->plan_step("decode");
-    EXPECT_EQ(d4.plans.at(f.decode).released, std::vector<uint64_t>{2});
+    ASSERT_EQ(d4.plans.at(f.decode).released_kv.size(), 1u);
+    EXPECT_EQ(d4.plans.at(f.decode).released_kv[0].request_id, 2u);
+    EXPECT_EQ(d4.plans.at(f.decode).released_kv[0].attempt, 0u);  // only that attempt's pages and frames
 }
 
 TEST(ExpertPools, FailedPrefillStepEndsOnlyThePrefillLanesRequests) {
