@@ -460,24 +460,20 @@ int64_t coordinator_state::reserved_pages(uint64_t member_id) const {
 
 void coordinator_state::preempt(uint64_t request_id) { requeue(request_id, true); }
 
-// A request whose KV was sent across lanes but not yet imported: its decode worker drops the
-// frames it holds for it (release of a request it does not run).
+// A request that ends or is requeued while its KV transfer is under way (pages reserved on the
+// decode worker, frames sent or coming, or its import in flight or just failed): the decode
+// worker drops that attempt — pages, queued frames, and frames that arrive later (its sink
+// remembers released attempts, so this need not wait for the sending step).
 void coordinator_state::release_transfer(const request_record& record) {
-    if (!record.on_prefill || members_.count(record.decode_worker) == 0) return;
-    if (!record.expect_planned && record.stream_step == 0) return;  // nothing there yet
-    const proto::kv_release release{record.id, record.epoch};
-    if (step_lanes_.count(record.stream_step) == 0) kv_release_by_worker_[record.decode_worker].push_back(release);
-    else releases_after_step_[record.stream_step].push_back({record.decode_worker, release});
+    uint64_t decode = 0;
+    if (record.on_prefill && (record.expect_planned || record.stream_step != 0)) decode = record.decode_worker;
+    else if (!record.on_prefill && record.import_step != 0) decode = record.worker_id;
+    if (decode != 0 && members_.count(decode) != 0)
+        kv_release_by_worker_[decode].push_back({record.id, record.epoch});
 }
 
-// A step was emitted, failed or discarded: releases waiting for it go out with the next plans.
-void coordinator_state::step_done(uint64_t step_id) {
-    step_lanes_.erase(step_id);
-    auto it = releases_after_step_.find(step_id);
-    if (it == releases_after_step_.end()) return;
-    for (const auto& [worker_id, release] : it->second)
-        if (members_.count(worker_id) != 0) kv_release_by_worker_[worker_id].push_back(release);
-    releases_after_step_.erase(it);
+bool coordinator_state::kv_sent(const request_record& record) const {
+    return record.on_prefill && record.stream_last_planned && step_lanes_.count(record.stream_step) == 0;
 }
 
 void coordinator_state::requeue(uint64_t request_id, bool preemption) {
@@ -499,7 +495,6 @@ void coordinator_state::requeue(uint64_t request_id, bool preemption) {
     record.decode_worker = 0;
     record.stream_step = 0;
     record.stream_last_planned = false;
-    record.kv_sent = false;
     record.expect_planned = false;
     record.import_step = 0;
     if (preemption) {
@@ -695,7 +690,7 @@ void coordinator_state::plan_imports(step_batch& batch) {
                                                    config_.kv_transfer_timeout_ms, record.epoch});
             record.expect_planned = true;
         }
-        if (!record.expect_planned || !record.kv_sent || !record.prefilled() || record.generated.empty()) continue;
+        if (!record.expect_planned || !kv_sent(record) || !record.prefilled() || record.generated.empty()) continue;
         if (record.inflight_tokens != 0 || record.inflight_samples != 0) continue;
         auto to = batch.plans.find(record.decode_worker);
         const member_record* prefill = member(record.worker_id);
@@ -707,7 +702,6 @@ void coordinator_state::plan_imports(step_batch& batch) {
         record.on_prefill = false;
         record.stream_step = 0;
         record.stream_last_planned = false;
-        record.kv_sent = false;
         record.expect_planned = false;
         record.import_step = batch.step_id;
     }
@@ -770,14 +764,7 @@ std::vector<finished_request> coordinator_state::emit_tokens(
         planned = std::move(it->second);
         planned_.erase(it);
     }
-    step_done(step_id);
-    // The last KV chunk sent by this step: the decode worker may import it now (a failed send is
-    // requeued below). KV imported by it: the request decodes on (a failed import likewise).
-    for (uint64_t request_id : running_) {
-        request_record& record = requests_.at(request_id);
-        if (record.on_prefill && record.stream_last_planned && record.stream_step == step_id) record.kv_sent = true;
-        if (record.import_step == step_id) record.import_step = 0;
-    }
+    step_lanes_.erase(step_id);  // a last KV chunk sent by it may be imported now (kv_sent)
     std::vector<finished_request> out;
     // KV imports that failed (disaggregation): once more from a prefill on another prefill
     // worker, then a named error.
@@ -789,9 +776,6 @@ std::vector<finished_request> coordinator_state::emit_tokens(
             if (it == requests_.end() || running_.count(request_id) == 0) continue;
             planned.erase(request_id);
             request_record& record = it->second;
-            // A failed import: its decode worker drops that attempt's frames still to come.
-            if (!record.on_prefill && members_.count(record.worker_id) != 0)
-                kv_release_by_worker_[record.worker_id].push_back({request_id, record.epoch});
             if (record.transfer_failures++ == 0) {
                 requeue(request_id, false);
                 continue;
@@ -803,6 +787,10 @@ std::vector<finished_request> coordinator_state::emit_tokens(
                                           " failed twice: " + reason));
         }
     }
+    // Imports this step made: their requests decode on (a failed one was requeued above, its
+    // attempt released on the decode worker through release_transfer).
+    for (uint64_t request_id : running_)
+        if (requests_.at(request_id).import_step == step_id) requests_.at(request_id).import_step = 0;
     std::map<uint64_t, int32_t> sampled;
     for (const proto::step_result& result : results)
         for (const proto::sampled_token& token : result.tokens) sampled[token.request_id] = token.token;
@@ -842,7 +830,7 @@ std::vector<finished_request> coordinator_state::fail_step(uint64_t step_id, con
     planned_.erase(step_id);
     std::string lane;
     if (auto it = step_lanes_.find(step_id); it != step_lanes_.end()) lane = it->second;
-    step_done(step_id);
+    step_lanes_.erase(step_id);
     std::vector<finished_request> out;
     for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end())) {
         const member_record* owner = member(requests_.at(request_id).worker_id);
@@ -867,7 +855,7 @@ std::vector<finished_request> coordinator_state::take_finished() {
 
 void coordinator_state::discard_plan(step_batch& batch) {
     // (Only empty plans are discarded: none of them sends, expects or imports KV.)
-    step_done(batch.step_id);
+    step_lanes_.erase(batch.step_id);
     if (auto it = planned_.find(batch.step_id); it != planned_.end()) {
         for (const auto& [request_id, run] : it->second) {
             auto record = requests_.find(request_id);

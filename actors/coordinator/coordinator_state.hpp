@@ -104,7 +104,7 @@ struct request_record {
     int32_t preemptions = 0;
     // Prefill/decode disaggregation: while on_prefill, worker_id is its prefill worker and
     // decode_worker the worker whose pages are reserved for it. Each prefill chunk's step also
-    // sends that chunk's KV there (kv_transfer); once the last chunk's result is in (kv_sent),
+    // sends that chunk's KV there (kv_transfer); once the last chunk's result is in (kv_sent()),
     // the next plan of the decode worker imports it (kv_import) and worker_id follows.
     bool on_prefill = false;
     uint64_t decode_worker = 0;
@@ -112,7 +112,6 @@ struct request_record {
     bool expect_planned = false;   // the decode worker was told to reserve its pages
     uint64_t stream_step = 0;      // the latest step sending its KV (0: none yet)
     bool stream_last_planned = false;  // the last chunk's send is planned (its pages go then)
-    bool kv_sent = false;              // ... and its result is in: ready to import
     // The step that imports its KV on the decode worker: until its result is in, no further step
     // decodes it (its first decode's sample does not exist if the import fails).
     uint64_t import_step = 0;
@@ -308,11 +307,10 @@ private:
     // Per step in flight: what each request runs in it.
     std::map<uint64_t, std::map<uint64_t, planned_run>> planned_;
     std::map<uint64_t, std::string> step_lanes_;  // per step in flight: its lane
-    // Releases held until a step in flight is done: a request that ended while the step sending
-    // its KV was in flight is released on its decode worker only after the frames were sent.
-    std::map<uint64_t, std::vector<std::pair<uint64_t, proto::kv_release>>> releases_after_step_;  // step → (worker, ...)
-    std::map<uint64_t, std::vector<proto::kv_release>> kv_release_by_worker_;  // sent with the next plan
-    void step_done(uint64_t step_id);
+    // KV transfers that will not be imported, per decode worker: sent with its next plan.
+    std::map<uint64_t, std::vector<proto::kv_release>> kv_release_by_worker_;
+    // The last chunk's step is done (its result is in): the KV may be imported.
+    bool kv_sent(const request_record& record) const;
     uint64_t next_step_id_ = 1;
     uint64_t steps_done_ = 0;
     uint64_t next_admit_order_ = 1;
