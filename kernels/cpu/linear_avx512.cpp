@@ -21,9 +21,10 @@
 // buffer of the calling thread that only grows. With 1-2 tokens (memory-bound) each row is
 // prefetched 4 KiB ahead into L2: ~3-5 % more decode tokens/s at batch 1 on the bench preset.
 //
-// Measured on Zen 4, 2 threads, bf16 8192x3072 / 3072x8192 / 12288x3072: m = 16 84-91 G
-// multiply-adds/s (the previous 4 rows x 4 tokens tile with vpmovzxwd widening: ~38); m = 4
-// 55-65 (~34); m = 1 at least as fast (memory-bound, ~40 GB/s when the machine is quiet).
+// Measured on the development VM (Zen 4, 2 threads, OMP_PROC_BIND=close, bf16 8192x3072 /
+// 3072x8192 / 12288x3072, best of 3, a standalone driver against a double-precision reference):
+// m = 16 90-94 G multiply-adds/s (the previous 4 rows x 4 tokens tile with vpmovzxwd widening,
+// same run: 38-39); m = 4 58-72 (33-35); m = 1 39-52 GB/s (32-36).
 #pragma GCC target("avx512f,avx512bw,avx512vl,fma")
 #include <immintrin.h>
 
