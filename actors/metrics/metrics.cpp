@@ -314,7 +314,15 @@ metrics_server::metrics_server(const metrics_registry& registry, const metrics_s
                              "request_timeout_ms",
                              "10000",
                              nullptr};
+    // Every request goes to handle_any through begin_request, which is part of the start-up
+    // configuration: a handler registered after mg_start2 (mg_set_request_handler) leaves a window
+    // in which a request — the launcher polls /readyz from the moment it spawns us — reaches
+    // civetweb's own "not found" page, whose printf overflows civetweb's small worker stacks
+    // under AddressSanitizer (seen in CI). No request may reach civetweb's error pages.
     mg_callbacks callbacks{};
+    callbacks.begin_request = [](mg_connection* conn) -> int {
+        return handle_any(conn, mg_get_user_data(mg_get_context(conn)));
+    };
     mg_init_data init{&callbacks, this, options};
     char error_text[256] = {};
     unsigned error_code = 0;
@@ -331,9 +339,6 @@ metrics_server::metrics_server(const metrics_registry& registry, const metrics_s
         throw metrics_error("metrics_server: no listening port for " + opts.listen_address);
     }
     port_ = ports[0].port;
-    // One handler for every path: civetweb's own error pages (mg_send_http_error) overflow its
-    // small worker-thread stacks under AddressSanitizer, so no request may reach them.
-    mg_set_request_handler(ctx_, "/", &metrics_server::handle_any, this);
 }
 
 metrics_server::~metrics_server() { stop(); }
