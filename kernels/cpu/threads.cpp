@@ -1,8 +1,11 @@
+#include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include "kernels/api/threads.hpp"
 
@@ -21,6 +24,21 @@ int default_compute_threads(int services_on_host) {
 void ensure_passive_openmp(char** argv) {
     if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
     ::setenv("OMP_WAIT_POLICY", "passive", 1);
+    // With OMP_PROC_BIND or OMP_PLACES set, libgomp has already bound this, the initial thread,
+    // to the first place; the new image would inherit that one-place mask and see one CPU (a
+    // 2-core run of the decode benchmark ran on 1 thread). Give it back the union of the places,
+    // which libgomp built from the mask the process started with.
+    if (const int places = omp_get_num_places(); places > 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (int place = 0; place < places; ++place) {
+            std::vector<int> ids(static_cast<size_t>(omp_get_place_num_procs(place)));
+            omp_get_place_proc_ids(place, ids.data());
+            for (const int id : ids)
+                if (id >= 0 && id < CPU_SETSIZE) CPU_SET(id, &set);
+        }
+        if (CPU_COUNT(&set) > 0) ::sched_setaffinity(0, sizeof set, &set);
+    }
     ::execv("/proc/self/exe", argv);
     // execv failed: carry on with the policy libgomp already chose.
 }

@@ -15,6 +15,8 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
 
 #include "model/engine.hpp"
 #include "model/mkmodel.hpp"
@@ -255,6 +257,31 @@ TEST_P(GoldenCliTest, GenerateGreedyPrintsReferenceContinuation) {
     while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) got.append(buf.data(), n);
     ASSERT_EQ(::pclose(pipe), 0);
     EXPECT_EQ(got, g.at("greedy_text").get<std::string>() + "\n");
+}
+
+// ensure_passive_openmp re-executes the CLI with OMP_WAIT_POLICY=passive. With OMP_PROC_BIND set,
+// libgomp has bound the first image's thread to one place before main; the second image must still
+// see every place (libgomp's own OMP_DISPLAY_ENV report of each image is the reference).
+TEST(CliThreads, ReExecutionForPassiveWaitingKeepsEveryPlace) {
+    const std::string cmd = "env -u OMP_WAIT_POLICY OMP_PROC_BIND=close OMP_PLACES=cores "
+                            "OMP_DISPLAY_ENV=true " + std::string(LONGCAT_CLI_PATH) + " help 2>&1 >/dev/null";
+    FILE* pipe = ::popen(cmd.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string report;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) report.append(buf.data(), n);
+    ASSERT_EQ(::pclose(pipe), 0) << report;
+    std::vector<std::string> places, policies;
+    std::istringstream lines(report);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.find("OMP_PLACES = ") != std::string::npos) places.push_back(line);
+        if (line.find("OMP_WAIT_POLICY = ") != std::string::npos) policies.push_back(line);
+    }
+    ASSERT_EQ(places.size(), 2u) << "expected one report per image:\n" << report;
+    ASSERT_EQ(policies.size(), 2u) << report;
+    EXPECT_EQ(places[1], places[0]) << report;
+    EXPECT_NE(policies[1].find("PASSIVE"), std::string::npos) << report;
 }
 
 std::string set_test_name(const ::testing::TestParamInfo<std::string>& info) {
