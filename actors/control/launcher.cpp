@@ -9,10 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
-#include <map>
-#include <set>
 #include <fstream>
+#include <map>
+#include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -32,20 +34,53 @@ std::string launched_process::metrics_url() const {
 
 // -- small OS helpers -------------------------------------------------------------------------------
 
-uint16_t pick_free_port(const std::string& host) {
+namespace {
+
+// A port `host` can bind now (tested with bind, then released; 0 when it cannot).
+bool can_bind(const std::string& host, uint16_t want, uint16_t* got) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
+    if (fd < 0) return false;
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
-    addr.sin_port = 0;
+    addr.sin_port = htons(want);
     ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
-    uint16_t port = 0;
+    bool ok = false;
     if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
         socklen_t len = sizeof addr;
-        if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) port = ntohs(addr.sin_port);
+        ok = ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+        if (ok) *got = ntohs(addr.sin_port);
     }
     ::close(fd);
-    return port;
+    return ok;
+}
+
+// The lower end of the kernel's ephemeral range (the ports bind(0) and connect() hand out).
+int ephemeral_low() {
+    std::ifstream f("/proc/sys/net/ipv4/ip_local_port_range");
+    int low = 0, high = 0;
+    if (f >> low >> high && low > 1024) return low;
+    return 32768;
+}
+
+}  // namespace
+
+uint16_t pick_free_port(const std::string& host) {
+    // Below the ephemeral range: a port the kernel hands out (bind(0) of a UCX listener or a
+    // CAF endpoint, the local port of a connection, possibly in another cluster started by a
+    // test running alongside) could take the port between this pick and the child's bind.
+    // Random, so two launchers picking at the same moment rarely choose the same port.
+    static const int low = ephemeral_low();
+    const int first = std::min(10000, low / 2);
+    if (low - first > 100) {
+        static thread_local std::mt19937 rng(std::random_device{}());
+        std::uniform_int_distribution<int> pick(first, low - 1);
+        for (int attempt = 0; attempt < 200; ++attempt) {
+            uint16_t got = 0;
+            if (can_bind(host, static_cast<uint16_t>(pick(rng)), &got)) return got;
+        }
+    }
+    uint16_t got = 0;
+    return can_bind(host, 0, &got) ? got : 0;
 }
 
 int http_get_status(const std::string& host, uint16_t port, const std::string& path,
@@ -372,10 +407,14 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         if (workers.empty()) return failure("topology has no attention workers");
 
         auto log_of = [&](const std::string& name) { return (dir / (name + ".log")).string(); };
+        std::set<uint16_t> picked;  // nothing binds before the children start: no port twice
         auto metrics_port = [&] {
-            const uint16_t port = pick_free_port(state.host);
-            if (port == 0) throw std::runtime_error("no free port on " + state.host);
-            return port;
+            for (int attempt = 0; attempt < 20; ++attempt) {
+                const uint16_t port = pick_free_port(state.host);
+                if (port == 0) break;
+                if (picked.insert(port).second) return port;
+            }
+            throw std::runtime_error("no free port on " + state.host);
         };
         const std::string model_dir = state.model_dir;
 

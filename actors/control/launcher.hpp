@@ -69,7 +69,8 @@ std::string describe_cluster(const cluster_state& state);
 int http_get_status(const std::string& host, uint16_t port, const std::string& path,
                     std::chrono::milliseconds timeout, std::string* body = nullptr);
 
-// A free TCP port on `host` (bound then released; the caller uses it right away).
+// A free TCP port on `host` (bound then released; the caller uses it right away): random, below
+// the kernel's ephemeral range, so that no port the kernel hands out meanwhile can take it.
 uint16_t pick_free_port(const std::string& host);
 
 }  // namespace longcat::control

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <future>
 #include <sstream>
 #include <thread>
@@ -497,3 +498,23 @@ TEST_F(ClusterCaf, TopologyWithInconsistentExpertPoolsIsRefusedByName) {
 
 }  // namespace
 }  // namespace longcat::control
+
+// The launcher's ports lie below the kernel's ephemeral range (read here from /proc, the
+// reference), so no port the kernel hands out to a listener or a connection in a cluster started
+// alongside can take one between the pick and the child's bind; they are random, so two launchers
+// rarely pick the same; each one was bindable when picked.
+TEST(LauncherPorts, PicksBindablePortsBelowTheEphemeralRangeAtRandom) {
+    std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+    int low = 0, high = 0;
+    ASSERT_TRUE(range >> low >> high);
+    ASSERT_GT(low, 2048) << "this machine's ephemeral range starts too low for the rule";
+    std::set<uint16_t> seen;
+    for (int i = 0; i < 50; ++i) {
+        const uint16_t port = longcat::control::pick_free_port("127.0.0.1");
+        ASSERT_NE(port, 0);
+        EXPECT_LT(port, low);
+        EXPECT_GE(port, 1024);
+        seen.insert(port);
+    }
+    EXPECT_GE(seen.size(), 45u);  // 50 draws from thousands of ports
+}
