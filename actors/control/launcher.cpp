@@ -58,8 +58,8 @@ bool can_bind(const std::string& host, uint16_t want, uint16_t* got) {
 int ephemeral_low() {
     std::ifstream f("/proc/sys/net/ipv4/ip_local_port_range");
     int low = 0, high = 0;
-    if (f >> low >> high && low > 1024) return low;
-    return 32768;
+    if (f >> low >> high) return low;
+    return 32768;  // the kernel's default
 }
 
 }  // namespace
@@ -70,8 +70,8 @@ uint16_t pick_free_port(const std::string& host) {
     // test running alongside) could take the port between this pick and the child's bind.
     // Random, so two launchers picking at the same moment rarely choose the same port.
     static const int low = ephemeral_low();
-    const int first = std::min(10000, low / 2);
-    if (low - first > 100) {
+    const int first = std::max(1024, std::min(10000, low / 2));
+    if (low - first > 100) {  // else no room below the range: let the kernel choose
         static thread_local std::mt19937 rng(std::random_device{}());
         std::uniform_int_distribution<int> pick(first, low - 1);
         for (int attempt = 0; attempt < 200; ++attempt) {
@@ -407,7 +407,16 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         if (workers.empty()) return failure("topology has no attention workers");
 
         auto log_of = [&](const std::string& name) { return (dir / (name + ".log")).string(); };
-        std::set<uint16_t> picked;  // nothing binds before the children start: no port twice
+        // Nothing binds before the children start: no port twice, and none that the topology
+        // fixes (the coordinator's and the gateway's, if set).
+        std::set<uint16_t> picked;
+        const uint16_t fixed_coordinator = topo.value("coordinator_port", 0);
+        const uint16_t fixed_gateway =
+            topo.contains("gateway") && topo.at("gateway").is_object() ? topo.at("gateway").value("port", 0) : 0;
+        if (fixed_coordinator != 0) picked.insert(fixed_coordinator);
+        if (fixed_gateway != 0 && !picked.insert(fixed_gateway).second)
+            return failure("topology gives the coordinator and the gateway the same port " +
+                           std::to_string(fixed_gateway));
         auto metrics_port = [&] {
             for (int attempt = 0; attempt < 20; ++attempt) {
                 const uint16_t port = pick_free_port(state.host);

@@ -318,7 +318,8 @@ metrics_server::metrics_server(const metrics_registry& registry, const metrics_s
     // configuration: a handler registered after mg_start2 (mg_set_request_handler) leaves a window
     // in which a request — the launcher polls /readyz from the moment it spawns us — reaches
     // civetweb's own "not found" page, whose printf overflows civetweb's small worker stacks
-    // under AddressSanitizer (seen in CI). No request may reach civetweb's error pages.
+    // under AddressSanitizer (seen in CI). Only requests civetweb cannot parse (malformed,
+    // oversized, a bad HTTP version) still get its own 400/413/505 pages, before any callback.
     mg_callbacks callbacks{};
     callbacks.begin_request = [](mg_connection* conn) -> int {
         return handle_any(conn, mg_get_user_data(mg_get_context(conn)));
