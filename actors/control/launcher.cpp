@@ -62,6 +62,26 @@ int ephemeral_low() {
     return 32768;  // the kernel's default
 }
 
+// Ports the administrator keeps for daemons (ip_local_reserved_ports: "8080,9000-9100"): the
+// kernel never hands them out, but an explicit bind would take them.
+std::set<int> reserved_ports() {
+    std::set<int> out;
+    std::ifstream f("/proc/sys/net/ipv4/ip_local_reserved_ports");
+    std::string item;
+    while (std::getline(f, item, ',')) {
+        int low = 0, high = 0;
+        const auto dash = item.find('-');
+        try {
+            low = std::stoi(item.substr(0, dash));
+            high = dash == std::string::npos ? low : std::stoi(item.substr(dash + 1));
+        } catch (const std::exception&) {
+            continue;
+        }
+        for (int port = std::max(low, 1); port <= std::min(high, 65535); ++port) out.insert(port);
+    }
+    return out;
+}
+
 }  // namespace
 
 uint16_t pick_free_port(const std::string& host) {
@@ -70,13 +90,15 @@ uint16_t pick_free_port(const std::string& host) {
     // test running alongside) could take the port between this pick and the child's bind.
     // Random, so two launchers picking at the same moment rarely choose the same port.
     static const int low = ephemeral_low();
+    static const std::set<int> reserved = reserved_ports();
     const int first = std::max(1024, std::min(10000, low / 2));
     if (low - first > 100) {  // else no room below the range: let the kernel choose
         static thread_local std::mt19937 rng(std::random_device{}());
         std::uniform_int_distribution<int> pick(first, low - 1);
         for (int attempt = 0; attempt < 200; ++attempt) {
+            const int want = pick(rng);
             uint16_t got = 0;
-            if (can_bind(host, static_cast<uint16_t>(pick(rng)), &got)) return got;
+            if (reserved.count(want) == 0 && can_bind(host, static_cast<uint16_t>(want), &got)) return got;
         }
     }
     uint16_t got = 0;

@@ -29,15 +29,23 @@ void ensure_passive_openmp(char** argv) {
     // 2-core run of the decode benchmark ran on 1 thread). Give it back the union of the places,
     // which libgomp built from the mask the process started with.
     if (const int places = omp_get_num_places(); places > 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
+        std::vector<int> cpus;
         for (int place = 0; place < places; ++place) {
             std::vector<int> ids(static_cast<size_t>(omp_get_place_num_procs(place)));
             omp_get_place_proc_ids(place, ids.data());
             for (const int id : ids)
-                if (id >= 0 && id < CPU_SETSIZE) CPU_SET(id, &set);
+                if (id >= 0) cpus.push_back(id);
         }
-        if (CPU_COUNT(&set) > 0) ::sched_setaffinity(0, sizeof set, &set);
+        if (!cpus.empty()) {
+            // A dynamic set: machines with more than CPU_SETSIZE (1024) CPUs exist.
+            const int count = *std::max_element(cpus.begin(), cpus.end()) + 1;
+            cpu_set_t* set = CPU_ALLOC(count);
+            const size_t size = CPU_ALLOC_SIZE(count);
+            CPU_ZERO_S(size, set);
+            for (const int id : cpus) CPU_SET_S(id, size, set);
+            ::sched_setaffinity(0, size, set);
+            CPU_FREE(set);
+        }
     }
     ::execv("/proc/self/exe", argv);
     // execv failed: carry on with the policy libgomp already chose.

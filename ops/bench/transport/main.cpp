@@ -4,7 +4,9 @@
 // For each transport (UCX_TLS=tcp with error mode peer, UCX_TLS=sm,self,tcp with error mode
 // none) and each dispatch payload size:
 //   - raw: `ucx_perftest -t ucp_am_bw -s SIZE -n ITERS` on 127.0.0.1, server pinned to CPU 1 and
-//     client to CPU 0 (taskset), run just before our measurement; its "Final:" overall MB/s;
+//     client to CPU 0 (taskset), run just before our measurement; its "Final:" overall MB/s (the
+//     target's baseline); on tcp also with `-e` (peer error handling, the service's mode), shown
+//     beside it;
 //   - ours: this process (pinned to CPU 0) plays the attention worker, a child process (this
 //     binary with --group-peer, pinned to CPU 1) is one expert group serving identity experts
 //     (expert_group_config::identity_experts) for a generated tiny-b checkpoint. The worker sends
@@ -240,12 +242,17 @@ std::vector<std::string> ucx_env_args(const std::string& tls) {
     return {"env", "UCX_TLS=" + tls, "UCX_NET_DEVICES=lo"};
 }
 
-raw_result run_perftest(const std::string& perftest, const std::string& tls, size_t size, int iters, int port) {
+// error_handling: `-e` on both sides (endpoints with peer error handling, the service's mode on
+// tcp). UCX 1.13 then has no zero-copy put lane on tcp, so rendezvous moves the data as active-
+// message fragments that the receiver copies out, as our data plane's transfers do.
+raw_result run_perftest(const std::string& perftest, const std::string& tls, size_t size, int iters, int port,
+                        bool error_handling) {
     raw_result r;
     std::vector<std::string> server = ucx_env_args(tls);
     for (std::string a : {std::string("taskset"), std::string("-c"), std::string("1"), perftest, std::string("-p"),
                           std::to_string(port)})
         server.push_back(a);
+    if (error_handling) server.push_back("-e");
     child_process srv(server);
     std::this_thread::sleep_for(400ms);  // let the server listen
     std::vector<std::string> client = ucx_env_args(tls);
@@ -254,6 +261,7 @@ raw_result run_perftest(const std::string& perftest, const std::string& tls, siz
                           std::string("ucp_am_bw"), std::string("-s"), std::to_string(size), std::string("-n"),
                           std::to_string(iters)})
         client.push_back(a);
+    if (error_handling) client.push_back("-e");
     child_process cli(client);
     const std::string out = cli.read_all(clock_type::now() + 30s);
     cli.stop();
@@ -453,7 +461,13 @@ int main(int argc, char** argv) {
         for (size_t size : sizes) {
             const int64_t rows = std::max<int64_t>(1, static_cast<int64_t>(size) / dispatch_row);
             const int iters = std::max(50, static_cast<int>(budget_mib * kMiB / static_cast<double>(size)));
-            raw_result raw = run_perftest(perftest, tc.tls, size, iters, port++);
+            raw_result raw = run_perftest(perftest, tc.tls, size, iters, port++, false);
+            // Beside the target's baseline (perftest's default endpoints), the same with the
+            // service's error mode, for the reader: how much of the gap is the protocol that
+            // error handling forces on tcp. The target stays against the default.
+            std::optional<raw_result> raw_same_mode;
+            if (tc.mode == transport::ucx_error_mode::peer)
+                raw_same_mode = run_perftest(perftest, tc.tls, size, iters, port++, true);
             const int trips = std::max(20, static_cast<int>(budget_mib * kMiB / 2 / static_cast<double>(size)));
             const int warmup = std::max(3, trips / 10);
             ours_result ours = run_ours(**plane, *group, hidden, rows, static_cast<int>(cfg.num_layers), warmup,
@@ -462,11 +476,20 @@ int main(int argc, char** argv) {
             std::optional<double> ratio;
             if (ours.mbs && raw.mbs && *raw.mbs > 0) ratio = *ours.mbs / *raw.mbs;
             const char* verdict = !gated ? "-" : !ratio ? "n/a" : *ratio >= 0.7 ? "ok" : "MISS";
-            std::printf("%-20s %8s %7ld %7d %11s %11s %7s %7s\n", ("UCX_TLS=" + tc.tls).c_str(),
+            std::optional<double> ratio_same_mode;
+            if (ours.mbs && raw_same_mode && raw_same_mode->mbs && *raw_same_mode->mbs > 0)
+                ratio_same_mode = *ours.mbs / *raw_same_mode->mbs;
+            std::printf("%-20s %8s %7ld %7d %11s %11s %7s %7s", ("UCX_TLS=" + tc.tls).c_str(),
                         size_label(size).c_str(), static_cast<long>(rows), ours.round_trips,
                         ours.mbs ? std::to_string(static_cast<long>(*ours.mbs)).c_str() : "error",
                         raw.mbs ? std::to_string(static_cast<long>(*raw.mbs)).c_str() : "error",
                         ratio ? (std::to_string(*ratio).substr(0, 5)).c_str() : "-", verdict);
+            if (raw_same_mode)
+                std::printf("   raw -e %s MB/s, ratio %s",
+                            raw_same_mode->mbs ? std::to_string(static_cast<long>(*raw_same_mode->mbs)).c_str()
+                                               : "error",
+                            ratio_same_mode ? std::to_string(*ratio_same_mode).substr(0, 5).c_str() : "-");
+            std::printf("\n");
             std::fflush(stdout);
             if (!ours.error.empty()) std::fprintf(stderr, "  ours: %s\n", ours.error.c_str());
             if (!raw.error.empty()) std::fprintf(stderr, "  raw (ucx_perftest): %s\n", raw.error.c_str());
@@ -484,6 +507,13 @@ int main(int argc, char** argv) {
             row["ours_mbs"] = ours.mbs ? nlohmann::json(*ours.mbs) : nlohmann::json(nullptr);
             row["raw_mbs"] = raw.mbs ? nlohmann::json(*raw.mbs) : nlohmann::json(nullptr);
             row["ratio"] = ratio ? nlohmann::json(*ratio) : nlohmann::json(nullptr);
+            if (raw_same_mode) {
+                row["raw_error_handling_mbs"] =
+                    raw_same_mode->mbs ? nlohmann::json(*raw_same_mode->mbs) : nlohmann::json(nullptr);
+                row["ratio_vs_raw_error_handling"] =
+                    ratio_same_mode ? nlohmann::json(*ratio_same_mode) : nlohmann::json(nullptr);
+                if (!raw_same_mode->error.empty()) row["raw_error_handling_error"] = raw_same_mode->error;
+            }
             if (!ours.error.empty()) row["ours_error"] = ours.error;
             if (!raw.error.empty()) row["raw_error"] = raw.error;
             j["results"].push_back(row);
