@@ -240,6 +240,21 @@ TEST_P(GoldenTest, TeacherForcedGreedyTraceAgrees) {
     EXPECT_GT(checked, 0);
 }
 
+// Runs `cmd` through the shell; returns its standard output and sets *status (pclose's, -1
+// when it could not start).
+std::string run_shell(const std::string& cmd, int* status) {
+    std::string out;
+    FILE* pipe = ::popen(cmd.c_str(), "r");
+    if (!pipe) {
+        *status = -1;
+        return out;
+    }
+    std::array<char, 4096> buf;
+    for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0;) out.append(buf.data(), n);
+    *status = ::pclose(pipe);
+    return out;
+}
+
 TEST_P(GoldenCliTest, GenerateGreedyPrintsReferenceContinuation) {
     const json& g = set_.meta.at("greedy");
     const std::string text = set_.meta.at("prompts").at(g.at("prompt").get<size_t>()).at("text");
@@ -249,13 +264,9 @@ TEST_P(GoldenCliTest, GenerateGreedyPrintsReferenceContinuation) {
                             (tmp_.path() / "model").string() + "' --prompt \"$(cat '" +
                             prompt_file.string() + "')\" --temperature 0 --max-tokens " +
                             std::to_string(g.at("ids").size()) + " 2>/dev/null";
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    ASSERT_NE(pipe, nullptr);
-    std::string got;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) got.append(buf.data(), n);
-    ASSERT_EQ(::pclose(pipe), 0);
+    int status = -1;
+    const std::string got = run_shell(cmd, &status);
+    ASSERT_EQ(status, 0);
     EXPECT_EQ(got, g.at("greedy_text").get<std::string>() + "\n");
 }
 
@@ -265,13 +276,9 @@ TEST_P(GoldenCliTest, GenerateGreedyPrintsReferenceContinuation) {
 TEST(CliThreads, ReExecutionForPassiveWaitingKeepsEveryPlace) {
     const std::string cmd = "env -u OMP_WAIT_POLICY OMP_PROC_BIND=close OMP_PLACES=cores "
                             "OMP_DISPLAY_ENV=verbose " + std::string(LONGCAT_CLI_PATH) + " help 2>&1 >/dev/null";
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    ASSERT_NE(pipe, nullptr);
-    std::string report;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) report.append(buf.data(), n);
-    ASSERT_EQ(::pclose(pipe), 0) << report;
+    int status = -1;
+    const std::string report = run_shell(cmd, &status);
+    ASSERT_EQ(status, 0) << report;
     // libgomp reports OMP_WAIT_POLICY as PASSIVE even when unset; its spin count tells the
     // policies apart (non-zero by default, 0 under OMP_WAIT_POLICY=passive).
     std::vector<std::string> places, spins;
