@@ -6,6 +6,8 @@
 
 #include <deque>
 #include <set>
+#include <utility>
+#include <vector>
 
 namespace longcat::coordinator {
 namespace {
@@ -25,6 +27,13 @@ proto::register_member group(const std::string& name) {
     proto::register_member m;
     m.greeting = proto::make_hello(proto::node_role::expert_group, name, "ucx://127.0.0.1:2");
     return m;
+}
+
+proto::generate_request request_of(std::vector<int32_t> prompt, int64_t max_tokens) {
+    proto::generate_request r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    return r;
 }
 
 struct fixture {
@@ -99,9 +108,7 @@ TEST(CoordinatorState, RefusesAnotherProtocolVersionNamingBothSides) {
 
 TEST(CoordinatorState, StepLoopPrefillsThenDecodesAndPlansTheNextStepAhead) {
     fixture f;
-    proto::generate_request request;
-    request.prompt = {5, 6, 7};
-    request.max_tokens = 3;
+    proto::generate_request request = request_of({5, 6, 7}, 3);
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     step_batch step1 = f.state->plan_step();
     ASSERT_EQ(step1.plans.at(f.worker_id).sequences.size(), 1u);
@@ -133,9 +140,7 @@ TEST(CoordinatorState, StepLoopPrefillsThenDecodesAndPlansTheNextStepAhead) {
 
 TEST(CoordinatorState, RequestEndingByEosInAPipelinedStepDropsTheExtraToken) {
     fixture f;
-    proto::generate_request request;
-    request.prompt = {5};
-    request.max_tokens = 10;
+    proto::generate_request request = request_of({5}, 10);
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     step_batch step1 = f.state->plan_step();
     step_batch step2 = f.state->plan_step();  // sent before step 1's EOS is known
@@ -151,9 +156,7 @@ TEST(CoordinatorState, RequestEndingByEosInAPipelinedStepDropsTheExtraToken) {
 
 TEST(CoordinatorState, DeadGroupFailsRequestsByNameAndRefusesUntilItReRegisters) {
     fixture f;
-    proto::generate_request request;
-    request.prompt = {5};
-    request.max_tokens = 10;
+    proto::generate_request request = request_of({5}, 10);
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     f.state->admit_queued();
     f.state->plan_step();
@@ -183,9 +186,7 @@ TEST(CoordinatorState, DeadGroupFailsRequestsByNameAndRefusesUntilItReRegisters)
 
 TEST(CoordinatorState, WorkerErrorMentioningAGroupNamesItsExperts) {
     fixture f;
-    proto::generate_request request;
-    request.prompt = {5};
-    request.max_tokens = 10;
+    proto::generate_request request = request_of({5}, 10);
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     f.state->admit_queued();
     step_batch step = f.state->plan_step();
@@ -284,9 +285,7 @@ struct batching_fixture {
         sim.page_size = page_size;
     }
     std::optional<refusal> submit(uint64_t id, std::vector<int32_t> prompt, int64_t max_tokens) {
-        proto::generate_request r;
-        r.prompt = prompt;
-        r.max_tokens = max_tokens;
+        proto::generate_request r = request_of(prompt, max_tokens);
         r.ignore_eos = true;
         r.stream = true;
         prompts[id] = prompt;
@@ -467,9 +466,7 @@ struct pd_fixture {
 
 TEST(Disaggregation, PrefillStreamsItsKvThenTheDecodeWorkerImportsAndDecodes) {
     pd_fixture f;
-    proto::generate_request request;
-    request.prompt = {5, 6, 7, 8, 9};
-    request.max_tokens = 3;
+    proto::generate_request request = request_of({5, 6, 7, 8, 9}, 3);
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     step_batch s1 = f.state->plan_step();
     // The prompt goes to a prefill worker, which sends its KV to decode-0 after the forward; the
@@ -529,9 +526,7 @@ TEST(Disaggregation, PrefillStreamsItsKvThenTheDecodeWorkerImportsAndDecodes) {
 
 TEST(Disaggregation, ChunkedPrefillSendsEachChunksKvAsItRuns) {
     pd_fixture f(/*prefill_chunk=*/3);
-    proto::generate_request request;
-    request.prompt = {5, 6, 7, 8, 9, 10, 11};
-    request.max_tokens = 2;
+    proto::generate_request request = request_of({5, 6, 7, 8, 9, 10, 11}, 2);
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     std::vector<std::pair<int64_t, int64_t>> ranges;
     std::vector<bool> lasts;
@@ -557,9 +552,7 @@ TEST(Disaggregation, ChunkedPrefillSendsEachChunksKvAsItRuns) {
 
 TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName) {
     pd_fixture f;
-    proto::generate_request request;
-    request.prompt = {5, 6, 7};
-    request.max_tokens = 8;
+    proto::generate_request request = request_of({5, 6, 7}, 8);
     request.stream = true;
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     // Runs steps until the decode worker imports; `prefill_worker` is the one that sent the KV.
@@ -615,9 +608,7 @@ TEST(Disaggregation, FailedImportIsRetriedOnAnotherPrefillWorkerThenFailsByName)
 
 TEST(Disaggregation, FailedSendIsRetriedAtOnce) {
     pd_fixture f;
-    proto::generate_request request;
-    request.prompt = {5, 6, 7};
-    request.max_tokens = 4;
+    proto::generate_request request = request_of({5, 6, 7}, 4);
     ASSERT_FALSE(f.state->admit(1, request).has_value());
     step_batch s1 = f.state->plan_step();
     const uint64_t prefill = s1.plans.at(f.prefill_a).transfers.empty() ? f.prefill_b : f.prefill_a;
@@ -725,9 +716,7 @@ TEST(ExpertPools, EveryPoolMustHoldEveryExpertAndEachMemberIsSentItsPoolsView) {
 TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesTheLanes) {
     pools_fixture f;
     f.complete();
-    proto::generate_request a;
-    a.prompt = {5, 6, 7, 8, 9};
-    a.max_tokens = 3;
+    proto::generate_request a = request_of({5, 6, 7, 8, 9}, 3);
     a.ignore_eos = true;
     ASSERT_FALSE(f.state->admit(1, a).has_value());
     // The prefill lane's plan goes to the prefill worker only; it streams the KV to decode-0.
@@ -783,9 +772,7 @@ TEST(ExpertPools, DecodeStepsRunWhileAPrefillStepIsInFlightAndKvCrossesTheLanes)
 TEST(ExpertPools, FailedPrefillStepEndsOnlyThePrefillLanesRequests) {
     pools_fixture f;
     f.complete();
-    proto::generate_request a;
-    a.prompt = {5, 6, 7};
-    a.max_tokens = 4;
+    proto::generate_request a = request_of({5, 6, 7}, 4);
     a.ignore_eos = true;
     ASSERT_FALSE(f.state->admit(1, a).has_value());
     step_batch p1 = f.state->plan_step("prefill");
