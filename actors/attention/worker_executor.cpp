@@ -247,6 +247,11 @@ cluster_status worker_executor::collect_combines(int64_t layer_idx, size_t mb_id
     const auto start = transport::clock::now();
     const transport::deadline until = start + config_.combine_timeout;
     mb.act.moe_out.assign(mb.x.size(), 0.0f);
+    if (wait_task_) {
+        auto task = std::move(wait_task_);
+        wait_task_ = nullptr;
+        task();
+    }
     // Group-id order: the sum is the same whatever order the combines arrive in.
     for (int32_t group_id = 0; group_id < map_.num_groups(); ++group_id) {
         transport::frame_filter filter;

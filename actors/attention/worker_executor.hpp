@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -140,6 +141,10 @@ class worker_executor {
         const std::vector<std::vector<int32_t>>& new_tokens, uint64_t step_id,
         const model::forward_options& opts = {});
     void release(model::sequence& seq) { kv_.release(seq.page_table); }
+    // Work for the compute thread's first combine wait of the next forward, where it would only
+    // block (the member actor's reply to the previous step goes out there, off the step
+    // boundary). Runs once; the caller clears what a forward that never waited left.
+    void set_wait_task(std::function<void()> task) { wait_task_ = std::move(task); }
 
     model::kv_cache& cache() { return kv_; }
     const model::model_config& model_config() const { return weights_->config; }
@@ -185,6 +190,7 @@ class worker_executor {
     std::vector<transport::peer_id> group_peers_;  // by group id; empty until connected
     std::vector<micro_batch> mbs_;
     std::vector<stage_event> log_;
+    std::function<void()> wait_task_;
 };
 
 }  // namespace longcat::attention

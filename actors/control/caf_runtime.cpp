@@ -1,20 +1,42 @@
 #include "actors/control/caf_runtime.hpp"
 
+#include <sched.h>
+
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <caf/atom.hpp>
 #include <caf/io/all.hpp>
-#include <thread>
 #include <caf/io/middleman.hpp>
+#include <caf/thread_hook.hpp>
 
 #include "proto/messages.hpp"
 
 namespace longcat::control {
+namespace {
+
+// CAF calls thread_started() on each thread it starts, from that thread, before its loop.
+struct batch_scheduling_hook : caf::thread_hook {
+    void init(caf::actor_system&) override {}
+    void thread_started() override {
+        const sched_param param{};
+        (void)::sched_setscheduler(0, SCHED_BATCH, &param);  // best effort: a refusal only costs latency
+    }
+    void thread_terminates() override {}
+};
+
+}  // namespace
+
+bool use_compute_scheduling() {
+    const sched_param param{};
+    return ::sched_setscheduler(0, SCHED_OTHER, &param) == 0;
+}
 
 std::unique_ptr<caf::actor_system_config> make_caf_config(const caf_runtime_options& opts) {
     auto config = std::make_unique<caf::actor_system_config>();
     config->load<caf::io::middleman>();
+    if (opts.batch_scheduling) config->add_thread_hook<batch_scheduling_hook>();
     proto::register_message_types(*config);
     config->set("scheduler.policy", caf::atom("sharing"));
     config->set("scheduler.max-threads", opts.scheduler_threads);

@@ -20,7 +20,22 @@ namespace longcat::control {
 struct caf_runtime_options {
     size_t scheduler_threads = 2;  // scheduler.max-threads (policy `sharing`)
     size_t middleman_workers = 0;  // middleman.workers (0: the middleman's own thread only)
+    // Every thread CAF starts (scheduler, middleman, clock, detached actors) runs under
+    // SCHED_BATCH: woken by a message, it never preempts a running compute or data-plane thread
+    // on its core, and takes a free core or the next slice instead.  For the processes that
+    // compute (attention worker, expert group): without it, a worker's step result woke its
+    // middleman thread onto the worker's own core and the step loop stood 20-90 us at every
+    // boundary.  Not for the coordinator, whose CAF threads are its critical path.  SCHED_BATCH
+    // needs no privilege.
+    bool batch_scheduling = false;
 };
+
+// Puts the calling thread back under SCHED_OTHER (wake-up preemption as usual).  Called first
+// by the member actors, whose threads compute (the attention worker's steps) or start the
+// threads that do (the expert group's serving thread; OpenMP's pool), which inherit the policy
+// of the thread that creates them.  (The UCX progress thread is started from main().)  Returns
+// false if the kernel refused.
+bool use_compute_scheduling();
 
 // A config with the middleman loaded, register_message_types() applied and the scheduler set.
 // Reads no file and no command line (services have their own config layers).

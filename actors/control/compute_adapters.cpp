@@ -154,9 +154,15 @@ public:
     }
 
     proto::expected<compute_step_output, std::string> run_step(
-        uint64_t step_id, const std::vector<compute_sequence>& sequences) override {
+        uint64_t step_id, const std::vector<compute_sequence>& sequences,
+        std::function<void()> first_wait) override {
         using failure = proto::unexpected<std::string>;
         if (!executor_) return failure("no placement applied yet");
+        executor_->set_wait_task(std::move(first_wait));
+        struct clear_task {
+            attention::worker_executor& executor;
+            ~clear_task() { executor.set_wait_task({}); }
+        } clear{*executor_};
         compute_step_output out;
         const int64_t vocab = executor_->model_config().vocab_size;
         if (sequences.empty()) {

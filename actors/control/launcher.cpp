@@ -372,7 +372,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         const int64_t kv_pages = topo.value("kv_pages", int64_t{1024});
         const int64_t page_size = topo.value("page_size", int64_t{16});
         const int64_t prefill_chunk = topo.value("prefill_chunk", int64_t{256});
-        const int pipeline_depth = topo.value("pipeline_depth", 2);
+        const int pipeline_depth = topo.value("pipeline_depth", 3);
         if (kv_pages < 1 || page_size < 1 || prefill_chunk < 0)
             return failure("topology kv_pages and page_size must be >= 1 and prefill_chunk >= 0");
         const int micro_batches = topo.value("micro_batches", 1);

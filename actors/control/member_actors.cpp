@@ -3,10 +3,12 @@
 #include "actors/control/expert_member.hpp"
 
 #include <map>
+#include <optional>
 #include <set>
 
 #include <caf/all.hpp>
 
+#include "actors/control/caf_runtime.hpp"
 #include "actors/control/stop_signal.hpp"
 
 namespace longcat::control {
@@ -134,6 +136,12 @@ void register_with(Self* self, coordinator_actor coordinator, const member_optio
 
 }  // namespace
 
+// See `deferred` in spawn_attention_member.
+struct deferred_step_reply {
+    caf::typed_response_promise<proto::step_result> promise;
+    proto::step_result result;
+};
+
 attention_member_actor spawn_attention_member(caf::actor_system& system,
                                               coordinator_actor coordinator, member_options opts,
                                               std::shared_ptr<attention_compute> compute,
@@ -142,6 +150,8 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
     // dereferences a null tuple pointer for argument-less spawns (UBSan flags it).
     auto behavior = [=](attention_member_actor::pointer self,
                         member_options opts) -> attention_member_actor::behavior_type {
+        // This thread runs the steps (and starts OpenMP's threads).
+        if (!use_compute_scheduling()) log_line(self, opts, "could not leave SCHED_BATCH for the compute thread");
         register_with(self, coordinator, opts, status,
                       [compute](const proto::register_reply&) { return compute->load(); });
         // The last step run and when its result left: boundary idle = the gap until the plan
@@ -149,131 +159,154 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
         auto last_step = std::make_shared<std::pair<uint64_t, std::chrono::steady_clock::time_point>>();
         // The token this worker sampled last for each of its requests (pipelined plans decode it).
         auto last_sampled = std::make_shared<std::map<uint64_t, int32_t>>();
+        // A step's reply held back because the next plan was already in the mailbox when the
+        // step ended: it goes out at the next step's first combine wait, where this thread would
+        // only block, so that the send (a wake-up of the middleman thread, most of what a
+        // boundary cost) leaves the boundary. Delivered before anything else this actor answers.
+        auto deferred = std::make_shared<std::optional<deferred_step_reply>>();
+        auto flush = [deferred] {
+            if (!deferred->has_value()) return;
+            deferred_step_reply reply = std::move(**deferred);
+            deferred->reset();
+            reply.promise.deliver(std::move(reply.result));
+        };
+        self->attach_functor([flush] { flush(); });  // the mailbox held an exit, not a plan
+        auto run_plan = [=](proto::step_plan& plan, double boundary_idle) -> proto::step_result {
+            proto::step_result result;
+            result.step_id = plan.step_id;
+            result.worker = opts.greeting.name;
+            for (uint64_t released : plan.released) last_sampled->erase(released);
+            compute->release(plan.released);
+            for (const proto::kv_release& r : plan.released_kv) compute->release_kv(r.request_id, r.attempt);
+            // Prefill/decode disaggregation, decode side: pages for KV about to stream in,
+            // then the KV of requests whose prefill is done; a request whose import failed is
+            // left out of this step.
+            for (const proto::kv_import& e : plan.expects) {
+                if (auto error = compute->expect_kv(e.request_id, e.attempt, e.num_tokens)) {
+                    log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
+                    result.failed_requests.push_back(e.request_id);
+                    result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
+                }
+            }
+            std::set<uint64_t> failed_imports;
+            std::map<uint64_t, uint64_t> imported_counter;  // request → the sampler's counter
+            for (const proto::kv_import& i : plan.imports) {
+                const auto import_start = std::chrono::steady_clock::now();
+                auto received = compute->receive_kv(i.request_id, i.from_name, i.num_tokens, i.attempt,
+                                                    std::chrono::milliseconds(i.timeout_ms));
+                if (!received) {
+                    log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + received.error());
+                    result.failed_requests.push_back(i.request_id);
+                    result.failed_reasons.push_back(opts.greeting.name + ": " + received.error());
+                    failed_imports.insert(i.request_id);
+                } else {
+                    // prefill_done: the first token is this worker's to decode next.
+                    (*last_sampled)[i.request_id] = received->done.first_token;
+                    imported_counter[i.request_id] = received->done.tokens_generated;
+                    if (opts.on_kv_import)
+                        opts.on_kv_import(received->bytes, std::chrono::duration<double>(
+                                                               std::chrono::steady_clock::now() - import_start).count());
+                }
+            }
+            std::vector<compute_sequence> sequences;
+            for (auto& seq : plan.sequences) {
+                if (failed_imports.count(seq.request_id) != 0) continue;
+                if (auto it = imported_counter.find(seq.request_id);
+                    it != imported_counter.end() && it->second != seq.token_index) {
+                    // The plan and the prefill worker disagree on the sampler's state.
+                    const std::string error = "request " + std::to_string(seq.request_id) + ": prefill_done says " +
+                                              std::to_string(it->second) + " tokens generated, the plan " +
+                                              std::to_string(seq.token_index);
+                    log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + error);
+                    result.failed_requests.push_back(seq.request_id);
+                    result.failed_reasons.push_back(opts.greeting.name + ": " + error);
+                    compute->release({seq.request_id});
+                    continue;
+                }
+                compute_sequence s;
+                s.request_id = seq.request_id;
+                s.new_tokens = std::move(seq.new_tokens);
+                if (seq.decode_last_sampled) {
+                    auto it = last_sampled->find(seq.request_id);
+                    if (it == last_sampled->end()) {
+                        result.error = opts.greeting.name + ": step " + std::to_string(plan.step_id) +
+                                       ": request " + std::to_string(seq.request_id) +
+                                       " has no sampled token to decode";
+                        log_line(self, opts, result.error);
+                        return result;
+                    }
+                    s.new_tokens = {it->second};
+                }
+                s.token_index = seq.token_index;
+                s.sampling.temperature = seq.temperature;
+                s.sampling.top_p = seq.top_p;
+                s.sampling.top_k = seq.top_k;
+                s.sampling.seed = seq.seed;
+                sequences.push_back(std::move(s));
+            }
+            const auto start = std::chrono::steady_clock::now();
+            auto output = compute->run_step(plan.step_id, sequences, flush);
+            result.step_seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            if (!output) {
+                result.error = opts.greeting.name + ": step " + std::to_string(plan.step_id) +
+                               " failed: " + output.error();
+                log_line(self, opts, result.error);
+                return result;
+            }
+            for (size_t idx = 0; idx < sequences.size(); ++idx) {
+                result.tokens.push_back({sequences[idx].request_id, output->tokens[idx]});
+                (*last_sampled)[sequences[idx].request_id] = output->tokens[idx];
+            }
+            // Prefill side: the KV rows this step's prefill chunks computed go out now (a
+            // failed send is reported at once: the coordinator retries without the decode
+            // side waiting for its transfer deadline).
+            for (const proto::kv_transfer& t : plan.transfers) {
+                // The last chunk ends with prefill_done: the token sampled here, and the
+                // sampler's counter after it.
+                std::optional<proto::prefill_done_row> done;
+                if (t.last)
+                    for (size_t idx = 0; idx < sequences.size(); ++idx)
+                        if (sequences[idx].request_id == t.request_id)
+                            done = proto::prefill_done_row{output->tokens[idx], sequences[idx].token_index + 1};
+                if (t.last && !done) {
+                    result.failed_requests.push_back(t.request_id);
+                    result.failed_reasons.push_back(opts.greeting.name + ": request " + std::to_string(t.request_id) +
+                                                    ": a last KV chunk without its prefill in the plan");
+                    compute->release({t.request_id});
+                    continue;
+                }
+                if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.first_token,
+                                                  t.num_tokens, t.attempt, done)) {
+                    log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
+                    result.failed_requests.push_back(t.request_id);
+                    result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
+                }
+                if (t.last) last_sampled->erase(t.request_id);
+            }
+            result.kv_pages_used = output->kv_pages_used;
+            result.kv_pages_free = output->kv_pages_free;
+            if (opts.on_step) opts.on_step(*output, result.step_seconds, boundary_idle);
+            return result;
+        };
         return {
-            [=](proto::step_plan& plan) -> proto::step_result {
+            [=](proto::step_plan& plan) -> caf::result<proto::step_result> {
                 double boundary_idle = -1.0;
                 if (plan.follows_step != 0 && plan.follows_step == last_step->first)
                     boundary_idle = std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                                                   last_step->second).count();
-                proto::step_result result;
-                result.step_id = plan.step_id;
-                result.worker = opts.greeting.name;
-                for (uint64_t released : plan.released) last_sampled->erase(released);
-                compute->release(plan.released);
-                for (const proto::kv_release& r : plan.released_kv) compute->release_kv(r.request_id, r.attempt);
-                // Prefill/decode disaggregation, decode side: pages for KV about to stream in,
-                // then the KV of requests whose prefill is done; a request whose import failed is
-                // left out of this step.
-                for (const proto::kv_import& e : plan.expects) {
-                    if (auto error = compute->expect_kv(e.request_id, e.attempt, e.num_tokens)) {
-                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
-                        result.failed_requests.push_back(e.request_id);
-                        result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
-                    }
-                }
-                std::set<uint64_t> failed_imports;
-                std::map<uint64_t, uint64_t> imported_counter;  // request → the sampler's counter
-                for (const proto::kv_import& i : plan.imports) {
-                    const auto import_start = std::chrono::steady_clock::now();
-                    auto received = compute->receive_kv(i.request_id, i.from_name, i.num_tokens, i.attempt,
-                                                        std::chrono::milliseconds(i.timeout_ms));
-                    if (!received) {
-                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + received.error());
-                        result.failed_requests.push_back(i.request_id);
-                        result.failed_reasons.push_back(opts.greeting.name + ": " + received.error());
-                        failed_imports.insert(i.request_id);
-                    } else {
-                        // prefill_done: the first token is this worker's to decode next.
-                        (*last_sampled)[i.request_id] = received->done.first_token;
-                        imported_counter[i.request_id] = received->done.tokens_generated;
-                        if (opts.on_kv_import)
-                            opts.on_kv_import(received->bytes, std::chrono::duration<double>(
-                                                                   std::chrono::steady_clock::now() - import_start).count());
-                    }
-                }
-                std::vector<compute_sequence> sequences;
-                for (auto& seq : plan.sequences) {
-                    if (failed_imports.count(seq.request_id) != 0) continue;
-                    if (auto it = imported_counter.find(seq.request_id);
-                        it != imported_counter.end() && it->second != seq.token_index) {
-                        // The plan and the prefill worker disagree on the sampler's state.
-                        const std::string error = "request " + std::to_string(seq.request_id) + ": prefill_done says " +
-                                                  std::to_string(it->second) + " tokens generated, the plan " +
-                                                  std::to_string(seq.token_index);
-                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + error);
-                        result.failed_requests.push_back(seq.request_id);
-                        result.failed_reasons.push_back(opts.greeting.name + ": " + error);
-                        compute->release({seq.request_id});
-                        continue;
-                    }
-                    compute_sequence s;
-                    s.request_id = seq.request_id;
-                    s.new_tokens = std::move(seq.new_tokens);
-                    if (seq.decode_last_sampled) {
-                        auto it = last_sampled->find(seq.request_id);
-                        if (it == last_sampled->end()) {
-                            result.error = opts.greeting.name + ": step " + std::to_string(plan.step_id) +
-                                           ": request " + std::to_string(seq.request_id) +
-                                           " has no sampled token to decode";
-                            log_line(self, opts, result.error);
-                            return result;
-                        }
-                        s.new_tokens = {it->second};
-                    }
-                    s.token_index = seq.token_index;
-                    s.sampling.temperature = seq.temperature;
-                    s.sampling.top_p = seq.top_p;
-                    s.sampling.top_k = seq.top_k;
-                    s.sampling.seed = seq.seed;
-                    sequences.push_back(std::move(s));
-                }
-                const auto start = std::chrono::steady_clock::now();
-                auto output = compute->run_step(plan.step_id, sequences);
-                result.step_seconds =
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-                if (!output) {
-                    result.error = opts.greeting.name + ": step " + std::to_string(plan.step_id) +
-                                   " failed: " + output.error();
-                    log_line(self, opts, result.error);
-                    return result;
-                }
-                for (size_t idx = 0; idx < sequences.size(); ++idx) {
-                    result.tokens.push_back({sequences[idx].request_id, output->tokens[idx]});
-                    (*last_sampled)[sequences[idx].request_id] = output->tokens[idx];
-                }
-                // Prefill side: the KV rows this step's prefill chunks computed go out now (a
-                // failed send is reported at once: the coordinator retries without the decode
-                // side waiting for its transfer deadline).
-                for (const proto::kv_transfer& t : plan.transfers) {
-                    // The last chunk ends with prefill_done: the token sampled here, and the
-                    // sampler's counter after it.
-                    std::optional<proto::prefill_done_row> done;
-                    if (t.last)
-                        for (size_t idx = 0; idx < sequences.size(); ++idx)
-                            if (sequences[idx].request_id == t.request_id)
-                                done = proto::prefill_done_row{output->tokens[idx], sequences[idx].token_index + 1};
-                    if (t.last && !done) {
-                        result.failed_requests.push_back(t.request_id);
-                        result.failed_reasons.push_back(opts.greeting.name + ": request " + std::to_string(t.request_id) +
-                                                        ": a last KV chunk without its prefill in the plan");
-                        compute->release({t.request_id});
-                        continue;
-                    }
-                    if (auto error = compute->send_kv(t.request_id, t.to_name, t.to_address, t.first_token,
-                                                      t.num_tokens, t.attempt, done)) {
-                        log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + *error);
-                        result.failed_requests.push_back(t.request_id);
-                        result.failed_reasons.push_back(opts.greeting.name + ": " + *error);
-                    }
-                    if (t.last) last_sampled->erase(t.request_id);
-                }
-                result.kv_pages_used = output->kv_pages_used;
-                result.kv_pages_free = output->kv_pages_free;
-                if (opts.on_step) opts.on_step(*output, result.step_seconds, boundary_idle);
-                *last_step = {plan.step_id, std::chrono::steady_clock::now()};
-                return result;
+                proto::step_result result = run_plan(plan, boundary_idle);
+                const auto end = std::chrono::steady_clock::now();
+                flush();  // the previous step's reply, when no combine wait sent it
+                if (!result.error.empty()) return result;
+                *last_step = {plan.step_id, end};
+                if (self->mailbox().empty()) return result;
+                auto promise = self->make_response_promise<proto::step_result>();
+                deferred->emplace(deferred_step_reply{promise, std::move(result)});
+                return promise;
             },
             [=](proto::placement_update& update) -> proto::placement_ack {
+                flush();
                 proto::placement_ack ack{update.map.version, opts.greeting.name, ""};
                 auto placement = to_member_placement(update.map);
                 if (!placement) ack.error = placement.error();
@@ -292,6 +325,8 @@ expert_member_actor spawn_expert_member(caf::actor_system& system, coordinator_a
                                         std::shared_ptr<member_status> status) {
     auto behavior = [=](expert_member_actor::pointer self,
                         member_options opts) -> expert_member_actor::behavior_type {
+        // The serving thread (and its OpenMP pool) starts from here.
+        if (!use_compute_scheduling()) log_line(self, opts, "could not leave SCHED_BATCH for the compute threads");
         register_with(self, coordinator, opts, status, [compute](const proto::register_reply& reply) {
             return compute->load(reply.experts_by_layer);
         });

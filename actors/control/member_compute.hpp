@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,9 +64,11 @@ public:
     // forward, so that both find the pages the coordinator counted on.
     virtual void release(const std::vector<uint64_t>& request_ids) = 0;
     // One step: runs the sequences, samples one token each. An error names the peer (expert
-    // group, TP peer) or what failed.
+    // group, TP peer) or what failed. `first_wait`, when set, runs on this thread at the step's
+    // first combine wait, or not at all (the caller then runs it).
     virtual proto::expected<compute_step_output, std::string> run_step(
-        uint64_t step_id, const std::vector<compute_sequence>& sequences) = 0;
+        uint64_t step_id, const std::vector<compute_sequence>& sequences,
+        std::function<void()> first_wait) = 0;
     // Prefill/decode disaggregation (ARCHITECTURE.md §6). A prefill worker sends the request's
     // cached rows [first_token, num_tokens) of every KV pool to the decode worker at `to_address`
     // (one kv frame per (256-row chunk, pool), each tagged with `attempt`); with `done` (the last

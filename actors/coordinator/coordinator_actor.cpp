@@ -188,8 +188,11 @@ void run_step(self_ptr self, step_batch batch) {
     for (const auto& [worker_id, plan] : batch.plans) step.pending.insert(worker_id);
     step.start = clock::now();
     // The worker times the gap since the step of its lane this one follows (0: it starts after
-    // idling).
-    const bool follows_one = (s.continuing && s.continuing_lane == batch.lane) || steps_of(s, batch.lane) > 1;
+    // idling).  A release-only step (no sequences anywhere: it only frees finished requests'
+    // pages once the batch has drained) follows nothing: the worker had no work left, so the
+    // wait for it is not a boundary of the step loop.
+    const bool follows_one = !batch.empty() &&
+                             ((s.continuing && s.continuing_lane == batch.lane) || steps_of(s, batch.lane) > 1);
     const uint64_t follows = follows_one ? s.last_sent_step[batch.lane] : 0;
     s.last_sent_step[batch.lane] = step_id;
     const auto timeout = std::chrono::milliseconds(s.core->config().step_timeout_ms);

@@ -18,7 +18,7 @@ void coordinator_config::declare(control::service_options& o) {
           "expert groups to wait for when expert-placement is empty");
     o.add("max-batch", &max_batch, "running requests at once (continuous batching)");
     o.add("prefill-chunk", &prefill_chunk, "prompt tokens per request per step (0: whole prompt)");
-    o.add("pipeline-depth", &pipeline_depth, "steps in flight (2: plan and send N+1 while N runs)");
+    o.add("pipeline-depth", &pipeline_depth, "steps in flight (3: N+1 and N+2 are planned and sent while N runs)");
     o.add("kv-transfer-timeout-ms", &kv_transfer_timeout_ms, "disaggregation: deadline of a KV transfer");
     o.add("step-timeout-ms", &step_timeout_ms, "deadline of one step's results");
     o.add("request-deadline-ms", &request_deadline_ms, "default deadline of a request");

@@ -26,9 +26,12 @@ struct coordinator_config {
     int32_t expected_expert_groups = 1;  // used when expert_placement is empty
     int32_t max_batch = 8;               // running requests at once (continuous batching)
     int64_t prefill_chunk = 256;         // prompt tokens per request per step (0: all at once)
-    // Steps in flight: 2 sends step N+1 while N runs (no worker idle at the boundary); 1 waits
-    // for N's results before planning N+1.
-    int32_t pipeline_depth = 2;
+    // Steps in flight: 3 has N+1 and N+2 sent while N runs, so the next plan is already in a
+    // worker's mailbox when a step ends even though the worker replies to N during N+1 (at its
+    // first combine wait: ops/docs/cluster.md); 2 sends N+1 while N runs (the plan for N+2 then
+    // often arrives after N+1 ends when steps are ~1 ms); 1 waits for N's results before
+    // planning N+1.
+    int32_t pipeline_depth = 3;
     int64_t kv_transfer_timeout_ms = 5000;  // disaggregation: a decode worker's wait for KV frames
     int64_t step_timeout_ms = 30000;     // a step result later than this fails the step
     int64_t request_deadline_ms = 120000;  // default per-request deadline

@@ -109,7 +109,9 @@ int main(int argc, char** argv) {
         compute_opts.data_plane = {config.listen_host, config.data_plane_port, config.data_plane_error_mode};
         auto compute = control::make_attention_compute(compute_opts);
 
-        auto caf_config = control::make_caf_config();
+        control::caf_runtime_options runtime;
+        runtime.batch_scheduling = true;  // CAF's threads never preempt this process's compute
+        auto caf_config = control::make_caf_config(runtime);
         caf::actor_system system{*caf_config};
         auto coordinator = control::connect_coordinator(system, config.coordinator,
                                                         std::chrono::milliseconds(config.connect_timeout_ms));
@@ -138,12 +140,15 @@ int main(int argc, char** argv) {
                                          "time running steps that follow another step directly");
         auto idle = registry.add_counter("longcat_worker_boundary_idle_seconds_total",
                                          "time between a step's result and the next step's plan");
+        auto boundaries = registry.add_counter("longcat_worker_boundaries_total",
+                                               "step boundaries timed (steps that follow another step directly)");
         member.on_step = [=](const control::compute_step_output& out, double seconds,
                              double boundary_idle) mutable {
             step_seconds.observe(seconds);
             if (boundary_idle >= 0.0) {
                 idle.inc(boundary_idle);
                 busy.inc(seconds);
+                boundaries.inc();
             }
             exposed_dispatch.inc(out.dispatch_seconds);
             exposed_combine.inc(out.combine_wait_seconds);

@@ -90,7 +90,9 @@ int main(int argc, char** argv) {
         compute_opts.data_plane = {config.listen_host, config.data_plane_port, config.data_plane_error_mode};
         auto compute = control::make_expert_compute(compute_opts);
 
-        auto caf_config = control::make_caf_config();
+        control::caf_runtime_options runtime;
+        runtime.batch_scheduling = true;  // CAF's threads never preempt this process's compute
+        auto caf_config = control::make_caf_config(runtime);
         caf::actor_system system{*caf_config};
         auto coordinator = control::connect_coordinator(system, config.coordinator,
                                                         std::chrono::milliseconds(config.connect_timeout_ms));

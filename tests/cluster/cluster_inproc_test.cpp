@@ -263,10 +263,19 @@ TEST(Cluster, StageOrderWithSboAndTwoMicroBatches) {
     inproc_worker worker = make_inproc_worker(fabric, model.attention, map, "attention-0", config);
     ASSERT_TRUE(worker.executor);
     const reference_run ref = run_engine(model.full, {4, 4}, 0);
+    // The wait task (the member actor's deferred reply) runs once, at the first combine wait.
+    int task_runs = 0;
+    size_t log_size_at_task = 0;
+    worker.executor->set_wait_task([&] {
+        ++task_runs;
+        log_size_at_task = worker.executor->stage_log().size();
+    });
     ASSERT_EQ(run_worker(*worker.executor, ref.plan).size(), 1u);
     const std::vector<stage_event>& log = worker.executor->stage_log();
     const auto L = static_cast<int32_t>(model.config().num_layers);
     ASSERT_EQ(log.size(), static_cast<size_t>(L * 2 * 7));
+    EXPECT_EQ(task_runs, 1);
+    EXPECT_EQ(log_size_at_task, index_of(log, stage_event_kind::combine_wait_start, 0, 0) + 1);
     for (int32_t layer = 0; layer < L; ++layer) {
         for (int32_t mb = 0; mb < 2; ++mb) {
             // SBO: dispatch leaves before mid starts; the combine wait starts after back.

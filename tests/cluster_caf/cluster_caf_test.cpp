@@ -2,6 +2,7 @@
 // up`, generations through the coordinator (CAF) with MoE traffic over UCX, failures, `down`.
 // Every test stops what it started (cluster down in a guard, extra processes by pid).
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <set>
 #include <future>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -78,6 +80,41 @@ process_result run_process(const std::vector<std::string>& args, std::chrono::se
     ::close(pipe_fds[0]);
     result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return result;
+}
+
+// Each thread of a process as /proc reports it: name, scheduling policy (SCHED_OTHER 0,
+// SCHED_BATCH 3) and CPU time in clock ticks.
+struct thread_stat {
+    std::string name;
+    int policy = -1;
+    long ticks = 0;
+};
+std::vector<thread_stat> threads_of(int pid) {
+    std::vector<thread_stat> out;
+    std::error_code ec;
+    for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+        std::ifstream in(task.path() / "stat");
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const auto open = text.find('('), close = text.rfind(')');
+        if (open == std::string::npos || close == std::string::npos) continue;
+        thread_stat t;
+        t.name = text.substr(open + 1, close - open - 1);
+        std::istringstream fields(text.substr(close + 2));  // from field 3 (state) on
+        std::vector<std::string> f((std::istream_iterator<std::string>(fields)), std::istream_iterator<std::string>());
+        if (f.size() < 39) continue;
+        t.ticks = std::stol(f[11]) + std::stol(f[12]);  // utime (14), stime (15)
+        t.policy = std::stoi(f[38]);                     // policy (41)
+        out.push_back(t);
+    }
+    return out;
+}
+
+// The value of an unlabelled series in a Prometheus text body; -1 when absent.
+double series_value(const std::string& body, const std::string& name) {
+    std::istringstream in(body);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+    return -1.0;
 }
 
 bool alive(const launched_process& p) {
@@ -233,6 +270,59 @@ TEST_F(ClusterCaf, MinimalGreedyMatchesSingleProcessEngineAndDownLeavesNoProcess
     EXPECT_NE(worker_metrics.find("longcat_exposed_communication_seconds_total{wait=\"combine\"}"),
               std::string::npos) << worker_metrics;
     EXPECT_NE(worker_metrics.find("longcat_step_tokens_total"), std::string::npos) << worker_metrics;
+
+    // Step boundaries: a request of 12 tokens runs 12 steps (its prefill, then 11 decodes, each
+    // planned while the one before ran), so 11 boundaries are timed; the release-only step that
+    // frees its pages after it finished follows no step.  Pages all free = that step has run.
+    const auto worker = find(state, "attention-0");
+    auto worker_series = [&](const std::string& name) {
+        std::string body;
+        http_get_status("127.0.0.1", worker.metrics_port, "/metrics", 2s, &body);
+        return series_value(body, name);
+    };
+    auto wait_pages_free = [&] {
+        const auto until = clock_type::now() + 5s;
+        while (worker_series("longcat_kv_pages_used") != 0.0 && clock_type::now() < until)
+            std::this_thread::sleep_for(20ms);
+        return worker_series("longcat_kv_pages_used");
+    };
+    ASSERT_EQ(wait_pages_free(), 0.0);
+    const double boundaries_before = worker_series("longcat_worker_boundaries_total");
+    cluster_generate_options twelve;
+    twelve.prompt = ids;
+    twelve.max_tokens = 12;
+    twelve.ignore_eos = true;
+    twelve.timeout = 60s;
+    auto twelve_got = cluster_generate(state.coordinator, twelve);
+    ASSERT_TRUE(twelve_got.has_value()) << twelve_got.error();
+    EXPECT_EQ(twelve_got->tokens.size(), 12u);
+    ASSERT_EQ(wait_pages_free(), 0.0);
+    EXPECT_EQ(worker_series("longcat_worker_boundaries_total") - boundaries_before, 11.0);
+
+    // Scheduling: the processes that compute run CAF's threads under SCHED_BATCH (a message never
+    // preempts their compute), the thread that ran the steps under SCHED_OTHER; the coordinator,
+    // whose CAF threads are its work, runs everything under SCHED_OTHER.
+    const auto worker_threads = threads_of(worker.pid);
+    int caf_threads = 0;
+    const thread_stat* busiest = nullptr;
+    for (const auto& t : worker_threads) {
+        if (t.name == "caf.multiplexer" || t.name == "caf.clock") {
+            ++caf_threads;
+            EXPECT_EQ(t.policy, SCHED_BATCH) << t.name;
+        }
+        if (!busiest || t.ticks > busiest->ticks) busiest = &t;
+    }
+    EXPECT_GE(caf_threads, 2);
+    ASSERT_NE(busiest, nullptr);
+    EXPECT_EQ(busiest->policy, SCHED_OTHER) << busiest->name << " ran the steps";
+    for (const auto& t : threads_of(find(state, "experts-0").pid)) {
+        if (t.name == "caf.multiplexer") {
+            EXPECT_EQ(t.policy, SCHED_BATCH) << "experts-0 " << t.name;
+        }
+    }
+    for (const auto& t : threads_of(find(state, "coordinator").pid)) {
+        EXPECT_EQ(t.policy, SCHED_OTHER) << "coordinator " << t.name;
+    }
 
     const auto down = run_process({LONGCAT_CLI_PATH, "cluster", "down", "--state", state_file_});
     EXPECT_EQ(down.exit_code, 0) << down.output;
