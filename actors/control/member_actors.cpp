@@ -142,6 +142,19 @@ struct deferred_step_reply {
     proto::step_result result;
 };
 
+// Whether a step_plan waits in this actor's mailbox. Other messages do not count: CAF 0.17 also
+// queues e.g. the expired timeout of an answered request, which it drops without a handler.
+template <class Self>
+bool step_plan_queued(Self* self) {
+    auto& mailbox = self->mailbox();
+    mailbox.fetch_more();  // the lock-free inbox into the queues (this is the actor's own thread)
+    bool found = false;
+    mailbox.queue().peek_all([&](const caf::mailbox_element& element) {
+        found = found || element.content().template match_elements<proto::step_plan>();
+    });
+    return found;
+}
+
 attention_member_actor spawn_attention_member(caf::actor_system& system,
                                               coordinator_actor coordinator, member_options opts,
                                               std::shared_ptr<attention_compute> compute,
@@ -162,7 +175,8 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
         // A step's reply held back because the next plan was already in the mailbox when the
         // step ended: it goes out at the next step's first combine wait, where this thread would
         // only block, so that the send (a wake-up of the middleman thread, most of what a
-        // boundary cost) leaves the boundary. Delivered before anything else this actor answers.
+        // boundary cost) leaves the boundary. Delivered before anything else this actor answers,
+        // and before a plan's KV imports (which may wait for their transfers).
         auto deferred = std::make_shared<std::optional<deferred_step_reply>>();
         auto flush = [deferred] {
             if (!deferred->has_value()) return;
@@ -172,6 +186,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
         };
         self->attach_functor([flush] { flush(); });  // the mailbox held an exit, not a plan
         auto run_plan = [=](proto::step_plan& plan, double boundary_idle) -> proto::step_result {
+            if (!plan.imports.empty()) flush();
             proto::step_result result;
             result.step_id = plan.step_id;
             result.worker = opts.greeting.name;
@@ -300,7 +315,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 flush();  // the previous step's reply, when no combine wait sent it
                 if (!result.error.empty()) return result;
                 *last_step = {plan.step_id, end};
-                if (self->mailbox().empty()) return result;
+                if (!step_plan_queued(self)) return result;
                 auto promise = self->make_response_promise<proto::step_result>();
                 deferred->emplace(deferred_step_reply{promise, std::move(result)});
                 return promise;
