@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 
 #include "actors/control/caf_runtime.hpp"
+#include "actors/control/mailbox_peek.hpp"
 #include "actors/control/stop_signal.hpp"
 
 namespace longcat::control {
@@ -141,19 +142,6 @@ struct deferred_step_reply {
     caf::typed_response_promise<proto::step_result> promise;
     proto::step_result result;
 };
-
-// Whether a step_plan waits in this actor's mailbox. Other messages do not count: CAF 0.17 also
-// queues e.g. the expired timeout of an answered request, which it drops without a handler.
-template <class Self>
-bool step_plan_queued(Self* self) {
-    auto& mailbox = self->mailbox();
-    mailbox.fetch_more();  // the lock-free inbox into the queues (this is the actor's own thread)
-    bool found = false;
-    mailbox.queue().peek_all([&](const caf::mailbox_element& element) {
-        found = found || element.content().template match_elements<proto::step_plan>();
-    });
-    return found;
-}
 
 attention_member_actor spawn_attention_member(caf::actor_system& system,
                                               coordinator_actor coordinator, member_options opts,
@@ -315,7 +303,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 flush();  // the previous step's reply, when no combine wait sent it
                 if (!result.error.empty()) return result;
                 *last_step = {plan.step_id, end};
-                if (!step_plan_queued(self)) return result;
+                if (!next_message_is_step_plan(self)) return result;
                 auto promise = self->make_response_promise<proto::step_result>();
                 deferred->emplace(deferred_step_reply{promise, std::move(result)});
                 return promise;
