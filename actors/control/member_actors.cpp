@@ -172,7 +172,7 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
             deferred->reset();
             reply.promise.deliver(std::move(reply.result));
         };
-        self->attach_functor([flush] { flush(); });  // the mailbox held an exit, not a plan
+        self->attach_functor([flush] { flush(); });  // an exit came before the queued plan
         auto run_plan = [=](proto::step_plan& plan, double boundary_idle) -> proto::step_result {
             if (!plan.imports.empty()) flush();
             proto::step_result result;
