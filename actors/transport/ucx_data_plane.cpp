@@ -716,9 +716,9 @@ struct ucx_data_plane::impl {
         params.cb.send = &impl::on_send_done;
         params.user_data = context.get();
         params.flags = UCP_AM_SEND_FLAG_REPLY;
-        if (eager) {
+        if (eager || payload.size() <= config.rndv_threshold_bytes) {
             params.flags |= UCP_AM_SEND_FLAG_EAGER;
-        } else if (payload.size() > config.rndv_threshold_bytes) {
+        } else {
             params.flags |= UCP_AM_SEND_FLAG_RNDV;
         }
         params.datatype = ucp_dt_make_contig(1);

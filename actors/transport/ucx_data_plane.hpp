@@ -2,8 +2,8 @@
 // One UCP context + worker per process, owned by one progress thread that makes every UCX call;
 // a sockaddr listener (tcp connection manager) that peers connect to; one endpoint per peer; a
 // frame travels as one active message (AM header = the 64-byte frame header, AM data = the
-// payload), with rendezvous forced above rndv_threshold_bytes (zero-copy over shm/cma, or the
-// receiver pulls it over tcp) and eager below.
+// payload), eager up to rndv_threshold_bytes (1 MiB) and rendezvous above it (zero-copy over
+// shm/cma, or the receiver pulls it over tcp).
 //
 // Progress: `wakeup` (default) sleeps in epoll on the worker's wakeup fd (ucp_worker_get_efd /
 // ucp_worker_arm) and on an eventfd that API calls ring; `busy_poll` spins on
@@ -46,7 +46,11 @@ struct ucx_data_plane_config {
     uint16_t listen_port = 0;               // 0: the OS picks one; address() tells which
     ucx_error_mode error_mode = ucx_error_mode::peer;
     ucx_progress_mode progress_mode = ucx_progress_mode::wakeup;
-    uint64_t rndv_threshold_bytes = 64 * 1024;  // payloads above this use UCP_AM_SEND_FLAG_RNDV
+    // Payloads up to this go eager (UCP_AM_SEND_FLAG_EAGER: streamed without a round trip, the
+    // receiver copies them out of UCX's buffer), larger ones rendezvous (UCP_AM_SEND_FLAG_RNDV).
+    // 1 MiB: on one host eager beat rendezvous at 256 KiB and 1 MiB over tcp and over shm, and
+    // lost at 4 MiB (ops/bench/transport, README "Cluster benchmarks").
+    uint64_t rndv_threshold_bytes = 1024 * 1024;
     proto::frame_limits limits;                 // what this side accepts (max payload)
     // An accepted connection must say hello within this, else it is dropped.
     std::chrono::milliseconds handshake_timeout{10'000};

@@ -1,6 +1,8 @@
 // ops/bench/transport — MoE dispatch/combine over ucx_data_plane against raw ucx_perftest.
 //   longcat_bench_transport [--json OUT] [--sizes 64K,256K,1M,4M] [--window 4]
-//                           [--bytes-mib 192] [--perftest /usr/bin/ucx_perftest]
+//                           [--bytes-mib 192] [--perftest /usr/bin/ucx_perftest | none]
+//                           [--rndv-threshold BYTES (default: the data plane's)]
+// (--perftest none skips the raw runs: for profiling our side alone.)
 // For each transport (UCX_TLS=tcp with error mode peer, UCX_TLS=sm,self,tcp with error mode
 // none) and each dispatch payload size:
 //   - raw: `ucx_perftest -t ucp_am_bw -s SIZE -n ITERS` on 127.0.0.1, server pinned to CPU 1 and
@@ -58,6 +60,17 @@ std::string arg(int argc, char** argv, const std::string& name, const std::strin
         if (argv[i] == name) return argv[i + 1];
     }
     return def;
+}
+
+// --ucx-option KEY=VALUE (repeatable): UCX settings for our data planes only (not perftest).
+std::vector<std::pair<std::string, std::string>> extra_ucx_options(int argc, char** argv) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (int i = 1; i + 1 < argc; ++i) {
+        const std::string a = argv[i + 1];
+        if (std::string(argv[i]) == "--ucx-option" && a.find('=') != std::string::npos)
+            out.emplace_back(a.substr(0, a.find('=')), a.substr(a.find('=') + 1));
+    }
+    return out;
 }
 
 bool pin_to_cpu(int cpu) {
@@ -202,6 +215,8 @@ int group_peer_main(int argc, char** argv) {
     plane_config.name = map->group(0).name;
     plane_config.error_mode = err_mode == "none" ? transport::ucx_error_mode::none : transport::ucx_error_mode::peer;
     plane_config.ucx_options = {{"TLS", tls}};
+    for (const auto& [key, value] : extra_ucx_options(argc, argv)) plane_config.ucx_options.emplace_back(key, value);
+    plane_config.rndv_threshold_bytes = std::stoull(arg(argc, argv, "--rndv-threshold", std::to_string(transport::ucx_data_plane_config{}.rndv_threshold_bytes)));
     auto plane = transport::ucx_data_plane::create(plane_config);
     if (!plane) {
         say("ERROR " + plane.error().message);
@@ -303,20 +318,26 @@ ours_result run_ours(transport::ucx_data_plane& plane, transport::peer_id group,
         d.weight.push_back(1.0f);
         d.slot_begin.push_back(static_cast<int32_t>(row + 1));  // reset() left the leading 0
     }
-    // Frames encoded up front (the worker encodes before it sends; this measures the transport).
+    // Frames encoded up front (the worker encodes before it sends; this measures the transport):
+    // one per window slot, each reused with the header of its unit (the payload carries no key).
     const int total = warmup + trips;
     std::vector<cluster::encoded_frame> frames;
-    for (int i = 0; i < total; ++i) {
-        cluster::unit_key key{next_step + static_cast<uint64_t>(i), static_cast<uint32_t>(i % num_layers), 0};
-        frames.push_back(cluster::encode_dispatch(key, d));
-    }
+    for (int i = 0; i < window; ++i) frames.push_back(cluster::encode_dispatch(cluster::unit_key{0, 0, 0}, d));
+    const uint64_t first_step = next_step;
     next_step += static_cast<uint64_t>(total);
+    auto header_of = [&](int i) {
+        proto::frame_header h = frames[static_cast<size_t>(i % window)].header;
+        h.step_id = first_step + static_cast<uint64_t>(i);
+        h.layer = static_cast<uint32_t>(i % num_layers);
+        return h;
+    };
     r.dispatch_bytes = frames[0].header.payload_bytes;
     int sent = 0, received = 0;
     clock_type::time_point t0 = clock_type::now();
     while (received < total) {
         while (sent < total && sent - received < window) {
-            auto ok = plane.send(group, frames[sent].header, {frames[sent].payload}, transport::deadline_after(10s));
+            auto ok = plane.send(group, header_of(sent), {frames[static_cast<size_t>(sent % window)].payload},
+                                 transport::deadline_after(10s));
             if (!ok) {
                 r.error = "send: " + ok.error().message;
                 return r;
@@ -325,7 +346,7 @@ ours_result run_ours(transport::ucx_data_plane& plane, transport::peer_id group,
         }
         transport::frame_filter filter;
         filter.kind = proto::frame_kind::combine;
-        filter.step_id = frames[received].header.step_id;
+        filter.step_id = header_of(received).step_id;
         auto got = plane.receive(transport::deadline_after(10s), filter);
         if (!got) {
             r.error = "receive: " + got.error().message;
@@ -372,6 +393,7 @@ int main(int argc, char** argv) {
     const std::string json_out = arg(argc, argv, "--json", "bench-transport.json");
     const std::string perftest = arg(argc, argv, "--perftest", "ucx_perftest");
     const int window = std::stoi(arg(argc, argv, "--window", "4"));
+    const std::string rndv_arg = arg(argc, argv, "--rndv-threshold", std::to_string(transport::ucx_data_plane_config{}.rndv_threshold_bytes));
     const double budget_mib = std::stod(arg(argc, argv, "--bytes-mib", "192"));
     std::vector<size_t> sizes;
     {
@@ -414,7 +436,9 @@ int main(int argc, char** argv) {
                 "worker CPU 0, group CPU 1, 127.0.0.1, UCX_NET_DEVICES=lo\n",
                 static_cast<long>(hidden), static_cast<long>(dispatch_row), static_cast<long>(4 * hidden), window);
 
-    const std::vector<transport_case> cases = {{"tcp", "tcp", transport::ucx_error_mode::peer},
+    const auto tcp_mode = arg(argc, argv, "--tcp-error-mode", "peer") == "none" ? transport::ucx_error_mode::none
+                                                                                : transport::ucx_error_mode::peer;
+    const std::vector<transport_case> cases = {{"tcp", "tcp", tcp_mode},
                                                {"sm", "sm,self,tcp", transport::ucx_error_mode::none}};
     nlohmann::json j;
     j["model"] = {{"preset", "tiny-b"}, {"hidden", hidden}};
@@ -426,9 +450,15 @@ int main(int argc, char** argv) {
                 "raw MB/s", "ratio", "target");
     for (const transport_case& tc : cases) {
         ::setenv("UCX_TLS", tc.tls.c_str(), 1);
-        child_process peer({self_exe(), "--group-peer", "--cpu", "1", "--model-dir", (dir / "model").string(),
-                            "--placement", (dir / "placement.json").string(), "--tls", tc.tls, "--err-mode",
-                            std::string(transport::to_string(tc.mode))});
+        std::vector<std::string> peer_args = {self_exe(), "--group-peer", "--cpu", "1", "--model-dir",
+                                              (dir / "model").string(), "--placement", (dir / "placement.json").string(),
+                                              "--tls", tc.tls, "--err-mode", std::string(transport::to_string(tc.mode)),
+                                              "--rndv-threshold", rndv_arg};
+        for (const auto& [key, value] : extra_ucx_options(argc, argv)) {
+            peer_args.push_back("--ucx-option");
+            peer_args.push_back(key + "=" + value);
+        }
+        child_process peer(peer_args);
         std::optional<std::string> address;
         while (auto line = peer.read_line(clock_type::now() + 30s)) {
             if (line->starts_with("ADDRESS ")) {
@@ -445,6 +475,8 @@ int main(int argc, char** argv) {
         pc.name = "attention-0";
         pc.error_mode = tc.mode;
         pc.ucx_options = {{"TLS", tc.tls}};
+        for (const auto& [key, value] : extra_ucx_options(argc, argv)) pc.ucx_options.emplace_back(key, value);
+        pc.rndv_threshold_bytes = std::stoull(rndv_arg);
         auto plane = transport::ucx_data_plane::create(pc);
         if (!plane) {
             std::fprintf(stderr, "bench: data plane: %s\n", plane.error().message.c_str());
@@ -466,9 +498,10 @@ int main(int argc, char** argv) {
             // error handling forces on tcp. The target stays against the default, which runs
             // last, just before ours.
             std::optional<raw_result> raw_same_mode;
-            if (tc.mode == transport::ucx_error_mode::peer)
+            if (tc.mode == transport::ucx_error_mode::peer && perftest != "none")
                 raw_same_mode = run_perftest(perftest, tc.tls, size, iters, port++, true);
-            raw_result raw = run_perftest(perftest, tc.tls, size, iters, port++, false);
+            raw_result raw = perftest == "none" ? raw_result{std::nullopt, "not run (--perftest none)"}
+                                                : run_perftest(perftest, tc.tls, size, iters, port++, false);
             const int trips = std::max(20, static_cast<int>(budget_mib * kMiB / 2 / static_cast<double>(size)));
             const int warmup = std::max(3, trips / 10);
             ours_result ours = run_ours(**plane, *group, hidden, rows, static_cast<int>(cfg.num_layers), warmup,
