@@ -27,8 +27,11 @@ void mla_project(const model_config& c, const attention_block_weights& a, kernel
                  const forward_batch& batch, const float* hn, std::vector<float>& q_out) {
     const int64_t T = batch.num_tokens(), H = c.num_attention_heads, qk = c.qk_head_dim();
     const int64_t lora = c.kv_lora_rank, rope = c.qk_rope_head_dim, row_dim = lora + rope;
-    std::vector<float> cq(static_cast<size_t>(T * c.q_lora_rank));
-    kernels::linear(a.q_a_proj, hn, T, cq.data());
+    std::vector<float> cq(static_cast<size_t>(T * c.q_lora_rank)), ckv(static_cast<size_t>(T * row_dim));
+    // q_a and kv_a read the same input: one pass for both (kernels::linear_group).
+    const kernels::linear_job down_projections[] = {{a.q_a_proj, hn, T, cq.data()},
+                                                    {a.kv_a_proj_with_mqa, hn, T, ckv.data()}};
+    kernels::linear_group(down_projections, 2);
     kernels::rms_norm(cq.data(), a.q_a_layernorm.data(), T, c.q_lora_rank,
                       static_cast<float>(model_config::kLoraNormEps), cq.data());
     q_out.resize(static_cast<size_t>(T * H * qk));
@@ -41,8 +44,6 @@ void mla_project(const model_config& c, const attention_block_weights& a, kernel
     kernels::rope_interleaved(q_out.data() + c.qk_nope_head_dim, T, H, qk, rope,
                               batch.positions.data(), theta);
 
-    std::vector<float> ckv(static_cast<size_t>(T * row_dim));
-    kernels::linear(a.kv_a_proj_with_mqa, hn, T, ckv.data());
     const float alpha_kv = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size) /
                                                         static_cast<double>(lora)));
     for (int64_t t = 0; t < T; ++t) {
@@ -114,8 +115,8 @@ void dense_ffn(const dense_ffn_weights& w, const float* h, int64_t num_tokens, i
     const int64_t inter = w.gate.rows;
     std::vector<float> g(static_cast<size_t>(num_tokens * inter)), u(g.size()),
         y(static_cast<size_t>(num_tokens * hidden));
-    kernels::linear(w.gate, h, num_tokens, g.data());
-    kernels::linear(w.up, h, num_tokens, u.data());
+    const kernels::linear_job gate_up[] = {{w.gate, h, num_tokens, g.data()}, {w.up, h, num_tokens, u.data()}};
+    kernels::linear_group(gate_up, 2);
     kernels::silu_mul(g.data(), u.data(), num_tokens * inter, g.data());
     kernels::linear(w.down, g.data(), num_tokens, y.data());
     for (int64_t i = 0; i < num_tokens * hidden; ++i) out[i] += y[i];

@@ -26,6 +26,19 @@ struct matrix_view {
 // y[t, r] = Σ_c x[t, c] · W[r, c]  for t < num_tokens.  x: [num_tokens, W.cols], y: [num_tokens, W.rows].
 void linear(const matrix_view& w, const float* x, int64_t num_tokens, float* y);
 
+// Several products at once: each job's y equals linear(job.w, job.x, job.num_tokens, job.y),
+// bitwise. On the AVX-512 path, jobs of up to 16 tokens on CPU weights run in one parallel
+// loop over all their rows (one fork/join instead of one per matrix: decode's small expert and
+// attention matrices); other jobs run one by one. No job's output may overlap another job's
+// output or any job's input.
+struct linear_job {
+    matrix_view w;
+    const float* x = nullptr;
+    int64_t num_tokens = 0;
+    float* y = nullptr;
+};
+void linear_group(const linear_job* jobs, int64_t num_jobs);
+
 // y = w ⊙ x / sqrt(mean(x²) + eps), row by row (fp32 reduction, as HF).  y may alias x.
 void rms_norm(const float* x, const float* w, int64_t num_rows, int64_t dim, float eps, float* y);
 
@@ -57,7 +70,8 @@ struct expert_weights_view {
 // For each (token, slot) assignment a with expert e = assign_expert[a] and weight w:
 // out[assign_token[a]] += w · down(silu(gate(x)) ⊙ up(x)), x = h[assign_token[a]].
 // Assignments are grouped by expert internally: each expert's weights are read once per call,
-// the tokens routed to it are gathered into one small-M GEMM.  `experts[e]` must be valid for
+// the tokens routed to it are gathered into one small-M GEMM; consecutive experts with up to 16
+// tokens share two linear_group passes (gate/up, then down).  `experts[e]` must be valid for
 // every referenced e.  out is accumulated into (not cleared), in a fixed order per token.
 void grouped_experts(const expert_weights_view* experts, int64_t num_experts, const float* h,
                      int64_t hidden, int64_t num_assignments, const int32_t* assign_token,

@@ -23,6 +23,20 @@ cpu_isa active_cpu_isa();    // what the kernels use now (the default unless ove
 bool set_cpu_isa(cpu_isa isa);
 
 namespace cpu {
+// One product of linear_small_m_group_avx512: y[t, r] = Σ_c x[t, c]·W[r, c] for t < m ≤ 16.
+struct small_m_product {
+    const void* w = nullptr;
+    dtype type = dtype::f32;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    const float* x = nullptr;
+    int64_t m = 0;
+    float* y = nullptr;
+};
+// All `count` products in one OpenMP loop over their row blocks, each result bitwise equal to
+// linear_small_m_avx512 on it alone. Outputs must not overlap; an output may alias another
+// product's input (every input is packed first).
+void linear_small_m_group_avx512(const small_m_product* products, int64_t count);
 // y[t, r] = Σ_c x[t, c]·W[r, c] for t < m (m ≤ 16); W row-major [rows, cols] of f32 or bf16.
 // Parallel over rows (OpenMP); each weight row is read once for all m tokens.
 void linear_small_m_avx512(const void* w, dtype type, int64_t rows, int64_t cols, const float* x,

@@ -28,6 +28,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,fma")
 #include <immintrin.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -147,32 +148,39 @@ inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, in
     if (t < m) last_group<W, R, TM - 1>(m - t, w, rows, cols, xp + t * kStep<W>, xs, y + t * rows);
 }
 
+// Block b (rows [b·R, b·R + R)) of one product; a last partial block runs row by row.
 template <class W, int R, int TM>
-void run(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y) {
-    const int64_t num_blocks = (rows + R - 1) / R;
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < num_blocks; ++b) {
-        const int64_t r0 = b * R;
-        if (r0 + R <= rows) {
-            row_tile<W, R, TM>(w + r0 * cols, rows, cols, xp, m, y + r0);
-        } else {
-            for (int64_t r = r0; r < rows; ++r)
-                row_tile<W, 1, TM>(w + r * cols, rows, cols, xp, m, y + r);
-        }
+inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
+                      int64_t b) {
+    const int64_t r0 = b * R;
+    if (r0 + R <= rows) {
+        row_tile<W, R, TM>(w + r0 * cols, rows, cols, xp, m, y + r0);
+    } else {
+        for (int64_t r = r0; r < rows; ++r) row_tile<W, 1, TM>(w + r * cols, rows, cols, xp, m, y + r);
     }
 }
 
 // Tile shapes, measured on Zen 4 (32 zmm registers): 6 rows x 4 tokens (24 accumulators)
 // for most batches; 4 x 6 when 5 or 6 tokens fit one group; 8 x 1 for a single token, where
 // only memory bandwidth matters and more rows in flight help.
+constexpr int64_t block_rows(int64_t m) { return m == 1 ? 8 : (m == 5 || m == 6) ? 4 : 6; }
+
+template <class W>
+inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
+                      int64_t b) {
+    if (m == 1)
+        run_block<W, 8, 1>(w, rows, cols, xp, m, y, b);
+    else if (m == 5 || m == 6)
+        run_block<W, 4, 6>(w, rows, cols, xp, m, y, b);
+    else
+        run_block<W, 6, 4>(w, rows, cols, xp, m, y, b);
+}
+
 template <class W>
 void run(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y) {
-    if (m == 1)
-        run<W, 8, 1>(w, rows, cols, xp, m, y);
-    else if (m == 5 || m == 6)
-        run<W, 4, 6>(w, rows, cols, xp, m, y);
-    else
-        run<W, 6, 4>(w, rows, cols, xp, m, y);
+    const int64_t num_blocks = (rows + block_rows(m) - 1) / block_rows(m);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < num_blocks; ++b) run_block(w, rows, cols, xp, m, y, b);
 }
 
 // Packs x [m, cols] into the layout described above.
@@ -206,6 +214,41 @@ void pack_x(const float* x, int64_t m, int64_t cols, bool bf16, float* xp) {
 }
 
 }  // namespace
+
+void linear_small_m_group_avx512(const small_m_product* products, int64_t count) {
+    // Every product's activations are packed before any output is written, so one product's y
+    // may alias another's x. The blocks of all products form one static OpenMP loop: a block
+    // computes exactly what it computes in linear_small_m_avx512 (same tile, same packed x).
+    std::vector<int64_t> first_block(static_cast<size_t>(count + 1), 0);
+    std::vector<size_t> x_offset(static_cast<size_t>(count), 0);
+    size_t need = 0;
+    for (int64_t i = 0; i < count; ++i) {
+        const small_m_product& p = products[i];
+        const int64_t step = p.type == dtype::bf16 ? 32 : 16;
+        x_offset[i] = need;
+        need += static_cast<size_t>(p.m * ((p.cols + step - 1) / step) * step);
+        first_block[i + 1] = first_block[i] + (p.rows + block_rows(p.m) - 1) / block_rows(p.m);
+    }
+    thread_local std::vector<float> buf;
+    if (buf.size() < need) buf.resize(need);
+    for (int64_t i = 0; i < count; ++i) {
+        const small_m_product& p = products[i];
+        pack_x(p.x, p.m, p.cols, p.type == dtype::bf16, buf.data() + x_offset[i]);
+    }
+    const float* packed = buf.data();
+    const int64_t total = first_block[count];
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < total; ++b) {
+        const auto i = static_cast<int64_t>(
+            std::upper_bound(first_block.begin(), first_block.end(), b) - first_block.begin() - 1);
+        const small_m_product& p = products[i];
+        const float* xp = packed + x_offset[i];
+        if (p.type == dtype::bf16)
+            run_block(static_cast<const bf16_t*>(p.w), p.rows, p.cols, xp, p.m, p.y, b - first_block[i]);
+        else
+            run_block(static_cast<const float*>(p.w), p.rows, p.cols, xp, p.m, p.y, b - first_block[i]);
+    }
+}
 
 void linear_small_m_avx512(const void* w, dtype type, int64_t rows, int64_t cols, const float* x,
                            int64_t m, float* y) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -186,6 +187,55 @@ TEST(MoeGate, SoftmaxOverAllExpertsBiasOnlySelects) {
     }
 }
 
+// linear_group runs several products in one parallel loop on the AVX-512 path: each output
+// must be bitwise what linear() gives for that product alone (and so match the reference),
+// whatever the mix of shapes, dtypes and token counts (17 and 64 tokens run alone).
+TEST(LinearGroup, EachJobEqualsLinearBitwise) {
+    struct shape {
+        int64_t rows, cols, m;
+        bool bf16;
+    };
+    const std::vector<shape> shapes = {{37, 300, 1, true},  {64, 96, 1, true},   {9, 33, 5, false},
+                                       {50, 300, 16, true}, {13, 70, 2, false},  {21, 64, 17, true},
+                                       {8, 40, 64, false},  {100, 128, 6, true}, {7, 5, 3, true}};
+    std::vector<std::vector<float>> wf, xs;
+    std::vector<std::vector<bf16_t>> wb;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+        const shape& sh = shapes[i];
+        wf.push_back(randn(static_cast<size_t>(sh.rows * sh.cols), 100 + static_cast<uint32_t>(i)));
+        wb.push_back(to_bf16(wf.back()));
+        xs.push_back(randn(static_cast<size_t>(sh.m * sh.cols), 200 + static_cast<uint32_t>(i)));
+    }
+    isa_guard guard;
+    for (cpu_isa isa : supported_isas()) {
+        set_cpu_isa(isa);
+        std::vector<std::vector<float>> grouped(shapes.size()), alone(shapes.size());
+        std::vector<linear_job> jobs;
+        std::vector<matrix_view> views;
+        for (size_t i = 0; i < shapes.size(); ++i) {
+            const shape& sh = shapes[i];
+            views.push_back({sh.bf16 ? static_cast<const void*>(wb[i].data()) : wf[i].data(),
+                             sh.bf16 ? dtype::bf16 : dtype::f32, sh.rows, sh.cols});
+            grouped[i].assign(static_cast<size_t>(sh.m * sh.rows), -1.0f);
+            alone[i].assign(grouped[i].size(), -2.0f);
+        }
+        for (size_t i = 0; i < shapes.size(); ++i)
+            jobs.push_back({views[i], xs[i].data(), shapes[i].m, grouped[i].data()});
+        linear_group(jobs.data(), static_cast<int64_t>(jobs.size()));
+        for (size_t i = 0; i < shapes.size(); ++i) {
+            const shape& sh = shapes[i];
+            linear(views[i], xs[i].data(), sh.m, alone[i].data());
+            EXPECT_EQ(0, std::memcmp(grouped[i].data(), alone[i].data(), grouped[i].size() * sizeof(float)))
+                << cpu_isa_name(isa) << " job " << i;
+            std::vector<double> wd(wf[i].size());
+            for (size_t k = 0; k < wd.size(); ++k) wd[k] = sh.bf16 ? bf16_to_f32(wb[i][k]) : wf[i][k];
+            EXPECT_LT(rel_err(grouped[i], ref_linear(wd, xs[i], sh.rows, sh.cols, sh.m)),
+                      isa == cpu_isa::avx512bf16 && sh.bf16 ? 1e-5 : 1e-6)
+                << cpu_isa_name(isa) << " job " << i;
+        }
+    }
+}
+
 TEST(GroupedExperts, EqualsPerAssignmentSwiGlu) {
     const int64_t H = 24, I = 16, E = 4, T = 5;
     std::vector<std::vector<bf16_t>> store;
@@ -232,6 +282,61 @@ TEST(GroupedExperts, EqualsPerAssignmentSwiGlu) {
         }
     }
     EXPECT_LT(rel_err(out, ref), isa == cpu_isa::avx512bf16 ? 1e-5 : 1e-6) << cpu_isa_name(isa);
+    }
+}
+
+// Experts with up to 16 tokens are batched into shared parallel passes, one with more runs
+// alone between them (here expert 1 with 20 tokens, between experts 0 and 2 with 3 and 1);
+// every assignment still equals the double-precision SwiGLU.
+TEST(GroupedExperts, SmallAndLargeExpertsMixed) {
+    const int64_t H = 40, I = 24, E = 4, T = 24;
+    std::vector<std::vector<bf16_t>> store;
+    std::vector<expert_weights_view> ev(E);
+    std::vector<std::vector<double>> wd(3 * E);
+    for (int64_t e = 0; e < E; ++e) {
+        for (int k = 0; k < 3; ++k) {
+            const int64_t rows = k == 2 ? H : I, cols = k == 2 ? I : H;
+            store.push_back(to_bf16(randn(static_cast<size_t>(rows * cols), 50 + static_cast<uint32_t>(3 * e + k), 0.2f)));
+            for (bf16_t v : store.back()) wd[3 * e + k].push_back(bf16_to_f32(v));
+        }
+        const size_t b = store.size() - 3;
+        ev[e] = {{store[b].data(), dtype::bf16, I, H},
+                 {store[b + 1].data(), dtype::bf16, I, H},
+                 {store[b + 2].data(), dtype::bf16, H, I}};
+    }
+    auto h = randn(static_cast<size_t>(T * H), 60);
+    std::vector<int32_t> tok, ex;
+    std::vector<float> w;
+    for (int32_t t = 0; t < 3; ++t) tok.push_back(t), ex.push_back(0), w.push_back(0.5f + 0.1f * t);
+    for (int32_t t = 0; t < 20; ++t) tok.push_back(t + 2), ex.push_back(1), w.push_back(0.3f + 0.05f * t);
+    tok.push_back(7), ex.push_back(2), w.push_back(1.25f);
+    std::vector<double> ref(static_cast<size_t>(T * H), 0.0);
+    for (size_t a = 0; a < tok.size(); ++a) {
+        const auto& g = wd[3 * ex[a]];
+        const auto& u = wd[3 * ex[a] + 1];
+        const auto& d = wd[3 * ex[a] + 2];
+        std::vector<double> act(static_cast<size_t>(I));
+        for (int64_t i = 0; i < I; ++i) {
+            double gs = 0, us = 0;
+            for (int64_t c = 0; c < H; ++c) {
+                gs += g[i * H + c] * h[tok[a] * H + c];
+                us += u[i * H + c] * h[tok[a] * H + c];
+            }
+            act[i] = gs / (1 + std::exp(-gs)) * us;
+        }
+        for (int64_t c = 0; c < H; ++c) {
+            double sum = 0;
+            for (int64_t i = 0; i < I; ++i) sum += d[c * I + i] * act[i];
+            ref[tok[a] * H + c] += w[a] * sum;
+        }
+    }
+    isa_guard guard;
+    for (cpu_isa isa : supported_isas()) {
+        set_cpu_isa(isa);
+        std::vector<float> out(static_cast<size_t>(T * H), 0.0f);
+        grouped_experts(ev.data(), E, h.data(), H, static_cast<int64_t>(tok.size()), tok.data(), ex.data(),
+                        w.data(), out.data());
+        EXPECT_LT(rel_err(out, ref), isa == cpu_isa::avx512bf16 ? 1e-5 : 1e-6) << cpu_isa_name(isa);
     }
 }
 

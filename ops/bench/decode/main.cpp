@@ -1,10 +1,12 @@
 // ops/bench/decode — CPU decode against the memory-bandwidth roofline.
 //   longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] [--steps 6] [--runs 3]
 // Measures, in one run with the same threads (OMP_NUM_THREADS, OMP_PROC_BIND/OMP_PLACES):
-//   - memory read bandwidth: best of 5 read-only sweeps over a ≥ 4 GiB buffer (and STREAM triad);
+//   - memory read bandwidth: best of 5 read-only sweeps over a ≥ 4 GiB buffer (and STREAM triad),
+//     at the start and again right before each timed decode run (the same buffer);
 //   - decode tokens/s at batch 1, 4, 16 and prefill tokens/s for 512-token prompts;
 //   - the bytes a decode step touches (counted by the engine), roofline = bandwidth ÷ bytes per
-//     token, and achieved ÷ roofline;
+//     token, and achieved ÷ roofline: once against the bandwidth at the start (median tokens/s),
+//     and per run against the bandwidth measured just before it ("paired": median, min..max);
 //   - the post-gate expert stage for a token routed only to zero experts vs only to real
 //     experts (routing forced through e_score_correction_bias).
 // Prints a table, writes JSON.  Figures are medians over --runs with their min..max spread.
@@ -50,31 +52,48 @@ nlohmann::json to_json(const stats& s) { return {{"median", s.median}, {"min", s
 
 // -- memory bandwidth ---------------------------------------------------------------------
 
-struct bandwidth_result {
-    double read_gbs = 0;   // best of the read-only sweeps, 1e9 bytes/s
-    double triad_gbs = 0;  // best STREAM triad (3 arrays, STREAM byte counting)
-    std::vector<double> read_runs;
+// A ≥ 4 GiB buffer, first-touched by the readers, kept for the whole run: sweeps over it
+// measure the read bandwidth at the start and right before each timed decode run.
+class read_probe {
+  public:
+    explicit read_probe(size_t bytes) : n_(bytes / sizeof(uint64_t)) {
+        buf_ = static_cast<uint64_t*>(std::aligned_alloc(64, n_ * sizeof(uint64_t)));
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n_; ++i) buf_[i] = i * 0x9e3779b97f4a7c15ull;
+    }
+    ~read_probe() { std::free(buf_); }
+    read_probe(const read_probe&) = delete;
+    read_probe& operator=(const read_probe&) = delete;
+
+    // GB/s (1e9 bytes/s) of each of `count` read-only sweeps.
+    std::vector<double> sweeps(int count) {
+        std::vector<double> out;
+        for (int s = 0; s < count; ++s) {
+            const auto t0 = clock_type::now();
+            uint64_t acc = 0;
+#pragma omp parallel for schedule(static) reduction(^ : acc)
+            for (size_t i = 0; i < n_; ++i) acc ^= buf_[i];
+            const double sec = seconds_since(t0);
+            sink_ ^= acc;
+            out.push_back(static_cast<double>(n_ * sizeof(uint64_t)) / sec / 1e9);
+        }
+        if (sink_ == 42) std::printf(" ");  // keeps the sweeps observable
+        return out;
+    }
+    double best_of(int count) {
+        const std::vector<double> v = sweeps(count);
+        return *std::max_element(v.begin(), v.end());
+    }
+
+  private:
+    size_t n_;
+    uint64_t* buf_ = nullptr;
+    uint64_t sink_ = 0;
 };
 
-bandwidth_result measure_bandwidth(size_t bytes, int sweeps) {
-    bandwidth_result r;
-    const size_t n = bytes / sizeof(uint64_t);
-    uint64_t* buf = static_cast<uint64_t*>(std::aligned_alloc(64, n * sizeof(uint64_t)));
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;  // first touch by the readers
-    uint64_t sink = 0;
-    for (int s = 0; s < sweeps; ++s) {
-        const auto t0 = clock_type::now();
-        uint64_t acc = 0;
-#pragma omp parallel for schedule(static) reduction(^ : acc)
-        for (size_t i = 0; i < n; ++i) acc ^= buf[i];
-        const double sec = seconds_since(t0);
-        sink ^= acc;
-        r.read_runs.push_back(static_cast<double>(bytes) / sec / 1e9);
-    }
-    r.read_gbs = *std::max_element(r.read_runs.begin(), r.read_runs.end());
-    std::free(buf);
-    // Triad over three arrays of bytes/8 each.
+// Best STREAM triad over three arrays of bytes/8 each (STREAM byte counting).
+double measure_triad(size_t bytes, int sweeps) {
+    double best = 0;
     const size_t m = bytes / 8 / sizeof(double);
     double* a = static_cast<double*>(std::aligned_alloc(64, m * sizeof(double)));
     double* b = static_cast<double*>(std::aligned_alloc(64, m * sizeof(double)));
@@ -90,14 +109,13 @@ bandwidth_result measure_bandwidth(size_t bytes, int sweeps) {
 #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < m; ++i) a[i] = b[i] + 3.0 * c[i];
         const double sec = seconds_since(t0);
-        r.triad_gbs = std::max(r.triad_gbs, 3.0 * static_cast<double>(m * sizeof(double)) / sec / 1e9);
+        best = std::max(best, 3.0 * static_cast<double>(m * sizeof(double)) / sec / 1e9);
     }
-    sink ^= static_cast<uint64_t>(a[m / 2]);
+    if (a[m / 2] == 42.0) std::printf(" ");
     std::free(a);
     std::free(b);
     std::free(c);
-    if (sink == 42) std::printf(" ");  // keeps the sweeps observable
-    return r;
+    return best;
 }
 
 // -- decode -----------------------------------------------------------------------------
@@ -111,12 +129,14 @@ std::vector<int32_t> prompt_tokens(int64_t n, int salt, int64_t vocab) {
 struct decode_result {
     int batch = 0;
     stats tokens_per_s;
+    std::vector<double> run_tokens_per_s;  // each run, in order
+    std::vector<double> run_read_gbs;      // best of 5 sweeps right before each run's timed steps
     double bytes_per_step = 0;  // engine-counted, averaged over the timed steps
     step_traffic traffic;       // of the last timed step
 };
 
 decode_result bench_decode(const std::shared_ptr<const model_weights>& w, int batch, int64_t prompt_len,
-                           int steps, int runs) {
+                           int steps, int runs, read_probe& probe) {
     decode_result r;
     r.batch = batch;
     std::vector<double> tps;
@@ -135,6 +155,8 @@ decode_result bench_decode(const std::shared_ptr<const model_weights>& w, int ba
             prompts.push_back(prompt_tokens(prompt_len, i + run * 100, w->config.vocab_size));
         }
         forward_output out = eng.step(ptrs, prompts);  // prefill, untimed
+        // The VM's bandwidth drifts by up to 2x within minutes: measure it beside each run.
+        r.run_read_gbs.push_back(probe.best_of(5));
         const auto t0 = clock_type::now();
         for (int s = 0; s < steps; ++s) {
             std::vector<std::vector<int32_t>> next;
@@ -145,6 +167,7 @@ decode_result bench_decode(const std::shared_ptr<const model_weights>& w, int ba
             ++counted;
         }
         tps.push_back(static_cast<double>(batch) * steps / seconds_since(t0));
+        r.run_tokens_per_s.push_back(tps.back());
         r.traffic = out.traffic;
     }
     r.tokens_per_s = summarize(tps);
@@ -253,11 +276,14 @@ int main(int argc, char** argv) {
                 std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)",
                 std::getenv("OMP_PROC_BIND") ? std::getenv("OMP_PROC_BIND") : "(unset)");
 
-    const bandwidth_result bw = measure_bandwidth(static_cast<size_t>(gib * (1ull << 30)), 5);
-    std::printf("memory read bandwidth: %.2f GB/s (best of 5 read-only sweeps over %.1f GiB; runs",
-                bw.read_gbs, gib);
-    for (double v : bw.read_runs) std::printf(" %.2f", v);
-    std::printf("), triad %.2f GB/s\n", bw.triad_gbs);
+    read_probe probe(static_cast<size_t>(gib * (1ull << 30)));
+    const std::vector<double> start_runs = probe.sweeps(5);
+    const double start_gbs = *std::max_element(start_runs.begin(), start_runs.end());
+    const double triad_gbs = measure_triad(static_cast<size_t>(gib * (1ull << 30)), 5);
+    std::printf("memory read bandwidth at the start: %.2f GB/s (best of 5 read-only sweeps over %.1f GiB; runs",
+                start_gbs, gib);
+    for (double v : start_runs) std::printf(" %.2f", v);
+    std::printf("), triad %.2f GB/s\n", triad_gbs);
 
     auto t0 = clock_type::now();
     auto weights = std::make_shared<model_weights>(load_model_weights(model_dir));
@@ -270,26 +296,37 @@ int main(int argc, char** argv) {
     nlohmann::json j;
     j["machine"] = {{"cpu", cpu_model()}, {"threads", threads},
                     {"isa", std::string(kernels::cpu_isa_name(kernels::active_cpu_isa()))}};
-    j["bandwidth"] = {{"read_gbs", bw.read_gbs}, {"read_runs_gbs", bw.read_runs}, {"triad_gbs", bw.triad_gbs},
+    j["bandwidth"] = {{"read_gbs", start_gbs}, {"read_runs_gbs", start_runs}, {"triad_gbs", triad_gbs},
                       {"buffer_gib", gib}};
     j["model"] = model_dir;
 
-    std::printf("\n%-8s %12s %18s %14s %14s %8s\n", "batch", "tokens/s", "(min..max)", "MB/step",
-                "roofline t/s", "ratio");
+    // Two rooflines: from the bandwidth at the start (one figure for the whole run), and per
+    // run from the best of 5 sweeps taken right before that run's timed steps ("paired").
+    std::printf("\n%-6s %9s %16s %9s %9s %7s %10s %7s %18s\n", "batch", "tokens/s", "(min..max)", "MB/step",
+                "start t/s", "ratio", "paired GB/s", "ratio", "(min..max)");
     double tps1 = 0;
     for (int batch : batches) {
-        const decode_result r = bench_decode(weights, batch, 64, steps, runs);
+        const decode_result r = bench_decode(weights, batch, 64, steps, runs, probe);
         const double bytes_per_token = r.bytes_per_step / batch;
-        const double roofline = bw.read_gbs * 1e9 / bytes_per_token;
+        const double roofline = start_gbs * 1e9 / bytes_per_token;
+        std::vector<double> paired;
+        for (size_t i = 0; i < r.run_tokens_per_s.size(); ++i)
+            paired.push_back(r.run_tokens_per_s[i] / (r.run_read_gbs[i] * 1e9 / bytes_per_token));
+        const stats paired_ratio = summarize(paired);
+        const stats paired_gbs = summarize(r.run_read_gbs);
         if (batch == 1) tps1 = r.tokens_per_s.median;
-        std::printf("%-8d %12.2f %8.2f..%-8.2f %14.1f %14.2f %8.3f\n", batch, r.tokens_per_s.median,
-                    r.tokens_per_s.min, r.tokens_per_s.max, r.bytes_per_step / 1e6, roofline,
-                    r.tokens_per_s.median / roofline);
+        std::printf("%-6d %9.2f %7.2f..%-7.2f %9.1f %9.2f %7.3f %10.1f %7.3f %8.3f..%-8.3f\n", batch,
+                    r.tokens_per_s.median, r.tokens_per_s.min, r.tokens_per_s.max, r.bytes_per_step / 1e6,
+                    roofline, r.tokens_per_s.median / roofline, paired_gbs.median, paired_ratio.median,
+                    paired_ratio.min, paired_ratio.max);
         const step_traffic& t = r.traffic;
         j["decode"].push_back({{"batch", batch}, {"tokens_per_s", to_json(r.tokens_per_s)},
                                {"bytes_per_step", r.bytes_per_step},
                                {"bytes_per_token", bytes_per_token}, {"roofline_tokens_per_s", roofline},
                                {"ratio_to_roofline", r.tokens_per_s.median / roofline},
+                               {"runs", {{"tokens_per_s", r.run_tokens_per_s}, {"read_gbs", r.run_read_gbs},
+                                         {"ratio_to_roofline", paired}}},
+                               {"paired_ratio_to_roofline", to_json(paired_ratio)},
                                {"speedup_vs_batch1", r.tokens_per_s.median / tps1},
                                {"traffic_last_step",
                                 {{"embedding", t.embedding}, {"norms", t.norms}, {"gate", t.gate},
