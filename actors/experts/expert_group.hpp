@@ -44,7 +44,8 @@ struct expert_group_config {
     std::chrono::milliseconds send_timeout{5'000};  // each combine send
     // serve(): how often an idle loop looks at its stop token and the units' deadlines.
     std::chrono::milliseconds poll_interval{20};
-    // Bench only: each expert returns its input unchanged (partial = Σ weight · h), no GEMMs,
+    // Bench only: each expert returns its input unchanged (partial = Σ weight · h, computed as
+    // (Σ weight) · h in place), no GEMMs,
     // so a transport benchmark measures the data plane and not the experts.
     bool identity_experts = false;
     // serve(): called (on the serving thread) for every unit that fails.
