@@ -249,14 +249,21 @@ void write_state(const fs::path& file, const cluster_state& state) {
     fs::rename(tmp, file);
 }
 
+// `running`: the pids that were running when the stop began (cluster_down); a process of it that
+// is gone by its turn stopped by itself meanwhile (a member follows its coordinator out).
 void stop_processes(std::vector<launched_process>& processes, std::chrono::milliseconds grace,
-                    std::vector<std::string>* report) {
+                    std::vector<std::string>* report, const std::set<int>* running = nullptr) {
     for (const auto& p : processes) {
         if (is_our_process(p)) {
             ::kill(p.pid, SIGTERM);
             if (report) report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): SIGTERM");
         } else if (report) {
-            report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): already stopped");
+            const bool stopped_meanwhile = running != nullptr && running->count(p.pid) > 0;
+            const bool member = p.role != "coordinator" && p.role != "gateway";
+            report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): " +
+                              (!stopped_meanwhile ? "already stopped"
+                               : member           ? "stopped with the coordinator"
+                                                  : "stopped meanwhile"));
         }
     }
     const auto until = std::chrono::steady_clock::now() + grace;
@@ -596,11 +603,14 @@ proto::expected<std::vector<std::string>, std::string> cluster_down(const fs::pa
     // exits, and its members, seeing it stop cleanly, stop too; then whatever is left.
     // The gateway before all: it stops admitting and lets its streams finish first.
     std::vector<launched_process> gateway, members, coordinator;
-    for (const auto& p : state->processes)
+    std::set<int> running;
+    for (const auto& p : state->processes) {
         (p.role == "gateway" ? gateway : p.role == "coordinator" ? coordinator : members).push_back(p);
-    stop_processes(gateway, grace, &report);
-    stop_processes(coordinator, grace, &report);
-    stop_processes(members, grace, &report);
+        if (is_our_process(p)) running.insert(p.pid);
+    }
+    stop_processes(gateway, grace, &report, &running);
+    stop_processes(coordinator, grace, &report, &running);
+    stop_processes(members, grace, &report, &running);
     std::error_code ec;
     fs::remove(state_file, ec);
     return report;

@@ -163,6 +163,18 @@ TEST_F(ClusterSession, StreamsTheEnginesGreedyTokensStepByStep) {
     EXPECT_EQ(c.last.prompt_tokens, static_cast<int64_t>(ids.size()));
     // Streamed, not delivered at the end: one token per step.
     EXPECT_GE(c.chunk_sizes.size(), 19u);
+
+    // `cluster down` reports every running process as signalled or as stopped with its
+    // coordinator, never as "already stopped", and none needs SIGKILL.
+    session_.reset();
+    const auto state = read_cluster_state(state_file_);
+    ASSERT_TRUE(state.has_value());
+    auto report = cluster_down(state_file_);
+    ASSERT_TRUE(report.has_value()) << report.error();
+    ASSERT_EQ(report->size(), state->processes.size());
+    for (const std::string& line : *report) {
+        EXPECT_TRUE(line.ends_with(": SIGTERM") || line.ends_with(": stopped with the coordinator")) << line;
+    }
 }
 
 TEST_F(ClusterSession, CancelFreesThePagesOfQueuedAndDecodingRequests) {
