@@ -213,7 +213,6 @@ cluster_result<unit_report> expert_group::compute_and_reply(
         row_base += r.num_rows();
     }
     report.num_assignments = static_cast<int64_t>(dispatch.token.size());
-    // Each row summed from 0 in ascending expert order, as grouped_experts does in forward().
     std::vector<float> out;
     const float* result = nullptr;
     const auto compute_start = transport::clock::now();
@@ -228,6 +227,7 @@ cluster_result<unit_report> expert_group::compute_and_reply(
         }
         result = h.data();
     } else {
+        // Each row summed from 0 in ascending expert order, as grouped_experts does in forward().
         out.assign(h.size(), 0.0f);
         if (!dispatch.token.empty()) {
             try {
