@@ -18,8 +18,13 @@
 // accumulator summed over k in the same order whatever the batch, then reduced across lanes,
 // so a token's result does not depend on the other tokens in the batch (bitwise).
 // The packed copy of x (m * cols floats, rounded up to the k-step) lives in a thread_local
-// buffer of the calling thread that only grows. With 1-2 tokens (memory-bound) each row is
-// prefetched 4 KiB ahead into L2: ~3-5 % more decode tokens/s at batch 1 on the bench preset.
+// buffer of the calling thread that only grows.
+//
+// Software prefetch into L2 (row_tile), so that DRAM streams while the FMAs run: with one token
+// group each row is prefetched 4 KiB ahead (~3-5 % more decode tokens/s at batch 1 on the bench
+// preset); with several groups the later groups prefetch the next block, which the first group
+// would otherwise wait for (a driver running a bench-preset batch-16 step's dense FFNs and
+// experts, both variants alternating in one process, best of 16: 6-15 % less time per step).
 //
 // Measured on the development VM (Zen 4, 2 threads, OMP_PROC_BIND=close, bf16 8192x3072 /
 // 3072x8192 / 12288x3072, best of 3, a standalone driver against a double-precision reference):
@@ -51,8 +56,24 @@ constexpr int kStep = std::is_same_v<W, bf16_t> ? 32 : 16;
 
 constexpr int kPrefetchBytes = 4096;
 
+// What a tile prefetches: each k-step, the 64 bytes at p + i * stride + k for i < rows (a k-step
+// of bf16 or f32 weights is 64 bytes of a row). Nothing when rows is 0.
+template <class W>
+struct prefetch_rows {
+    const W* p = nullptr;
+    int64_t stride = 0;
+    int rows = 0;
+};
+
+template <class W>
+inline void prefetch_step(const prefetch_rows<W>& pf, int64_t k) {
+    for (int i = 0; i < pf.rows; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(pf.p + i * pf.stride + k), _MM_HINT_T1);
+}
+
 template <int R, int T>
-inline void tile(const bf16_t* w, int64_t cols, const float* xp, int64_t xs, float* y, int64_t ys) {
+inline void tile(const bf16_t* w, int64_t cols, const float* xp, int64_t xs, float* y, int64_t ys,
+                 const prefetch_rows<bf16_t>& pf) {
     __m512 acc[T][R];
     for (int t = 0; t < T; ++t)
         for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
@@ -75,12 +96,7 @@ inline void tile(const bf16_t* w, int64_t cols, const float* xp, int64_t xs, flo
     }
     int64_t k = 0;
     for (; k + 32 <= cols; k += 32, xp += xs) {
-        if constexpr (T <= 2) {
-            // Few tokens: memory-bound. Ask for each row's data kPrefetchBytes ahead, so that
-            // more DRAM reads are in flight than the hardware prefetchers start on their own.
-            for (int r = 0; r < R; ++r)
-                _mm_prefetch(reinterpret_cast<const char*>(w + r * cols + k) + kPrefetchBytes, _MM_HINT_T1);
-        }
+        prefetch_step(pf, k);
 #define LC_LOAD_FULL(p) _mm512_loadu_si512(p)
         LC_STEP(LC_LOAD_FULL)
 #undef LC_LOAD_FULL
@@ -97,7 +113,8 @@ inline void tile(const bf16_t* w, int64_t cols, const float* xp, int64_t xs, flo
 }
 
 template <int R, int T>
-inline void tile(const float* w, int64_t cols, const float* xp, int64_t xs, float* y, int64_t ys) {
+inline void tile(const float* w, int64_t cols, const float* xp, int64_t xs, float* y, int64_t ys,
+                 const prefetch_rows<float>& pf) {
     __m512 acc[T][R];
     for (int t = 0; t < T; ++t)
         for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
@@ -112,6 +129,7 @@ inline void tile(const float* w, int64_t cols, const float* xp, int64_t xs, floa
     }
     int64_t k = 0;
     for (; k + 16 <= cols; k += 16, xp += xs) {
+        prefetch_step(pf, k);
 #define LC_LOAD_FULL(p) _mm512_loadu_ps(p)
         LC_STEP(LC_LOAD_FULL)
 #undef LC_LOAD_FULL
@@ -130,22 +148,40 @@ inline void tile(const float* w, int64_t cols, const float* xp, int64_t xs, floa
 // The last token group, of n < N tokens.
 template <class W, int R, int N>
 inline void last_group(int64_t n, const W* w, int64_t rows, int64_t cols, const float* xp,
-                       int64_t xs, float* y) {
+                       int64_t xs, float* y, const prefetch_rows<W>& pf) {
     if constexpr (N > 0) {
         if (n == N)
-            tile<R, N>(w, cols, xp, xs, y, rows);
+            tile<R, N>(w, cols, xp, xs, y, rows, pf);
         else
-            last_group<W, R, N - 1>(n, w, rows, cols, xp, xs, y);
+            last_group<W, R, N - 1>(n, w, rows, cols, xp, xs, y, pf);
     }
 }
 
-// R rows against all m tokens, TM tokens at a time (the last group may be smaller).
+// R rows against all m tokens, TM tokens at a time (the last group may be smaller). `next` is
+// the next block (the R rows after these) when the caller has one, else null.
+// Prefetch: one group (memory-bound) reads each row kPrefetchBytes ahead, so that more DRAM
+// reads are in flight than the hardware prefetchers start on their own. With several groups the
+// first reads the block from DRAM (or L2) and the later ones from L2; those later groups share
+// the next block's rows among them (group g takes rows g-1, g-1+later, ...), so that its DRAM
+// reads overlap their FMAs and are spread evenly over them.
 template <class W, int R, int TM>
-inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y) {
+inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
+                     const W* next) {
     const int64_t xs = m * kStep<W>;
-    int64_t t = 0;
-    for (; t + TM <= m; t += TM) tile<R, TM>(w, cols, xp + t * kStep<W>, xs, y + t * rows, rows);
-    if (t < m) last_group<W, R, TM - 1>(m - t, w, rows, cols, xp + t * kStep<W>, xs, y + t * rows);
+    const int64_t groups = (m + TM - 1) / TM;
+    const int64_t later = groups - 1;
+    for (int64_t g = 0; g < groups; ++g) {
+        const int64_t t = g * TM;
+        prefetch_rows<W> pf;
+        if (groups == 1)
+            pf = {w + kPrefetchBytes / static_cast<int64_t>(sizeof(W)), cols, R};
+        else if (g > 0 && next && g - 1 < R)
+            pf = {next + (g - 1) * cols, later * cols, static_cast<int>((R - (g - 1) + later - 1) / later)};
+        if (t + TM <= m)
+            tile<R, TM>(w, cols, xp + t * kStep<W>, xs, y + t * rows, rows, pf);
+        else
+            last_group<W, R, TM - 1>(m - t, w, rows, cols, xp + t * kStep<W>, xs, y + t * rows, pf);
+    }
 }
 
 // Block b (rows [b·R, b·R + R)) of one product; a last partial block runs row by row.
@@ -154,9 +190,11 @@ inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, i
                       int64_t b) {
     const int64_t r0 = b * R;
     if (r0 + R <= rows) {
-        row_tile<W, R, TM>(w + r0 * cols, rows, cols, xp, m, y + r0);
+        const W* next = r0 + 2 * R <= rows ? w + (r0 + R) * cols : nullptr;
+        row_tile<W, R, TM>(w + r0 * cols, rows, cols, xp, m, y + r0, next);
     } else {
-        for (int64_t r = r0; r < rows; ++r) row_tile<W, 1, TM>(w + r * cols, rows, cols, xp, m, y + r);
+        for (int64_t r = r0; r < rows; ++r)
+            row_tile<W, 1, TM>(w + r * cols, rows, cols, xp, m, y + r, nullptr);
     }
 }
 
