@@ -376,29 +376,12 @@ void grouped_experts(const expert_weights_view* experts, int64_t num_experts, co
     for (int64_t e = 0; e < num_experts; ++e) {
         const int64_t m = start[e + 1] - start[e];
         if (m == 0) continue;
-        const int64_t inter = experts[e].gate.rows;
-        if (m <= kSmallM) {
-            batch.push_back({e, m, x_next, inter_next});
-            x_next += static_cast<size_t>(m * hidden);
-            inter_next += static_cast<size_t>(m * inter);
-            continue;
-        }
-        flush();
-        batch.push_back({e, m, 0, 0});
-        const expert_weights_view& ew = experts[e];
-        x.resize(static_cast<size_t>(m * hidden));
-        g.resize(static_cast<size_t>(m * inter));
-        u.resize(static_cast<size_t>(m * inter));
-        y.resize(static_cast<size_t>(m * hidden));
-        for (int64_t i = 0; i < m; ++i)
-            std::memcpy(x.data() + i * hidden, h + assign_token[order[start[e] + i]] * hidden,
-                        sizeof(float) * hidden);
-        linear(ew.gate, x.data(), m, g.data());
-        linear(ew.up, x.data(), m, u.data());
-        silu_mul(g.data(), u.data(), m * inter, g.data());
-        linear(ew.down, g.data(), m, y.data());
-        add_outputs(batch.back());
-        batch.clear();
+        // An expert with more tokens is a batch of its own (linear_group runs it through linear).
+        if (m > kSmallM) flush();
+        batch.push_back({e, m, x_next, inter_next});
+        x_next += static_cast<size_t>(m * hidden);
+        inter_next += static_cast<size_t>(m * experts[e].gate.rows);
+        if (m > kSmallM) flush();
     }
     flush();
 }
