@@ -9,7 +9,9 @@
 //     and per run against the bandwidth measured just before it ("paired": median, min..max);
 //   - the post-gate expert stage for a token routed only to zero experts vs only to real
 //     experts (routing forced through e_score_correction_bias).
-// Prints a table, writes JSON.  Figures are medians over --runs with their min..max spread.
+// Prints a table, writes JSON.  Figures are medians over --runs with their min..max spread. Runs
+// go run-major (run i of every batch size, then run i + 1), and batch b ÷ batch 1 is also given
+// run by run, so that the VM's bandwidth drift falls on both sides of that ratio alike.
 #include <omp.h>
 
 #include <algorithm>
@@ -132,47 +134,42 @@ struct decode_result {
     std::vector<double> run_tokens_per_s;  // each run, in order
     std::vector<double> run_read_gbs;      // best of 5 sweeps right before each run's timed steps
     double bytes_per_step = 0;  // engine-counted, averaged over the timed steps
+    double bytes_counted = 0;
+    int64_t steps_counted = 0;
     step_traffic traffic;       // of the last timed step
 };
 
-decode_result bench_decode(const std::shared_ptr<const model_weights>& w, int batch, int64_t prompt_len,
-                           int steps, int runs, read_probe& probe) {
-    decode_result r;
+// One timed run of `batch` (run number `run`, which salts the prompts), appended to r.
+void bench_decode_run(const std::shared_ptr<const model_weights>& w, int batch, int64_t prompt_len,
+                      int steps, int run, read_probe& probe, decode_result& r) {
     r.batch = batch;
-    std::vector<double> tps;
-    double bytes = 0;
-    int64_t counted = 0;
-    for (int run = 0; run < runs; ++run) {
-        engine_options eo;
-        eo.kv.page_size = 16;
-        eo.kv.num_pages = batch * ((prompt_len + steps + 16) / 16 + 1);
-        engine eng(w, eo);
-        std::vector<sequence> seqs(static_cast<size_t>(batch));
-        std::vector<sequence*> ptrs;
-        std::vector<std::vector<int32_t>> prompts;
-        for (int i = 0; i < batch; ++i) {
-            ptrs.push_back(&seqs[i]);
-            prompts.push_back(prompt_tokens(prompt_len, i + run * 100, w->config.vocab_size));
-        }
-        forward_output out = eng.step(ptrs, prompts);  // prefill, untimed
-        // The VM's bandwidth drifts by up to 2x within minutes: measure it beside each run.
-        r.run_read_gbs.push_back(probe.best_of(5));
-        const auto t0 = clock_type::now();
-        for (int s = 0; s < steps; ++s) {
-            std::vector<std::vector<int32_t>> next;
-            for (int i = 0; i < batch; ++i)
-                next.push_back({argmax(out.logits.data() + i * w->config.vocab_size, w->config.vocab_size)});
-            out = eng.step(ptrs, next);
-            bytes += static_cast<double>(out.traffic.total());
-            ++counted;
-        }
-        tps.push_back(static_cast<double>(batch) * steps / seconds_since(t0));
-        r.run_tokens_per_s.push_back(tps.back());
-        r.traffic = out.traffic;
+    engine_options eo;
+    eo.kv.page_size = 16;
+    eo.kv.num_pages = batch * ((prompt_len + steps + 16) / 16 + 1);
+    engine eng(w, eo);
+    std::vector<sequence> seqs(static_cast<size_t>(batch));
+    std::vector<sequence*> ptrs;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < batch; ++i) {
+        ptrs.push_back(&seqs[i]);
+        prompts.push_back(prompt_tokens(prompt_len, i + run * 100, w->config.vocab_size));
     }
-    r.tokens_per_s = summarize(tps);
-    r.bytes_per_step = bytes / static_cast<double>(counted);
-    return r;
+    forward_output out = eng.step(ptrs, prompts);  // prefill, untimed
+    // The VM's bandwidth drifts by up to 2x within minutes: measure it beside each run.
+    r.run_read_gbs.push_back(probe.best_of(5));
+    const auto t0 = clock_type::now();
+    for (int s = 0; s < steps; ++s) {
+        std::vector<std::vector<int32_t>> next;
+        for (int i = 0; i < batch; ++i)
+            next.push_back({argmax(out.logits.data() + i * w->config.vocab_size, w->config.vocab_size)});
+        out = eng.step(ptrs, next);
+        r.bytes_counted += static_cast<double>(out.traffic.total());
+        ++r.steps_counted;
+    }
+    r.run_tokens_per_s.push_back(static_cast<double>(batch) * steps / seconds_since(t0));
+    r.traffic = out.traffic;
+    r.tokens_per_s = summarize(r.run_tokens_per_s);
+    r.bytes_per_step = r.bytes_counted / static_cast<double>(r.steps_counted);
 }
 
 stats bench_prefill(const std::shared_ptr<const model_weights>& w, int64_t prompt_len, int runs) {
@@ -304,9 +301,15 @@ int main(int argc, char** argv) {
     // run from the best of 5 sweeps taken right before that run's timed steps ("paired").
     std::printf("\n%-6s %9s %16s %9s %9s %7s %10s %7s %18s\n", "batch", "tokens/s", "(min..max)", "MB/step",
                 "start t/s", "ratio", "paired GB/s", "ratio", "(min..max)");
+    // Run-major: run i of every batch size before run i + 1 of any, so that the VM's drift in
+    // bandwidth (up to 2x within minutes here) falls on all batch sizes alike; the speed-ups
+    // below are also given per run (batch b's run i ÷ batch 1's run i).
+    std::map<int, decode_result> results;
+    for (int run = 0; run < runs; ++run)
+        for (int batch : batches) bench_decode_run(weights, batch, 64, steps, run, probe, results[batch]);
     double tps1 = 0;
     for (int batch : batches) {
-        const decode_result r = bench_decode(weights, batch, 64, steps, runs, probe);
+        const decode_result& r = results[batch];
         const double bytes_per_token = r.bytes_per_step / batch;
         const double roofline = start_gbs * 1e9 / bytes_per_token;
         std::vector<double> paired;
@@ -338,9 +341,17 @@ int main(int argc, char** argv) {
                         t.embedding / 1e6, t.norms / 1e6, t.gate / 1e6, t.attention / 1e6,
                         t.dense_ffn / 1e6, t.experts / 1e6, t.lm_head / 1e6, t.kv_read / 1e6);
     }
-    for (const auto& d : j["decode"])
-        if (d["batch"] != 1)
-            std::printf("batch %d / batch 1 tokens/s: %.2fx\n", d["batch"].get<int>(), d["speedup_vs_batch1"].get<double>());
+    for (auto& d : j["decode"]) {
+        const int batch = d["batch"].get<int>();
+        if (batch == 1 || !results.count(1)) continue;
+        std::vector<double> per_run;
+        for (size_t i = 0; i < results[batch].run_tokens_per_s.size(); ++i)
+            per_run.push_back(results[batch].run_tokens_per_s[i] / results[1].run_tokens_per_s[i]);
+        const stats s = summarize(per_run);
+        d["speedup_vs_batch1_per_run"] = {{"runs", per_run}, {"stats", to_json(s)}};
+        std::printf("batch %d / batch 1 tokens/s: %.2fx (medians); run by run %.2fx (%.2f..%.2f)\n", batch,
+                    d["speedup_vs_batch1"].get<double>(), s.median, s.min, s.max);
+    }
 
     const stats pf = bench_prefill(weights, 512, runs);
     std::printf("prefill (512-token prompt): %.1f tokens/s (%.1f..%.1f)\n", pf.median, pf.min, pf.max);
