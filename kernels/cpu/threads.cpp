@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "kernels/api/threads.hpp"
@@ -21,9 +23,19 @@ int default_compute_threads(int services_on_host) {
     return std::max(1, cores / std::max(1, services_on_host));
 }
 
+std::vector<std::pair<std::string, std::string>> missing_passive_wait_settings() {
+    std::vector<std::pair<std::string, std::string>> missing;
+    if (std::getenv("OMP_WAIT_POLICY") == nullptr) missing.emplace_back("OMP_WAIT_POLICY", "passive");
+    // OpenBLAS (pthreads build) busy-waits with sched_yield for 2^timeout cycles after every
+    // call, 2^28 by default: ~100 ms of a core after each prefill GEMM. 4 is its minimum.
+    if (std::getenv("OPENBLAS_THREAD_TIMEOUT") == nullptr) missing.emplace_back("OPENBLAS_THREAD_TIMEOUT", "4");
+    return missing;
+}
+
 void ensure_passive_openmp(char** argv) {
-    if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-    ::setenv("OMP_WAIT_POLICY", "passive", 1);
+    const auto missing = missing_passive_wait_settings();
+    if (missing.empty()) return;
+    for (const auto& [name, value] : missing) ::setenv(name.c_str(), value.c_str(), 1);
     // With OMP_PROC_BIND or OMP_PLACES set, libgomp has already bound this, the initial thread,
     // to the first place; the new image would inherit that one-place mask and see one CPU (a
     // 2-core run of the decode benchmark ran on 1 thread). Give it back the union of the places,

@@ -7,3 +7,5 @@ if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
   fi
 fi
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# OpenBLAS (pthreads) otherwise spins ~2^28 cycles after every call (kernels/api/threads.hpp).
+export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
