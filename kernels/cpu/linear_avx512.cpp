@@ -20,11 +20,13 @@
 // The packed copy of x (m * cols floats, rounded up to the k-step) lives in a thread_local
 // buffer of the calling thread that only grows.
 //
-// Software prefetch into L2 (row_tile), so that DRAM streams while the FMAs run: with one token
-// group each row is prefetched 4 KiB ahead (~3-5 % more decode tokens/s at batch 1 on the bench
-// preset); with several groups the later groups prefetch the next block, which the first group
-// would otherwise wait for (a driver running a bench-preset batch-16 step's dense FFNs and
-// experts, both variants alternating in one process, best of 16: 6-15 % less time per step).
+// Software prefetch into L2 (row_tile), bf16 and f32 weights alike, so that DRAM streams while
+// the FMAs run: with one token group (m <= 4, or 5-6) each row is prefetched 4 KiB ahead (~3-5 %
+// more decode tokens/s at batch 1 on the bench preset); with several groups (m >= 7) the later
+// groups prefetch the next block, which its first group would otherwise wait for. Until
+// 2026-11-29 only bf16 tiles of 1-2 tokens prefetched (4 KiB ahead, also as the last group of a
+// larger m); the change measured with a driver running a bench-preset batch-16 step's dense FFNs
+// and experts, both variants alternating in one process, best of 16: 6-15 % less time per step.
 //
 // Measured on the development VM (Zen 4, 2 threads, OMP_PROC_BIND=close, bf16 8192x3072 /
 // 3072x8192 / 12288x3072, best of 3, a standalone driver against a double-precision reference):
@@ -34,6 +36,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -56,19 +59,22 @@ constexpr int kStep = std::is_same_v<W, bf16_t> ? 32 : 16;
 
 constexpr int kPrefetchBytes = 4096;
 
-// What a tile prefetches: each k-step, the 64 bytes at p + i * stride + k for i < rows (a k-step
-// of bf16 or f32 weights is 64 bytes of a row). Nothing when rows is 0.
+// What a tile prefetches: each k-step, the 64 bytes at element i * stride + k from `base`, for
+// i < rows (a k-step of bf16 or f32 weights is 64 bytes of a row). Nothing when rows is 0. An
+// address as an integer: "ahead" reaches past the end of a matrix's last rows, where pointer
+// arithmetic would be undefined; a prefetch of any address is harmless.
 template <class W>
 struct prefetch_rows {
-    const W* p = nullptr;
-    int64_t stride = 0;
+    uintptr_t base = 0;
+    int64_t stride = 0;  // elements from one prefetched row to the next
     int rows = 0;
 };
 
 template <class W>
 inline void prefetch_step(const prefetch_rows<W>& pf, int64_t k) {
     for (int i = 0; i < pf.rows; ++i)
-        _mm_prefetch(reinterpret_cast<const char*>(pf.p + i * pf.stride + k), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(pf.base + static_cast<uintptr_t>((i * pf.stride + k) * sizeof(W))),
+                     _MM_HINT_T1);
 }
 
 template <int R, int T>
@@ -174,9 +180,10 @@ inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, in
         const int64_t t = g * TM;
         prefetch_rows<W> pf;
         if (groups == 1)
-            pf = {w + kPrefetchBytes / static_cast<int64_t>(sizeof(W)), cols, R};
+            pf = {reinterpret_cast<uintptr_t>(w) + kPrefetchBytes, cols, R};
         else if (g > 0 && next && g - 1 < R)
-            pf = {next + (g - 1) * cols, later * cols, static_cast<int>((R - (g - 1) + later - 1) / later)};
+            pf = {reinterpret_cast<uintptr_t>(next + (g - 1) * cols), later * cols,
+                  static_cast<int>((R - (g - 1) + later - 1) / later)};
         if (t + TM <= m)
             tile<R, TM>(w, cols, xp + t * kStep<W>, xs, y + t * rows, rows, pf);
         else

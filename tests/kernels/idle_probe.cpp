@@ -1,8 +1,10 @@
 // Test helper for ThreadBudget.ComputeThreadsSleepWhenIdle (kernels_test): does what a service
 // does at start (ensure_passive_openmp, then 2 compute threads), runs one OpenBLAS-sized linear
 // (kBlasM tokens and more go to OpenBLAS), then sleeps 300 ms and prints
-//   OPENBLAS_THREAD_TIMEOUT=<value or unset> idle_cpu_ms=<process CPU time during the sleep>
+//   OPENBLAS_THREAD_TIMEOUT=<value or unset> openblas_parallel=<0 serial, 1 pthreads, 2 OpenMP>
+//   idle_cpu_ms=<process CPU time during the sleep>
 // A compute thread that spins while idle shows up as CPU time during the sleep.
+#include <cblas.h>
 #include <sys/resource.h>
 
 #include <chrono>
@@ -37,7 +39,7 @@ int main(int, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     const double idle = process_cpu_ms() - before;
     const char* timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
-    std::printf("OPENBLAS_THREAD_TIMEOUT=%s idle_cpu_ms=%.1f check=%.1f\n", timeout ? timeout : "unset", idle,
-                y[0]);
+    std::printf("OPENBLAS_THREAD_TIMEOUT=%s openblas_parallel=%d idle_cpu_ms=%.1f check=%.1f\n",
+                timeout ? timeout : "unset", openblas_get_parallel(), idle, y[0]);
     return 0;
 }

@@ -119,7 +119,9 @@ TEST(Isa, OverrideRefusesWhatTheCpuLacks) {
     isa_guard guard;
     EXPECT_TRUE(set_cpu_isa(cpu_isa::scalar));
     EXPECT_EQ(active_cpu_isa(), cpu_isa::scalar);
-    if (detected_cpu_isa() != cpu_isa::avx512bf16) EXPECT_FALSE(set_cpu_isa(cpu_isa::avx512bf16));
+    if (detected_cpu_isa() != cpu_isa::avx512bf16) {
+        EXPECT_FALSE(set_cpu_isa(cpu_isa::avx512bf16));
+    }
 }
 
 TEST(RmsNorm, MatchesReference) {
