@@ -28,11 +28,17 @@ void require_cpu(const matrix_view& w, const char* op) {
                                     std::string(dtype_name(w.type)) + " not supported");
 }
 
+// A weight as fp32: bf16 widens exactly (its bits are the high half of the fp32's).
+[[gnu::always_inline]] inline float widen(float v) { return v; }
+[[gnu::always_inline]] inline float widen(bf16_t v) {
+    const uint32_t bits = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
 inline void bf16_row_to_f32(const bf16_t* src, int64_t n, float* dst) {
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
-        std::memcpy(dst + i, &bits, 4);
-    }
+    for (int64_t i = 0; i < n; ++i) dst[i] = widen(src[i]);
 }
 
 inline float dot(const float* a, const float* b, int64_t n) {
@@ -51,49 +57,30 @@ inline float dot(const float* a, const float* b, int64_t n) {
 // they ran 2-4 lanes wide and took 7 % of a batch-16 decode step on the bench preset.
 #define LC_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-// Σ a[i]·b[i] in 16 lane sums, reduced pairwise.
-LC_VECTOR_CLONES float lane_dot(const float* a, const float* b, int64_t n) {
+// The bodies, inlined into each clone below (so that each is compiled for the clone's target).
+// Σ widen(w[i])·x[i] in 16 lane sums, reduced pairwise.
+template <class W>
+[[gnu::always_inline]] inline float lane_dot_body(const W* w, const float* x, int64_t n) {
     float acc[16] = {};
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; ++k) acc[k] += a[i + k] * b[i + k];
-    for (; i < n; ++i) acc[i % 16] += a[i] * b[i];
-    for (int w = 8; w > 0; w /= 2)
-        for (int k = 0; k < w; ++k) acc[k] += acc[k + w];
-    return acc[0];
-}
-
-// Σ bf16(w[i])·x[i], as lane_dot.
-LC_VECTOR_CLONES float lane_dot_bf16(const bf16_t* w, const float* x, int64_t n) {
-    float acc[16] = {};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; ++k) {
-            const uint32_t bits = static_cast<uint32_t>(w[i + k]) << 16;
-            float f;
-            std::memcpy(&f, &bits, 4);
-            acc[k] += f * x[i + k];
-        }
-    for (; i < n; ++i) acc[i % 16] += bf16_to_f32(w[i]) * x[i];
+        for (int k = 0; k < 16; ++k) acc[k] += widen(w[i + k]) * x[i + k];
+    for (; i < n; ++i) acc[i % 16] += widen(w[i]) * x[i];
     for (int width = 8; width > 0; width /= 2)
         for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
     return acc[0];
 }
 
-// y[i] += a·x[i].
-LC_VECTOR_CLONES void lane_axpy(float* y, float a, const float* x, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+// y[i] += a·widen(w[i]).
+template <class W>
+[[gnu::always_inline]] inline void lane_axpy_body(float* y, float a, const W* w, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * widen(w[i]);
 }
 
-// y[i] += a·bf16(w[i]).
-LC_VECTOR_CLONES void lane_axpy_bf16(float* y, float a, const bf16_t* w, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) {
-        const uint32_t bits = static_cast<uint32_t>(w[i]) << 16;
-        float f;
-        std::memcpy(&f, &bits, 4);
-        y[i] += a * f;
-    }
-}
+LC_VECTOR_CLONES float lane_dot(const float* a, const float* b, int64_t n) { return lane_dot_body(a, b, n); }
+LC_VECTOR_CLONES float lane_dot_bf16(const bf16_t* w, const float* x, int64_t n) { return lane_dot_body(w, x, n); }
+LC_VECTOR_CLONES void lane_axpy(float* y, float a, const float* x, int64_t n) { lane_axpy_body(y, a, x, n); }
+LC_VECTOR_CLONES void lane_axpy_bf16(float* y, float a, const bf16_t* w, int64_t n) { lane_axpy_body(y, a, w, n); }
 
 // Small M: stream each weight row once, dot it with every token.
 void linear_small_m(const matrix_view& w, const float* x, int64_t m, float* y) {
