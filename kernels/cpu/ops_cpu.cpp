@@ -325,15 +325,6 @@ void grouped_experts(const expert_weights_view* experts, int64_t num_experts, co
     size_t x_next = 0, inter_next = 0;  // the batch's sizes so far in x/y and in g/u
     std::vector<float> x, g, u, y;
     std::vector<linear_job> jobs;
-    auto add_outputs = [&](const pending& p) {
-        for (int64_t i = 0; i < p.m; ++i) {
-            const int64_t a = order[start[p.expert] + i];
-            float* o = out + assign_token[a] * hidden;
-            const float w = assign_weight[a];
-            const float* yr = y.data() + p.x_at + i * hidden;
-            for (int64_t c = 0; c < hidden; ++c) o[c] += w * yr[c];
-        }
-    };
     auto flush = [&] {
         if (batch.empty()) return;
         x.resize(x_next);
@@ -356,7 +347,15 @@ void grouped_experts(const expert_weights_view* experts, int64_t num_experts, co
         for (const pending& p : batch)
             jobs.push_back({experts[p.expert].down, g.data() + p.inter_at, p.m, y.data() + p.x_at});
         linear_group(jobs.data(), static_cast<int64_t>(jobs.size()));
-        for (const pending& p : batch) add_outputs(p);
+        // Each expert's rows of y, weighted, into out: experts ascending, assignments in order.
+        for (const pending& p : batch)
+            for (int64_t i = 0; i < p.m; ++i) {
+                const int64_t a = order[start[p.expert] + i];
+                float* o = out + assign_token[a] * hidden;
+                const float w = assign_weight[a];
+                const float* yr = y.data() + p.x_at + i * hidden;
+                for (int64_t c = 0; c < hidden; ++c) o[c] += w * yr[c];
+            }
         batch.clear();
         x_next = inter_next = 0;
     };
