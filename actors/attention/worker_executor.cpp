@@ -295,8 +295,8 @@ cluster_status worker_executor::collect_combines(int64_t layer_idx, size_t mb_id
         }
         ++stats.combine_frames;
         stats.combine_bytes += got->payload.size();
-        // Summed straight from the received buffer (64-byte aligned f32 rows; check_combine
-        // verified their count and width).
+        // Summed straight from the received buffer (f32 rows, at least 8-byte aligned;
+        // check_combine verified their count and width).
         const float* partial = reinterpret_cast<const float*>(got->payload.data());
         for (int64_t r = 0; r < rows.num_rows(); ++r) {
             float* dst = mb.act.moe_out.data() + static_cast<int64_t>(rows.token[r]) * hidden;

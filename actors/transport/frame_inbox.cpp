@@ -81,6 +81,7 @@ void frame_inbox::push_frame(peer_id from, const proto::frame_header& header, by
     if (offer_to_sink && offer(from, header, payload.span())) return;
     {
         std::lock_guard lock(mutex_);
+        if (closed_) return;  // nobody can receive it; `payload` is freed after the lock
         entries_.push_back(entry{next_slot_++, from, header, std::move(payload), true, {}});
     }
     changed_.notify_all();
@@ -112,9 +113,11 @@ std::optional<transport_failure> frame_inbox::peer_failure(peer_id peer) const {
 }
 
 void frame_inbox::close(transport_failure reason) {
+    std::deque<entry> dropped;  // nobody can receive them any more; freed outside the lock
     {
         std::lock_guard lock(mutex_);
         if (!closed_) closed_ = std::move(reason);
+        dropped.swap(entries_);
     }
     changed_.notify_all();
 }

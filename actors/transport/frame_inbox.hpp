@@ -38,7 +38,7 @@ class frame_inbox {
     bool fail_peer(peer_id peer, transport_failure failure);
     std::optional<transport_failure> peer_failure(peer_id peer) const;
 
-    // Every receive, waiting or later, returns `reason` (code closed).
+    // Every receive, waiting or later, returns `reason` (code closed); queued frames are dropped.
     void close(transport_failure reason);
 
     // `waiting_for` names what the caller waits on in the timeout message ("from experts-3").

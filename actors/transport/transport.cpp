@@ -50,18 +50,38 @@ byte_buffer byte_buffer::copy_of(std::span<const std::byte> bytes) {
     return out;
 }
 
-byte_buffer::~byte_buffer() {
-    if (data_ != nullptr) ::operator delete (data_, std::align_val_t{kAlignment});
+byte_buffer byte_buffer::adopt(std::span<std::byte> bytes, std::shared_ptr<void> owner) {
+    if (!owner) return copy_of(bytes);
+    byte_buffer out;
+    out.data_ = bytes.data();
+    out.size_ = bytes.size();
+    out.owner_ = std::move(owner);
+    return out;
 }
 
+void byte_buffer::release() {
+    if (owner_) {
+        owner_.reset();
+    } else if (data_ != nullptr) {
+        ::operator delete (data_, std::align_val_t{kAlignment});
+    }
+    data_ = nullptr;
+    size_ = 0;
+}
+
+byte_buffer::~byte_buffer() { release(); }
+
 byte_buffer::byte_buffer(byte_buffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      owner_(std::move(other.owner_)) {}
 
 byte_buffer& byte_buffer::operator=(byte_buffer&& other) noexcept {
     if (this != &other) {
-        if (data_ != nullptr) ::operator delete (data_, std::align_val_t{kAlignment});
+        release();
         data_ = std::exchange(other.data_, nullptr);
         size_ = std::exchange(other.size_, 0);
+        owner_ = std::move(other.owner_);
     }
     return *this;
 }

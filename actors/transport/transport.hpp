@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -76,14 +77,21 @@ struct payload_view {
     memory_type memory = memory_type::host;
 };
 
-// Owned host bytes, 64-byte aligned, not zero-filled; move-only. Received payloads land here.
+// Host bytes, not zero-filled; move-only. Received payloads land here. Allocated by
+// byte_buffer(n) / copy_of: 64-byte aligned. Adopted from a transport (adopt(): a payload kept in
+// the transport's own receive buffer instead of copied out): at least kAdoptedAlignment.
 class byte_buffer {
   public:
     static constexpr size_t kAlignment = 64;
+    static constexpr size_t kAdoptedAlignment = 8;
 
     byte_buffer() = default;
     explicit byte_buffer(size_t num_bytes);
     static byte_buffer copy_of(std::span<const std::byte> bytes);
+    // `bytes` stay valid while `owner` lives; this buffer (and whatever it is moved to) holds
+    // `owner` and drops it when it lets go of the bytes. `bytes` must be kAdoptedAlignment-aligned;
+    // a null `owner` gives copy_of(bytes).
+    static byte_buffer adopt(std::span<std::byte> bytes, std::shared_ptr<void> owner);
     ~byte_buffer();
     byte_buffer(byte_buffer&& other) noexcept;
     byte_buffer& operator=(byte_buffer&& other) noexcept;
@@ -99,8 +107,11 @@ class byte_buffer {
     memory_type memory() const { return memory_type::host; }
 
   private:
+    void release();
+
     std::byte* data_ = nullptr;
     size_t size_ = 0;
+    std::shared_ptr<void> owner_;  // set: adopted bytes; else data_ is ours (aligned new)
 };
 
 // -- peers and frames ------------------------------------------------------------------------
@@ -150,6 +161,8 @@ struct data_plane_stats {
     uint64_t bytes_sent = 0;  // payload bytes
     uint64_t frames_received = 0;
     uint64_t bytes_received = 0;
+    // Of frames_received: handed out in the transport's own receive buffer, not copied out.
+    uint64_t frames_received_in_place = 0;
     uint64_t bad_frames = 0;          // malformed frames that arrived
     uint64_t refused_handshakes = 0;  // both directions
     uint64_t peer_failures = 0;

@@ -29,6 +29,8 @@ namespace longcat::transport {
 namespace {
 
 constexpr unsigned kFrameAmId = 7;  // every frame travels as this AM id
+// Eager payloads from this size up stay in UCX's buffer where it allows (handle_am).
+constexpr size_t kKeepInPlaceMinBytes = 4096;
 constexpr std::string_view kScheme = "ucx://";
 
 // An API call waiting for the progress thread.
@@ -116,7 +118,7 @@ std::optional<std::string> ucx_data_plane_config::validate() const {
 
 // -- impl --------------------------------------------------------------------------------------
 
-struct ucx_data_plane::impl {
+struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl> {
     enum class peer_state : uint8_t { connecting, awaiting_hello, ready, refused, failed };
 
     struct peer_record {
@@ -196,6 +198,16 @@ struct ucx_data_plane::impl {
     data_plane_stats counters;
 
     std::once_flag close_once;
+
+    // Eager payloads handed out in UCX's own buffer (byte_buffer::adopt, no copy). Each holds a
+    // reference to this impl; UCX gets the buffer back (ucp_am_data_release) from the progress
+    // thread while it runs, after that from the thread that lets go of it. The worker (and so
+    // the buffers' memory) is destroyed only once every held buffer is back.
+    std::mutex held_mutex;
+    std::vector<void*> held_released;    // let go of, not yet given back to UCX
+    size_t held_count = 0;               // adopted and not yet given back
+    bool progress_owns_worker = true;    // false once the progress thread has stopped
+    bool destroy_when_released = false;  // close() left the teardown to the last held buffer
 
     // -- setup ---------------------------------------------------------------------------------
 
@@ -361,6 +373,7 @@ struct ucx_data_plane::impl {
             bool worked = run_commands();
             while (ucp_worker_progress(worker) != 0) worked = true;
             worked = run_deferred() || worked;
+            give_back_released();
             reap_closing();
             check_handshake_timeouts();
             if (stopping && (closing.empty() || clock::now() >= stop_deadline)) break;
@@ -859,15 +872,68 @@ struct ucx_data_plane::impl {
                 s.bytes_received += length;
             });
             const std::span<const std::byte> payload(static_cast<const std::byte*>(data), length);
-            if (!inbox.offer(record->id, *decoded, payload))  // a sink takes it from UCX's buffer
+            if (inbox.offer(record->id, *decoded, payload)) return UCS_OK;  // a sink took it
+            // Keep UCX's buffer where UCX lets us (FLAG_DATA: multi-fragment messages, which it
+            // reassembles into a buffer of their own, and shared memory's receive descriptors)
+            // instead of copying the payload out. Small payloads are copied: that costs well
+            // under a microsecond, and keeping them would tie up receive descriptors (shared-
+            // memory FIFO slots) for as long as their frames stay queued.
+            const bool keep =
+                (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA) != 0 &&
+                length >= kKeepInPlaceMinBytes &&
+                reinterpret_cast<uintptr_t>(data) % byte_buffer::kAdoptedAlignment == 0;
+            if (!keep) {
                 inbox.push_frame(record->id, *decoded, byte_buffer::copy_of(payload), false);
-            return UCS_OK;
+                return UCS_OK;
+            }
+            count([](data_plane_stats& s) { ++s.frames_received_in_place; });
+            inbox.push_frame(record->id, *decoded, adopt_received(data, length), false);
+            return UCS_INPROGRESS;  // ours until ucp_am_data_release
         }
         // Rendezvous: keep the FIFO position now, pull the data after this callback.
         const frame_inbox::slot_id slot = inbox.reserve(record->id, *decoded);
         deferred.push_back(
             [this, id = record->id, slot, data, length] { start_recv(id, slot, data, length); });
         return UCS_INPROGRESS;
+    }
+
+    // -- payloads kept in UCX's buffers -------------------------------------------------------
+
+    byte_buffer adopt_received(void* data, size_t length) {
+        {
+            std::lock_guard lock(held_mutex);
+            ++held_count;
+        }
+        std::shared_ptr<void> owner(
+            data, [self = shared_from_this()](void* bytes) { self->let_go_of_received(bytes); });
+        return byte_buffer::adopt({static_cast<std::byte*>(data), length}, std::move(owner));
+    }
+
+    // Any thread: a held buffer's last byte_buffer let go of it.
+    void let_go_of_received(void* data) {
+        std::unique_lock lock(held_mutex);
+        if (progress_owns_worker) {
+            held_released.push_back(data);  // the progress thread gives it back
+            return;
+        }
+        ucp_am_data_release(worker, data);  // nobody progresses the worker any more
+        if (--held_count == 0 && destroy_when_released) {
+            destroy_when_released = false;
+            lock.unlock();
+            destroy();
+        }
+    }
+
+    // Progress thread (or close(), once that thread has stopped).
+    void give_back_released() {
+        std::vector<void*> batch;
+        {
+            std::lock_guard lock(held_mutex);
+            if (held_released.empty()) return;
+            batch.swap(held_released);
+            held_count -= batch.size();
+        }
+        for (void* data : batch) ucp_am_data_release(worker, data);
     }
 
     void start_recv(peer_id id, frame_inbox::slot_id slot, void* descriptor, size_t length) {
@@ -973,7 +1039,7 @@ struct ucx_data_plane::impl {
 
 // -- ucx_data_plane ----------------------------------------------------------------------------
 
-ucx_data_plane::ucx_data_plane(std::unique_ptr<impl> state) : impl_(std::move(state)) {}
+ucx_data_plane::ucx_data_plane(std::shared_ptr<impl> state) : impl_(std::move(state)) {}
 
 void keep_freed_frame_memory() {
     static std::once_flag once;
@@ -994,7 +1060,7 @@ transport_result<std::unique_ptr<ucx_data_plane>> ucx_data_plane::create(
     if (auto problem = config.validate()) {
         return make_failure(transport_error::setup_failed, "ucx_data_plane config: " + *problem);
     }
-    auto state = std::make_unique<impl>();
+    auto state = std::make_shared<impl>();
     state->versions = config.advertised_versions.value_or(proto::local_wire_versions());
     state->config = std::move(config);
     state->config.limits.protocol_version = state->versions.protocol;
@@ -1180,8 +1246,22 @@ void ucx_data_plane::close() {
             state->accepting_commands = false;
         }
         if (state->progress_thread.joinable()) state->progress_thread.join();
+        // Drops the frames nobody can receive any more (some may hold UCX buffers).
         state->inbox.close(
             make_failure(transport_error::closed, state->config.name + " is closed").error());
+        {
+            std::lock_guard lock(state->held_mutex);
+            state->progress_owns_worker = false;
+            for (void* data : state->held_released) ucp_am_data_release(state->worker, data);
+            state->held_count -= state->held_released.size();
+            state->held_released.clear();
+            if (state->held_count > 0) {
+                // Payloads handed out still live in the worker's memory: the last one to go
+                // tears down (let_go_of_received), and this impl lives until then.
+                state->destroy_when_released = true;
+                return;
+            }
+        }
         state->destroy();
     });
 }

@@ -108,8 +108,9 @@ class ucx_data_plane final : public data_plane {
 
   private:
     struct impl;
-    explicit ucx_data_plane(std::unique_ptr<impl> state);
-    std::unique_ptr<impl> impl_;
+    explicit ucx_data_plane(std::shared_ptr<impl> state);
+    // Shared with the received payloads still held in UCX's buffers (they outlive close()).
+    std::shared_ptr<impl> impl_;
 };
 
 }  // namespace longcat::transport

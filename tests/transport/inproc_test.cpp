@@ -1,6 +1,7 @@
 // inproc_data_plane: the data_plane contract, deterministic, in one process.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <thread>
 
 #include "actors/transport/frame_inbox.hpp"
@@ -142,6 +143,55 @@ TEST(FrameInbox, SinkTakesFramesOfItsKindBeforeTheyAreQueued) {
     auto queued = inbox.receive(clock::now(), {.kind = proto::frame_kind::kv});  // no sink: queued
     ASSERT_TRUE(queued.has_value());
     EXPECT_EQ(queued->header.step_id, 6u);
+}
+
+// A byte_buffer over someone else's bytes (as ucx_data_plane hands out eager payloads kept in
+// UCX's buffers): the owner is let go exactly once, by whichever buffer holds it last.
+TEST(ByteBuffer, AdoptedBytesAreLetGoOnceByTheirLastHolder) {
+    alignas(byte_buffer::kAdoptedAlignment) std::array<std::byte, 64> storage{};
+    int released = 0;
+    auto owner = [&] { return std::shared_ptr<void>(storage.data(), [&](void*) { ++released; }); };
+    {
+        byte_buffer a = byte_buffer::adopt(storage, owner());
+        EXPECT_EQ(a.data(), storage.data());
+        EXPECT_EQ(a.size(), storage.size());
+        byte_buffer b(std::move(a));
+        EXPECT_TRUE(a.empty());
+        EXPECT_EQ(b.data(), storage.data());
+        byte_buffer c(16);  // allocated: assigning over it frees it, assigning over b lets go
+        c = std::move(b);
+        EXPECT_EQ(released, 0);
+        c = byte_buffer(8);
+        EXPECT_EQ(released, 1);
+    }
+    EXPECT_EQ(released, 1);
+    byte_buffer copied = byte_buffer::adopt(storage, nullptr);  // no owner: a copy
+    EXPECT_NE(copied.data(), storage.data());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(copied.data()) % byte_buffer::kAlignment, 0u);
+}
+
+// close(): queued frames can no longer be received, so they are dropped at once (their buffers,
+// possibly a transport's, go back), and so is any frame pushed afterwards.
+TEST(FrameInbox, CloseDropsQueuedFramesAndLaterOnes) {
+    frame_inbox inbox;
+    alignas(byte_buffer::kAdoptedAlignment) std::array<std::byte, 64> storage{};
+    int released = 0;
+    auto adopted = [&] {
+        return byte_buffer::adopt(
+            storage, std::shared_ptr<void>(storage.data(), [&](void*) { ++released; }));
+    };
+    inbox.push_frame(peer_id{1}, make_test_header(1, 64), adopted());
+    inbox.push_frame(peer_id{1}, make_test_header(2, 64), byte_buffer(64));
+    EXPECT_EQ(inbox.size(), 2u);
+    inbox.close({transport_error::closed, "closed"});
+    EXPECT_EQ(inbox.size(), 0u);
+    EXPECT_EQ(released, 1);
+    inbox.push_frame(peer_id{1}, make_test_header(3, 64), adopted());
+    EXPECT_EQ(inbox.size(), 0u);
+    EXPECT_EQ(released, 2);
+    auto got = inbox.receive(clock::now() + 1s, {});
+    ASSERT_FALSE(got.has_value());
+    EXPECT_EQ(got.error().code, transport_error::closed);
 }
 
 TEST(FrameInbox, DiscardedFrameStillLandingIsDroppedWhenItLandsOrFails) {

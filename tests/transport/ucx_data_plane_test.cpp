@@ -212,6 +212,58 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
     plane->close();
 }
 
+// Eager payloads stay in UCX's own receive buffers (no copy) where UCX lets them: on tcp the
+// multi-fragment ones (UCX reassembles them into a buffer of their own), on shared memory all.
+// Such a payload stays valid after the plane is closed and destroyed (the worker's teardown waits
+// for the last one; under ASan a read of freed memory or a leaked worker fails this test), and
+// frames still queued at close are let go of with it.
+TEST_P(UcxTwoProcess, EagerPayloadsKeptInUcxBuffersOutliveThePlane) {
+    peer_process child(peer_args(GetParam(), {"--name=echo-peer"}));
+    auto address = child.expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << child.seen();
+    auto plane = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(plane);
+    ASSERT_GE(plane->config().rndv_threshold_bytes, uint64_t{256} << 10) << "eager frames wanted";
+    auto peer = plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    // 256 KiB: several fragments on either transport, reassembled by UCX into a buffer of its
+    // own; 6 KiB: one fragment (kept only on shared memory, in the receive FIFO's descriptor,
+    // which the worker's teardown frees; tcp hands such frames over in a buffer it reuses).
+    const bool shm = GetParam().tls.starts_with("sm");
+    std::vector<received_frame> kept;
+    for (uint64_t step = 1; step <= 4; ++step) {
+        const uint64_t size = step == 1 ? 6 << 10 : uint64_t{256} << 10;
+        const proto::frame_header header = make_test_header(step, size);
+        const std::vector<std::byte> payload = make_pattern(header);
+        auto sent = plane->send(*peer, header, {payload}, deadline_after(10s));
+        ASSERT_TRUE(sent.has_value()) << sent.error().message;
+        if (step == 4) break;  // its answer stays queued
+        auto reply = plane->receive(deadline_after(10s), {.peer = *peer, .step_id = step});
+        ASSERT_TRUE(reply.has_value()) << reply.error().message;
+        EXPECT_EQ(reply->header.request_id, kEchoVerified) << "the peer saw a corrupt payload";
+        kept.push_back(std::move(*reply));
+    }
+    const clock::time_point until = clock::now() + 10s;
+    while (plane->stats().frames_received < 4 && clock::now() < until)
+        std::this_thread::sleep_for(1ms);
+    const data_plane_stats stats = plane->stats();
+    EXPECT_EQ(stats.frames_received, 4u);
+    EXPECT_EQ(stats.frames_received_in_place, shm ? 4u : 3u)
+        << "eager frames were copied out of UCX's buffers";
+    stop_echo(*plane, *peer);
+    EXPECT_TRUE(child.expect("DONE", deadline_after(10s)).has_value()) << child.seen();
+    EXPECT_EQ(child.wait_exit(deadline_after(10s)), 0);
+    plane->close();
+    plane.reset();
+    for (const received_frame& frame : kept) {
+        EXPECT_EQ(
+            reinterpret_cast<uintptr_t>(frame.payload.data()) % byte_buffer::kAdoptedAlignment, 0u);
+        EXPECT_TRUE(check_pattern(frame.header, frame.payload.span()))
+            << "step " << frame.header.step_id;
+    }
+    kept.clear();  // the last one tears the UCX worker down
+}
+
 TEST_P(UcxTwoProcess, PeerWithAnotherProtocolVersionIsRefusedNamingBoth) {
     const std::string other = std::to_string(proto::kProtocolVersion + 1);
     auto plane = make_plane(parent_config(GetParam()));

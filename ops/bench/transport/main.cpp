@@ -14,7 +14,8 @@
 //     (expert_group_config::identity_experts) for a generated tiny-b checkpoint. The worker sends
 //     real dispatch frames (cluster::encode_dispatch, one slot per row) and receives the combine
 //     frames, with up to --window units in flight. Throughput = (dispatch + combine payload
-//     bytes) / seconds over N round trips after a warm-up.
+//     bytes) / seconds over N round trips after a warm-up. Beside it, the CPU seconds each process
+//     (all threads, from /proc/PID/stat) spent per GiB moved over the same round trips.
 // MB/s here means 2^20 bytes per second, as ucx_perftest counts. Prints a table, writes JSON.
 // Every child process is stopped (stdin closed / SIGKILL) before the next measurement.
 #include <fcntl.h>
@@ -125,6 +126,7 @@ class child_process {
     child_process& operator=(const child_process&) = delete;
 
     bool started() const { return pid_ > 0; }
+    pid_t pid() const { return pid_; }
 
     // The next line of output, or nullopt at EOF / timeout.
     std::optional<std::string> read_line(clock_type::time_point until) {
@@ -295,17 +297,36 @@ raw_result run_perftest(const std::string& perftest, const std::string& tls, siz
 
 // -- ours: dispatch/combine round trips ----------------------------------------------------
 
+// User + system CPU seconds a process has used so far (/proc/PID/stat, clock-tick resolution);
+// pid 0: this process. nullopt when it cannot be read.
+std::optional<double> process_cpu_seconds(pid_t pid) {
+    std::ifstream in(pid == 0 ? std::string("/proc/self/stat")
+                              : "/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t close_paren = text.rfind(')');  // the command name may hold spaces
+    if (close_paren == std::string::npos) return std::nullopt;
+    std::istringstream fields(text.substr(close_paren + 2));
+    std::vector<std::string> f;  // f[0] is field 3 (state); utime and stime are fields 14, 15
+    for (std::string x; fields >> x && f.size() < 13;) f.push_back(x);
+    if (f.size() < 13) return std::nullopt;
+    return (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 struct ours_result {
     std::optional<double> mbs;
     int64_t rows = 0;
     uint64_t dispatch_bytes = 0, combine_bytes = 0;
     int round_trips = 0;
     double seconds = 0;
+    // CPU seconds each side spent over the measured round trips (all threads), per GiB moved
+    // (dispatch + combine payload): what the bytes cost, steadier than MB/s on a shared VM.
+    std::optional<double> worker_cpu_s_per_gib, group_cpu_s_per_gib;
     std::string error;
 };
 
-ours_result run_ours(transport::ucx_data_plane& plane, transport::peer_id group, int64_t hidden, int64_t rows,
-                     int num_layers, int warmup, int trips, int window, uint64_t& next_step) {
+ours_result run_ours(transport::ucx_data_plane& plane, transport::peer_id group, pid_t group_pid,
+                     int64_t hidden, int64_t rows, int num_layers, int warmup, int trips,
+                     int window, uint64_t& next_step) {
     ours_result r;
     r.rows = rows;
     cluster::dispatch_rows d;
@@ -334,6 +355,8 @@ ours_result run_ours(transport::ucx_data_plane& plane, transport::peer_id group,
     r.dispatch_bytes = frames[0].header.payload_bytes;
     int sent = 0, received = 0;
     clock_type::time_point t0 = clock_type::now();
+    std::optional<double> worker_cpu0 = process_cpu_seconds(0),
+                          group_cpu0 = process_cpu_seconds(group_pid);
     while (received < total) {
         while (sent < total && sent - received < window) {
             auto ok = plane.send(group, header_of(sent), {frames[static_cast<size_t>(sent % window)].payload},
@@ -358,11 +381,23 @@ ours_result run_ours(transport::ucx_data_plane& plane, transport::peer_id group,
         }
         r.combine_bytes = got->header.payload_bytes;
         ++received;
-        if (received == warmup) t0 = clock_type::now();
+        if (received == warmup) {
+            t0 = clock_type::now();
+            worker_cpu0 = process_cpu_seconds(0);
+            group_cpu0 = process_cpu_seconds(group_pid);
+        }
     }
     r.seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
     r.round_trips = trips;
-    r.mbs = static_cast<double>(r.dispatch_bytes + r.combine_bytes) * trips / r.seconds / kMiB;
+    const double moved = static_cast<double>(r.dispatch_bytes + r.combine_bytes) * trips;
+    r.mbs = moved / r.seconds / kMiB;
+    auto per_gib = [&](std::optional<double> before,
+                       std::optional<double> after) -> std::optional<double> {
+        if (!before || !after) return std::nullopt;
+        return (*after - *before) / (moved / (kMiB * 1024.0));
+    };
+    r.worker_cpu_s_per_gib = per_gib(worker_cpu0, process_cpu_seconds(0));
+    r.group_cpu_s_per_gib = per_gib(group_cpu0, process_cpu_seconds(group_pid));
     return r;
 }
 
@@ -446,8 +481,8 @@ int main(int argc, char** argv) {
     j["units"] = "MB/s = 2^20 bytes/s";
     int port = 20000 + static_cast<int>(::getpid() % 20000);
     bool all_ok = true;
-    std::printf("\n%-20s %8s %7s %7s %11s %11s %7s %7s\n", "transport", "size", "rows", "trips", "ours MB/s",
-                "raw MB/s", "ratio", "target");
+    std::printf("\n%-20s %8s %7s %7s %11s %11s %7s %7s %13s\n", "transport", "size", "rows",
+                "trips", "ours MB/s", "raw MB/s", "ratio", "target", "CPU s/GiB w+g");
     for (const transport_case& tc : cases) {
         ::setenv("UCX_TLS", tc.tls.c_str(), 1);
         std::vector<std::string> peer_args = {self_exe(), "--group-peer", "--cpu", "1", "--model-dir",
@@ -504,8 +539,9 @@ int main(int argc, char** argv) {
                                                 : run_perftest(perftest, tc.tls, size, iters, port++, false);
             const int trips = std::max(20, static_cast<int>(budget_mib * kMiB / 2 / static_cast<double>(size)));
             const int warmup = std::max(3, trips / 10);
-            ours_result ours = run_ours(**plane, *group, hidden, rows, static_cast<int>(cfg.num_layers), warmup,
-                                        trips, window, next_step);
+            ours_result ours =
+                run_ours(**plane, *group, peer.pid(), hidden, rows,
+                         static_cast<int>(cfg.num_layers), warmup, trips, window, next_step);
             const bool gated = tc.label == "tcp" && size >= 256 * 1024;
             auto ratio_to = [&](const std::optional<raw_result>& r) -> std::optional<double> {
                 if (!ours.mbs || !r || !r->mbs || *r->mbs <= 0) return std::nullopt;
@@ -514,11 +550,15 @@ int main(int argc, char** argv) {
             const std::optional<double> ratio = ratio_to(raw);
             const std::optional<double> ratio_same_mode = ratio_to(raw_same_mode);
             const char* verdict = !gated ? "-" : !ratio ? "n/a" : *ratio >= 0.7 ? "ok" : "MISS";
-            std::printf("%-20s %8s %7ld %7d %11s %11s %7s %7s", ("UCX_TLS=" + tc.tls).c_str(),
+            char cpu[64] = "-";
+            if (ours.worker_cpu_s_per_gib && ours.group_cpu_s_per_gib)
+                std::snprintf(cpu, sizeof(cpu), "%.3f+%.3f", *ours.worker_cpu_s_per_gib,
+                              *ours.group_cpu_s_per_gib);
+            std::printf("%-20s %8s %7ld %7d %11s %11s %7s %7s %13s", ("UCX_TLS=" + tc.tls).c_str(),
                         size_label(size).c_str(), static_cast<long>(rows), ours.round_trips,
                         ours.mbs ? std::to_string(static_cast<long>(*ours.mbs)).c_str() : "error",
                         raw.mbs ? std::to_string(static_cast<long>(*raw.mbs)).c_str() : "error",
-                        ratio ? (std::to_string(*ratio).substr(0, 5)).c_str() : "-", verdict);
+                        ratio ? (std::to_string(*ratio).substr(0, 5)).c_str() : "-", verdict, cpu);
             if (raw_same_mode)
                 std::printf("   raw -e %s MB/s, ratio %s",
                             raw_same_mode->mbs ? std::to_string(static_cast<long>(*raw_same_mode->mbs)).c_str()
@@ -542,6 +582,11 @@ int main(int argc, char** argv) {
             row["ours_mbs"] = ours.mbs ? nlohmann::json(*ours.mbs) : nlohmann::json(nullptr);
             row["raw_mbs"] = raw.mbs ? nlohmann::json(*raw.mbs) : nlohmann::json(nullptr);
             row["ratio"] = ratio ? nlohmann::json(*ratio) : nlohmann::json(nullptr);
+            auto or_null = [](std::optional<double> v) {
+                return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+            };
+            row["worker_cpu_s_per_gib"] = or_null(ours.worker_cpu_s_per_gib);
+            row["group_cpu_s_per_gib"] = or_null(ours.group_cpu_s_per_gib);
             if (raw_same_mode) {
                 row["raw_error_handling_mbs"] =
                     raw_same_mode->mbs ? nlohmann::json(*raw_same_mode->mbs) : nlohmann::json(nullptr);
