@@ -205,6 +205,7 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
     // the buffers' memory) is destroyed only once every held buffer is back.
     std::mutex held_mutex;
     std::vector<void*> held_released;    // let go of, not yet given back to UCX
+    std::atomic<bool> any_released{false};  // held_released is not empty (read without the lock)
     size_t held_count = 0;               // adopted and not yet given back
     bool progress_owns_worker = true;    // false once the progress thread has stopped
     bool destroy_when_released = false;  // close() left the teardown to the last held buffer
@@ -914,6 +915,7 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
         std::unique_lock lock(held_mutex);
         if (progress_owns_worker) {
             held_released.push_back(data);  // the progress thread gives it back
+            any_released.store(true, std::memory_order_release);
             return;
         }
         ucp_am_data_release(worker, data);  // nobody progresses the worker any more
@@ -926,11 +928,12 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
 
     // Progress thread (or close(), once that thread has stopped).
     void give_back_released() {
+        if (!any_released.load(std::memory_order_acquire)) return;  // the common case: no lock
         std::vector<void*> batch;
         {
             std::lock_guard lock(held_mutex);
-            if (held_released.empty()) return;
             batch.swap(held_released);
+            any_released.store(false, std::memory_order_relaxed);
             held_count -= batch.size();
         }
         for (void* data : batch) ucp_am_data_release(worker, data);
@@ -1255,6 +1258,7 @@ void ucx_data_plane::close() {
             for (void* data : state->held_released) ucp_am_data_release(state->worker, data);
             state->held_count -= state->held_released.size();
             state->held_released.clear();
+            state->any_released.store(false, std::memory_order_relaxed);
             if (state->held_count > 0) {
                 // Payloads handed out still live in the worker's memory: the last one to go
                 // tears down (let_go_of_received), and this impl lives until then.

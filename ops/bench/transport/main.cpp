@@ -2,6 +2,7 @@
 //   longcat_bench_transport [--json OUT] [--sizes 64K,256K,1M,4M] [--window 4]
 //                           [--bytes-mib 192] [--perftest /usr/bin/ucx_perftest | none]
 //                           [--rndv-threshold BYTES (default: the data plane's)]
+//                           [--transports tcp,sm (both by default)]
 // (--perftest none skips the raw runs: for profiling our side alone.)
 // For each transport (UCX_TLS=tcp with error mode peer, UCX_TLS=sm,self,tcp with error mode
 // none) and each dispatch payload size:
@@ -473,8 +474,11 @@ int main(int argc, char** argv) {
 
     const auto tcp_mode = arg(argc, argv, "--tcp-error-mode", "peer") == "none" ? transport::ucx_error_mode::none
                                                                                 : transport::ucx_error_mode::peer;
-    const std::vector<transport_case> cases = {{"tcp", "tcp", tcp_mode},
-                                               {"sm", "sm,self,tcp", transport::ucx_error_mode::none}};
+    std::vector<transport_case> cases;
+    const std::string only = arg(argc, argv, "--transports", "tcp,sm");  // for profiling one
+    if (only.find("tcp") != std::string::npos) cases.push_back({"tcp", "tcp", tcp_mode});
+    if (only.find("sm") != std::string::npos)
+        cases.push_back({"sm", "sm,self,tcp", transport::ucx_error_mode::none});
     nlohmann::json j;
     j["model"] = {{"preset", "tiny-b"}, {"hidden", hidden}};
     j["window"] = window;
