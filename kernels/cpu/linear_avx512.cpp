@@ -59,6 +59,15 @@ constexpr int kStep = std::is_same_v<W, bf16_t> ? 32 : 16;
 
 constexpr int kPrefetchBytes = 4096;
 
+// How far ahead a single token group prefetches each row: kPrefetchBytes along the row; when
+// rows are shorter than that, two blocks of R rows ahead (the block in flight alone is too
+// little lead: 1–4 KiB rows ran at half the read bandwidth).
+template <class W, int R>
+constexpr uintptr_t prefetch_distance(int64_t cols) {
+    const int64_t row_bytes = cols * static_cast<int64_t>(sizeof(W));
+    return static_cast<uintptr_t>(row_bytes >= kPrefetchBytes ? kPrefetchBytes : 2 * R * row_bytes);
+}
+
 // What a tile prefetches: each k-step, the 64 bytes at element i * stride + k from `base`, for
 // i < rows (a k-step of bf16 or f32 weights is 64 bytes of a row). Nothing when rows is 0. An
 // address as an integer: "ahead" reaches past the end of a matrix's last rows, where pointer
@@ -165,7 +174,7 @@ inline void last_group(int64_t n, const W* w, int64_t rows, int64_t cols, const 
 
 // R rows against all m tokens, TM tokens at a time (the last group may be smaller). `next` is
 // the next block (the R rows after these) when the caller has one, else null.
-// Prefetch: one group (memory-bound) reads each row kPrefetchBytes ahead, so that more DRAM
+// Prefetch: one group (memory-bound) reads each row prefetch_distance ahead, so that more DRAM
 // reads are in flight than the hardware prefetchers start on their own. With several groups the
 // first reads the block from DRAM (or L2) and the later ones from L2; those later groups share
 // the next block's rows among them (group g takes rows g-1, g-1+later, ...), so that its DRAM
@@ -180,7 +189,7 @@ inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, in
         const int64_t t = g * TM;
         prefetch_rows<W> pf;
         if (groups == 1)
-            pf = {reinterpret_cast<uintptr_t>(w) + kPrefetchBytes, cols, R};
+            pf = {reinterpret_cast<uintptr_t>(w) + prefetch_distance<W, R>(cols), cols, R};
         else if (g > 0 && next && g - 1 < R)
             pf = {reinterpret_cast<uintptr_t>(next + (g - 1) * cols), later * cols,
                   static_cast<int>((R - (g - 1) + later - 1) / later)};
@@ -221,10 +230,19 @@ inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, i
         run_block<W, 6, 4>(w, rows, cols, xp, m, y, b);
 }
 
+// Blocks per OpenMP chunk: about 256 KiB of weights (a few microseconds of streaming). The
+// loops hand out chunks dynamically: with passive waiting, the other threads take tens of
+// microseconds to wake up for each parallel region, and the thread that starts the region works
+// through the chunks meanwhile instead of waiting for its static share to be taken.
+int64_t chunk_blocks(int64_t block_bytes) {
+    return std::max<int64_t>(1, (int64_t{256} << 10) / std::max<int64_t>(1, block_bytes));
+}
+
 template <class W>
 void run(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y) {
     const int64_t num_blocks = (rows + block_rows(m) - 1) / block_rows(m);
-#pragma omp parallel for schedule(static)
+    const int64_t chunk = chunk_blocks(block_rows(m) * cols * static_cast<int64_t>(sizeof(W)));
+#pragma omp parallel for schedule(dynamic, chunk)
     for (int64_t b = 0; b < num_blocks; ++b) run_block(w, rows, cols, xp, m, y, b);
 }
 
@@ -262,8 +280,9 @@ void pack_x(const float* x, int64_t m, int64_t cols, bool bf16, float* xp) {
 
 void linear_small_m_group_avx512(const small_m_product* products, int64_t count) {
     // Every product's activations are packed before any output is written, so one product's y
-    // may alias another's x. The blocks of all products form one static OpenMP loop: a block
-    // computes exactly what it computes in linear_small_m_avx512 (same tile, same packed x).
+    // may alias another's x. The blocks of all products form one OpenMP loop (chunks sized by
+    // the first product): a block computes exactly what it computes in linear_small_m_avx512
+    // (same tile, same packed x), whichever thread takes it.
     std::vector<int64_t> first_block(static_cast<size_t>(count + 1), 0);
     std::vector<size_t> x_offset(static_cast<size_t>(count), 0);
     size_t need = 0;
@@ -282,7 +301,11 @@ void linear_small_m_group_avx512(const small_m_product* products, int64_t count)
     }
     const float* packed = buf.data();
     const int64_t total = first_block[count];
-#pragma omp parallel for schedule(static)
+    const int64_t chunk = count == 0
+                              ? 1
+                              : chunk_blocks(block_rows(products[0].m) * products[0].cols *
+                                             static_cast<int64_t>(dtype_size(products[0].type)));
+#pragma omp parallel for schedule(dynamic, chunk)
     for (int64_t b = 0; b < total; ++b) {
         const auto i = static_cast<int64_t>(
             std::upper_bound(first_block.begin(), first_block.end(), b) - first_block.begin() - 1);
