@@ -60,8 +60,8 @@ constexpr int kStep = std::is_same_v<W, bf16_t> ? 32 : 16;
 constexpr int kPrefetchBytes = 4096;
 
 // How far ahead a single token group prefetches each row: kPrefetchBytes along the row; when
-// rows are shorter than that, two blocks of R rows ahead (the block in flight alone is too
-// little lead: 1–4 KiB rows ran at half the read bandwidth).
+// rows are shorter than that, two blocks of R rows ahead (4 KiB reached little beyond the block
+// in flight: rows of 0.5–1.5 KiB ran at 0.4–0.6 of the read bandwidth, ops/bench/gemv).
 template <class W, int R>
 constexpr uintptr_t prefetch_distance(int64_t cols) {
     const int64_t row_bytes = cols * static_cast<int64_t>(sizeof(W));
