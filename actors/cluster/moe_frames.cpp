@@ -90,10 +90,10 @@ void encode_dispatch(const unit_key& key, const dispatch_rows& rows, encoded_fra
     }
 }
 
-proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_header& header,
-                                                            std::span<const std::byte> payload,
-                                                            int64_t hidden,
-                                                            int64_t num_routed_experts) {
+proto::expected<dispatch_view, std::string> decode_dispatch_view(const proto::frame_header& header,
+                                                                 std::span<const std::byte> payload,
+                                                                 int64_t hidden,
+                                                                 int64_t num_routed_experts) {
     using bad = proto::unexpected<std::string>;
     if (header.kind != proto::frame_kind::dispatch) {
         return bad("a " + std::string(proto::to_string(header.kind)) + " frame, not dispatch");
@@ -120,12 +120,13 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
     }
     const int64_t max_slots =
         header.num_tokens > 0 ? static_cast<int64_t>((meta - sizeof(int32_t)) / kSlotBytes) : 0;
-    dispatch_rows rows;
+    dispatch_view view;
+    view.payload = payload.data();
+    view.row_bytes = header.row_bytes;
+    dispatch_rows& rows = view.rows;
     rows.reset(hidden);
-    rows.h.resize(static_cast<size_t>(header.num_tokens) * static_cast<size_t>(hidden));
     for (uint32_t r = 0; r < header.num_tokens; ++r) {
         const std::byte* row = payload.data() + static_cast<size_t>(r) * header.row_bytes;
-        std::memcpy(rows.h.data() + static_cast<size_t>(r) * hidden, row, hidden_bytes);
         const std::byte* m = row + hidden_bytes;
         int32_t count = 0;
         std::memcpy(&count, m, sizeof(int32_t));
@@ -148,6 +149,21 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
         }
         rows.slot_begin.push_back(static_cast<int32_t>(rows.expert.size()));
     }
+    return view;
+}
+
+proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_header& header,
+                                                            std::span<const std::byte> payload,
+                                                            int64_t hidden,
+                                                            int64_t num_routed_experts) {
+    auto view = decode_dispatch_view(header, payload, hidden, num_routed_experts);
+    if (!view) return proto::unexpected<std::string>(view.error());
+    dispatch_rows rows = std::move(view->rows);
+    rows.h.resize(static_cast<size_t>(rows.num_rows()) * static_cast<size_t>(hidden));
+    for (int64_t r = 0; r < rows.num_rows(); ++r)
+        std::memcpy(rows.h.data() + r * hidden,
+                    view->payload + static_cast<size_t>(r) * view->row_bytes,
+                    sizeof(float) * static_cast<size_t>(hidden));
     return rows;
 }
 

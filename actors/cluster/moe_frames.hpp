@@ -86,6 +86,23 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
                                                             int64_t hidden,
                                                             int64_t num_routed_experts);
 
+// The same checks and the same slots, but the hidden rows stay in `payload` (which must outlive
+// the view and be at least 4-byte aligned, as received payloads are): for a group that gathers
+// them straight into its own batch, one copy instead of two.
+struct dispatch_view {
+    dispatch_rows rows;  // everything but h (left empty)
+    const std::byte* payload = nullptr;
+    size_t row_bytes = 0;
+    // Row r's hidden values (row_bytes is a multiple of 4, so they stay 4-byte aligned).
+    const float* hidden_row(int64_t r) const {
+        return reinterpret_cast<const float*>(payload + static_cast<size_t>(r) * row_bytes);
+    }
+};
+proto::expected<dispatch_view, std::string> decode_dispatch_view(const proto::frame_header& header,
+                                                                 std::span<const std::byte> payload,
+                                                                 int64_t hidden,
+                                                                 int64_t num_routed_experts);
+
 // rows: [num_rows, hidden] partial sums.
 // A combine frame's header for `num_rows` f32 rows (the payload is the rows themselves, sent
 // from where they are).

@@ -1,6 +1,7 @@
 #include "actors/experts/expert_group.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <exception>
 
 #include "model/forward.hpp"
@@ -167,22 +168,23 @@ cluster_result<unit_report> expert_group::compute_and_reply(
             where + ": the model has " + std::to_string(map_.num_layers()) + " layers");
     }
     const auto layer_idx = static_cast<int32_t>(key.layer);
-    // Decode every worker's rows, in worker order, into one batch.
-    std::vector<cluster::dispatch_rows> rows(frames.size());
+    // Decode every worker's rows, in worker order, into one batch. The hidden rows stay in the
+    // received payloads until they are gathered below (one copy, into reused memory).
+    std::vector<cluster::dispatch_view> views(frames.size());
     unit_report report;
     report.key = key;
     int64_t total_rows = 0;
     for (size_t worker_idx = 0; worker_idx < frames.size(); ++worker_idx) {
         const received_frame& f = *frames[worker_idx];
         auto decoded =
-            cluster::decode_dispatch(f.header, f.payload.span(), hidden, c.n_routed_experts);
+            cluster::decode_dispatch_view(f.header, f.payload.span(), hidden, c.n_routed_experts);
         if (!decoded) {
             return make_cluster_failure(cluster_error::bad_dispatch,
                                         where + ": dispatch from " +
                                             config_.worker_names[worker_idx] + ": " +
                                             decoded.error());
         }
-        for (int32_t expert_idx : decoded->expert) {
+        for (int32_t expert_idx : decoded->rows.expert) {
             if (!map_.holds(config_.group_id, layer_idx, expert_idx)) {
                 return make_cluster_failure(
                     cluster_error::bad_dispatch,
@@ -191,18 +193,14 @@ cluster_result<unit_report> expert_group::compute_and_reply(
                         std::to_string(map_.version()) + " does not give this group");
             }
         }
-        rows[worker_idx] = std::move(*decoded);
-        report.rows_by_worker.push_back(rows[worker_idx].num_rows());
-        total_rows += rows[worker_idx].num_rows();
+        views[worker_idx] = std::move(*decoded);
+        report.rows_by_worker.push_back(views[worker_idx].rows.num_rows());
+        total_rows += views[worker_idx].rows.num_rows();
     }
-    // One worker (the common pairing): its decoded rows are the batch, no second copy.
-    std::vector<float> h;
-    if (rows.size() == 1) h = std::move(rows[0].h);
-    else h.resize(static_cast<size_t>(total_rows * hidden));
     model::expert_dispatch dispatch;
     int64_t row_base = 0;
-    for (const cluster::dispatch_rows& r : rows) {
-        if (rows.size() > 1) std::copy(r.h.begin(), r.h.end(), h.begin() + row_base * hidden);
+    for (const cluster::dispatch_view& v : views) {
+        const cluster::dispatch_rows& r = v.rows;
         for (int64_t row = 0; row < r.num_rows(); ++row) {
             for (int32_t s = r.slot_begin[row]; s < r.slot_begin[row + 1]; ++s) {
                 dispatch.token.push_back(static_cast<int32_t>(row_base + row));
@@ -213,37 +211,50 @@ cluster_result<unit_report> expert_group::compute_and_reply(
         row_base += r.num_rows();
     }
     report.num_assignments = static_cast<int64_t>(dispatch.token.size());
-    std::vector<float> out;
-    const float* result = nullptr;
+    const size_t batch_floats = static_cast<size_t>(total_rows * hidden);
+    // Grown, never shrunk: a unit of the usual size neither allocates nor zero-fills.
+    if (out_.size() < batch_floats) out_.resize(batch_floats);
+    const float* result = out_.data();
     const auto compute_start = transport::clock::now();
     if (config_.identity_experts) {
-        // Σ_slots w·h = (Σ_slots w)·h: one pass over h, in place, answered from h itself (the
+        // Σ_slots w·h = (Σ_slots w)·h: one pass from the received rows into the answer (the
         // bench measures the data plane, not a zero-fill and a second buffer).
         std::vector<float> weight_sum(static_cast<size_t>(total_rows), 0.0f);
         for (size_t a = 0; a < dispatch.token.size(); ++a) weight_sum[dispatch.token[a]] += dispatch.weight[a];
-        for (int64_t row = 0; row < total_rows; ++row) {
-            float* x = h.data() + row * hidden;
-            for (int64_t i = 0; i < hidden; ++i) x[i] *= weight_sum[static_cast<size_t>(row)];
+        row_base = 0;
+        for (const cluster::dispatch_view& v : views) {
+            for (int64_t row = 0; row < v.rows.num_rows(); ++row, ++row_base) {
+                const float* src = v.hidden_row(row);
+                float* dst = out_.data() + row_base * hidden;
+                const float w = weight_sum[static_cast<size_t>(row_base)];
+                for (int64_t i = 0; i < hidden; ++i) dst[i] = src[i] * w;
+            }
         }
-        result = h.data();
     } else {
+        if (h_.size() < batch_floats) h_.resize(batch_floats);
+        row_base = 0;
+        for (const cluster::dispatch_view& v : views) {
+            for (int64_t row = 0; row < v.rows.num_rows(); ++row, ++row_base)
+                std::memcpy(h_.data() + row_base * hidden, v.hidden_row(row),
+                            sizeof(float) * static_cast<size_t>(hidden));
+        }
         // Each row summed from 0 in ascending expert order, as grouped_experts does in forward().
-        out.assign(h.size(), 0.0f);
+        std::fill_n(out_.data(), batch_floats, 0.0f);
         if (!dispatch.token.empty()) {
             try {
-                model::stage_experts(*weights_, layer_idx, h.data(), total_rows, dispatch, out.data());
+                model::stage_experts(*weights_, layer_idx, h_.data(), total_rows, dispatch,
+                                     out_.data());
             } catch (const std::exception& e) {
                 return make_cluster_failure(cluster_error::model_failure, where + ": " + e.what());
             }
         }
-        result = out.data();
     }
     report.compute_seconds = seconds_since(compute_start);
     // Answer every worker, even after one send fails; report the first failure.
     std::optional<cluster_failure> send_failure;
     row_base = 0;
     for (size_t worker_idx = 0; worker_idx < frames.size(); ++worker_idx) {
-        const int64_t num_rows = rows[worker_idx].num_rows();
+        const int64_t num_rows = views[worker_idx].rows.num_rows();
         // Sent from the result itself: send() returns once the transport is done with the bytes.
         const proto::frame_header reply = cluster::combine_header(key, num_rows, hidden);
         const std::span<const std::byte> payload{

@@ -132,6 +132,10 @@ class expert_group {
     std::vector<bool> worker_failed_;                                // its latest peer failed
     std::set<cluster::unit_key> failed_units_;  // recent, to drop their late frames
 
+    // compute_and_reply's batch (gathered hidden rows) and answer, reused unit after unit (the
+    // group computes on one thread).
+    std::vector<float> h_, out_;
+
     mutable std::mutex mutex_;  // guards failures_ and stats_
     std::vector<cluster::cluster_failure> failures_;
     expert_group_stats stats_;

@@ -56,6 +56,17 @@ TEST(MoeFrames, DispatchRoundTripAndZeroTokenFrames) {
         EXPECT_EQ(back->slot_begin, rows.slot_begin);
         EXPECT_EQ(back->expert, rows.expert);
         EXPECT_EQ(back->weight, rows.weight);
+        // The view the group computes from: the same slots, the hidden rows read in place.
+        auto view = cluster::decode_dispatch_view(f.header, f.payload, hidden, c.n_routed_experts);
+        ASSERT_TRUE(view.has_value()) << view.error();
+        EXPECT_TRUE(view->rows.h.empty());
+        EXPECT_EQ(view->rows.slot_begin, rows.slot_begin);
+        EXPECT_EQ(view->rows.expert, rows.expert);
+        EXPECT_EQ(view->rows.weight, rows.weight);
+        for (int64_t r = 0; r < rows.num_rows(); ++r)
+            EXPECT_TRUE(std::equal(rows.h.begin() + r * hidden, rows.h.begin() + (r + 1) * hidden,
+                                   view->hidden_row(r)))
+                << "row " << r;
     }
     EXPECT_EQ(slots, 15);
     // No slots at all: every group still gets a (0-token) frame.
