@@ -158,13 +158,17 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
                                                             int64_t num_routed_experts) {
     auto view = decode_dispatch_view(header, payload, hidden, num_routed_experts);
     if (!view) return proto::unexpected<std::string>(view.error());
+    std::vector<float> h(static_cast<size_t>(view->rows.num_rows()) * static_cast<size_t>(hidden));
+    view->copy_hidden(h.data());  // before the rows move out of the view
     dispatch_rows rows = std::move(view->rows);
-    rows.h.resize(static_cast<size_t>(rows.num_rows()) * static_cast<size_t>(hidden));
-    for (int64_t r = 0; r < rows.num_rows(); ++r)
-        std::memcpy(rows.h.data() + r * hidden,
-                    view->payload + static_cast<size_t>(r) * view->row_bytes,
-                    sizeof(float) * static_cast<size_t>(hidden));
+    rows.h = std::move(h);
     return rows;
+}
+
+void dispatch_view::copy_hidden(float* dst) const {
+    for (int64_t r = 0; r < rows.num_rows(); ++r)
+        std::memcpy(dst + r * rows.hidden, payload + static_cast<size_t>(r) * row_bytes,
+                    sizeof(float) * static_cast<size_t>(rows.hidden));
 }
 
 proto::frame_header combine_header(const unit_key& key, int64_t num_rows, int64_t hidden) {

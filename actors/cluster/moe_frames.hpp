@@ -97,6 +97,8 @@ struct dispatch_view {
     const float* hidden_row(int64_t r) const {
         return reinterpret_cast<const float*>(payload + static_cast<size_t>(r) * row_bytes);
     }
+    // Copies the hidden rows, contiguous, to dst [num_rows, hidden].
+    void copy_hidden(float* dst) const;
 };
 proto::expected<dispatch_view, std::string> decode_dispatch_view(const proto::frame_header& header,
                                                                  std::span<const std::byte> payload,

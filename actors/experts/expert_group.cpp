@@ -1,7 +1,6 @@
 #include "actors/experts/expert_group.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <exception>
 
 #include "model/forward.hpp"
@@ -234,9 +233,8 @@ cluster_result<unit_report> expert_group::compute_and_reply(
         if (h_.size() < batch_floats) h_.resize(batch_floats);
         row_base = 0;
         for (const cluster::dispatch_view& v : views) {
-            for (int64_t row = 0; row < v.rows.num_rows(); ++row, ++row_base)
-                std::memcpy(h_.data() + row_base * hidden, v.hidden_row(row),
-                            sizeof(float) * static_cast<size_t>(hidden));
+            v.copy_hidden(h_.data() + row_base * hidden);
+            row_base += v.rows.num_rows();
         }
         // Each row summed from 0 in ascending expert order, as grouped_experts does in forward().
         std::fill_n(out_.data(), batch_floats, 0.0f);

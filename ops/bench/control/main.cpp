@@ -35,6 +35,7 @@
 #include "actors/control/cluster_session.hpp"
 #include "actors/control/launcher.hpp"
 #include "model/mkmodel.hpp"
+#include "ops/bench/bench_args.hpp"
 
 namespace {
 
@@ -42,11 +43,7 @@ using namespace longcat;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-    for (int i = 1; i + 1 < argc; ++i)
-        if (argv[i] == name) return argv[i + 1];
-    return def;
-}
+using longcat::bench::arg;
 
 // The value of an unlabelled series ("name value") in a Prometheus text body; -1 when absent.
 double series(const std::string& body, const std::string& name) {

@@ -30,6 +30,7 @@
 #include "kernels/cpu/isa.hpp"
 #include "model/engine.hpp"
 #include "model/forward.hpp"
+#include "ops/bench/bench_args.hpp"
 
 namespace {
 
@@ -227,11 +228,7 @@ stats bench_post_gate(const model_weights& base, bool zero_only, int runs) {
     return summarize(times);
 }
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-    for (int i = 1; i + 1 < argc; ++i)
-        if (argv[i] == name) return argv[i + 1];
-    return def;
-}
+using longcat::bench::arg;
 
 std::string cpu_model() {
     std::ifstream f("/proc/cpuinfo");

@@ -27,16 +27,13 @@
 #include "kernels/api/threads.hpp"
 #include "kernels/cpu/isa.hpp"
 #include "model/mkmodel.hpp"
+#include "ops/bench/bench_args.hpp"
 
 namespace {
 
 using namespace longcat;
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-    for (int i = 1; i + 1 < argc; ++i)
-        if (argv[i] == name) return argv[i + 1];
-    return def;
-}
+using longcat::bench::arg;
 
 double seconds_now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())

@@ -65,6 +65,7 @@
 #include "model/engine.hpp"
 #include "model/mkmodel.hpp"
 #include "model/weights.hpp"
+#include "ops/bench/bench_args.hpp"
 
 namespace {
 
@@ -76,12 +77,7 @@ constexpr const char* kWorkerName = "attention-0";
 constexpr int kWorkerCpu = 0;
 constexpr int kGroupCpu = 1;
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-    for (int i = 1; i + 1 < argc; ++i) {
-        if (argv[i] == name) return argv[i + 1];
-    }
-    return def;
-}
+using longcat::bench::arg;
 
 template <class T>
 std::vector<T> parse_list(const std::string& text) {

@@ -48,6 +48,7 @@
 #include "actors/transport/ucx_data_plane.hpp"
 #include "model/config.hpp"
 #include "model/mkmodel.hpp"
+#include "ops/bench/bench_args.hpp"
 
 namespace {
 
@@ -57,12 +58,7 @@ using namespace std::chrono_literals;
 
 constexpr double kMiB = 1024.0 * 1024.0;
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-    for (int i = 1; i + 1 < argc; ++i) {
-        if (argv[i] == name) return argv[i + 1];
-    }
-    return def;
-}
+using longcat::bench::arg;
 
 // --ucx-option KEY=VALUE (repeatable): UCX settings for our data planes only (not perftest).
 std::vector<std::pair<std::string, std::string>> extra_ucx_options(int argc, char** argv) {
