@@ -23,10 +23,13 @@
 //    56     8  payload_bytes     row kinds: num_tokens·row_bytes; handshake: hello size
 //
 // Payload of the row kinds (dispatch, combine, kv, collective, prefill_done): num_tokens rows,
-// token-major,
-//   row = [row_elems values of dtype | row_bytes − row_elems·size(dtype) bytes of metadata]
-// (prefill_done: one row, dtype none, row_bytes 16, the prefill_done_row below)
-// where the metadata (e.g. a dispatch row's expert slots and gate weights) is defined by the
+// token-major, each row_elems values of dtype plus meta = row_bytes − row_elems·size(dtype) bytes
+// of metadata, in two blocks (since protocol 3; protocol 2 interleaved them row by row):
+//   [ values:   num_tokens × row_elems values of dtype   (one contiguous [num_tokens, row_elems])
+//   | metadata: num_tokens × meta bytes                    (row r's at values size + r·meta) ]
+// so a receiver computes on the values, or sends them on, where they landed. (Kinds without
+// metadata are plain rows; prefill_done: one row, dtype none, row_bytes 16, the prefill_done_row
+// below.) The metadata (e.g. a dispatch row's expert slots and gate weights) is defined by the
 // sender/receiver pair of that kind. Payload of a handshake frame: the hello layout below.
 //
 // NOTES: the header layout, the hello layout and the handshake kind code are frozen across

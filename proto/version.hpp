@@ -12,7 +12,8 @@
 namespace longcat::proto {
 
 // Bump on any change to a frame layout, the hello payload or a CAF message's fields.
-inline constexpr uint16_t kProtocolVersion = 2;
+// 3: a row-kind payload carries all rows' values, then all rows' metadata (was row by row).
+inline constexpr uint16_t kProtocolVersion = 3;
 
 struct ucx_version {
     uint32_t major = 0;

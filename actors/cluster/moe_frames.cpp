@@ -73,11 +73,10 @@ void encode_dispatch(const unit_key& key, const dispatch_rows& rows, encoded_fra
     f.header.layer = key.layer;
     f.header.micro_batch = key.micro_batch;
     f.payload.resize(f.header.payload_bytes);
-    const size_t hidden_bytes = sizeof(float) * static_cast<size_t>(rows.hidden);
+    const size_t h_bytes = sizeof(float) * static_cast<size_t>(num_rows * rows.hidden);
+    if (h_bytes > 0) std::memcpy(f.payload.data(), rows.h.data(), h_bytes);
+    std::byte* m = f.payload.data() + h_bytes;
     for (int64_t r = 0; r < num_rows; ++r) {
-        std::byte* row = f.payload.data() + static_cast<size_t>(r) * f.header.row_bytes;
-        std::memcpy(row, rows.h.data() + r * rows.hidden, hidden_bytes);
-        std::byte* m = row + hidden_bytes;
         const int32_t begin = rows.slot_begin[r], count = rows.slot_begin[r + 1] - begin;
         std::memcpy(m, &count, sizeof(int32_t));
         m += sizeof(int32_t);
@@ -121,13 +120,16 @@ proto::expected<dispatch_view, std::string> decode_dispatch_view(const proto::fr
     const int64_t max_slots =
         header.num_tokens > 0 ? static_cast<int64_t>((meta - sizeof(int32_t)) / kSlotBytes) : 0;
     dispatch_view view;
-    view.payload = payload.data();
-    view.row_bytes = header.row_bytes;
+    view.h = reinterpret_cast<const float*>(payload.data());
     dispatch_rows& rows = view.rows;
     rows.reset(hidden);
+    // Every row has 1..max_slots slots; the payload's size bounds both reservations.
+    rows.slot_begin.reserve(static_cast<size_t>(header.num_tokens) + 1);
+    rows.expert.reserve(static_cast<size_t>(header.num_tokens) * static_cast<size_t>(max_slots));
+    rows.weight.reserve(rows.expert.capacity());
+    const std::byte* m = payload.data() + static_cast<size_t>(header.num_tokens) * hidden_bytes;
     for (uint32_t r = 0; r < header.num_tokens; ++r) {
-        const std::byte* row = payload.data() + static_cast<size_t>(r) * header.row_bytes;
-        const std::byte* m = row + hidden_bytes;
+        const std::byte* slots_end = m + meta;
         int32_t count = 0;
         std::memcpy(&count, m, sizeof(int32_t));
         m += sizeof(int32_t);
@@ -147,6 +149,7 @@ proto::expected<dispatch_view, std::string> decode_dispatch_view(const proto::fr
             rows.expert.push_back(expert_idx);
             rows.weight.push_back(weight);
         }
+        m = slots_end;
         rows.slot_begin.push_back(static_cast<int32_t>(rows.expert.size()));
     }
     return view;
@@ -166,9 +169,8 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
 }
 
 void dispatch_view::copy_hidden(float* dst) const {
-    for (int64_t r = 0; r < rows.num_rows(); ++r)
-        std::memcpy(dst + r * rows.hidden, payload + static_cast<size_t>(r) * row_bytes,
-                    sizeof(float) * static_cast<size_t>(rows.hidden));
+    const size_t n = static_cast<size_t>(rows.num_rows() * rows.hidden);
+    if (n > 0) std::memcpy(dst, h, sizeof(float) * n);
 }
 
 proto::frame_header combine_header(const unit_key& key, int64_t num_rows, int64_t hidden) {

@@ -6,11 +6,11 @@
 // that group), and each group answers each worker with exactly one combine frame of the same
 // unit, holding as many rows as that worker's dispatch frame did (0 for 0).
 //
-// Dispatch frame: kind dispatch, dtype f32, row_elems = hidden, num_tokens = rows, and
-//   layout of one row (row_bytes = 4·hidden + 4 + 8·max_slots):
-//     [ h: hidden × f32 (post_norm_0 output of the token)
-//     | num_slots: i32 (1..max_slots; the token's real-expert slots held by this group)
-//     | slots: max_slots × (expert_idx: i32, weight: f32) ]
+// Dispatch frame: kind dispatch, dtype f32, row_elems = hidden, num_tokens = rows,
+//   row_bytes = 4·hidden + 4 + 8·max_slots, and the payload in proto's two blocks:
+//     [ h: rows × hidden × f32 (post_norm_0 output of each token; one [rows, hidden] array)
+//     | per row: num_slots: i32 (1..max_slots; the token's real-expert slots held by this group)
+//                slots: max_slots × (expert_idx: i32, weight: f32) ]
 //   max_slots is the largest num_slots of any row in the frame (0 in a 0-token frame); slots
 //   [num_slots, max_slots) are padding (expert_idx −1, weight 0). Rows are the sender's tokens that
 //   have ≥ 1 slot on this group, in ascending token order; a row's slots keep the gate's order.
@@ -87,17 +87,13 @@ proto::expected<dispatch_rows, std::string> decode_dispatch(const proto::frame_h
                                                             int64_t num_routed_experts);
 
 // The same checks and the same slots, but the hidden rows stay in `payload` (which must outlive
-// the view and be at least 4-byte aligned, as received payloads are): for a group that gathers
-// them straight into its own batch, one copy instead of two.
+// the view and be at least 4-byte aligned, as received payloads are): a group computes on them
+// where they landed.
 struct dispatch_view {
-    dispatch_rows rows;  // everything but h (left empty)
-    const std::byte* payload = nullptr;
-    size_t row_bytes = 0;
-    // Row r's hidden values (row_bytes is a multiple of 4, so they stay 4-byte aligned).
-    const float* hidden_row(int64_t r) const {
-        return reinterpret_cast<const float*>(payload + static_cast<size_t>(r) * row_bytes);
-    }
-    // Copies the hidden rows, contiguous, to dst [num_rows, hidden].
+    dispatch_rows rows;        // everything but h (left empty)
+    const float* h = nullptr;  // [num_rows, hidden], at the start of the payload
+    const float* hidden_row(int64_t r) const { return h + r * rows.hidden; }
+    // Copies the hidden rows to dst [num_rows, hidden].
     void copy_hidden(float* dst) const;
 };
 proto::expected<dispatch_view, std::string> decode_dispatch_view(const proto::frame_header& header,

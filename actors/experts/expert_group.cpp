@@ -46,7 +46,14 @@ expert_group::expert_group(std::shared_ptr<const model::model_weights> weights,
       plane_(plane),
       config_(std::move(config)),
       peer_of_worker_(config_.worker_names.size()),
-      worker_failed_(config_.worker_names.size(), false) {}
+      worker_failed_(config_.worker_names.size(), false) {
+    const int32_t num_experts = weights_->config.n_routed_experts;
+    held_.assign(static_cast<size_t>(map_.num_layers()) * static_cast<size_t>(num_experts), 0);
+    const cluster::expert_group_assignment& mine = map_.group(config_.group_id);
+    for (int32_t layer_idx = 0; layer_idx < map_.num_layers(); ++layer_idx)
+        for (int32_t expert_idx : mine.experts_by_layer[layer_idx])
+            held_[static_cast<size_t>(layer_idx) * num_experts + expert_idx] = 1;
+}
 
 cluster_result<std::unique_ptr<expert_group>> expert_group::create(
     std::shared_ptr<const model::model_weights> weights, cluster::placement_map map,
@@ -168,7 +175,7 @@ cluster_result<unit_report> expert_group::compute_and_reply(
     }
     const auto layer_idx = static_cast<int32_t>(key.layer);
     // Decode every worker's rows, in worker order, into one batch. The hidden rows stay in the
-    // received payloads until they are gathered below (one copy, into reused memory).
+    // received payloads (gathered below into reused memory only when several workers sent).
     std::vector<cluster::dispatch_view> views(frames.size());
     unit_report report;
     report.key = key;
@@ -183,8 +190,10 @@ cluster_result<unit_report> expert_group::compute_and_reply(
                                             config_.worker_names[worker_idx] + ": " +
                                             decoded.error());
         }
+        // decode_dispatch_view checked 0 <= expert < n_routed_experts.
+        const uint8_t* held = held_.data() + static_cast<size_t>(layer_idx) * c.n_routed_experts;
         for (int32_t expert_idx : decoded->rows.expert) {
-            if (!map_.holds(config_.group_id, layer_idx, expert_idx)) {
+            if (!held[expert_idx]) {
                 return make_cluster_failure(
                     cluster_error::bad_dispatch,
                     where + ": " + config_.worker_names[worker_idx] + " sent tokens for expert " +
@@ -196,52 +205,63 @@ cluster_result<unit_report> expert_group::compute_and_reply(
         report.rows_by_worker.push_back(views[worker_idx].rows.num_rows());
         total_rows += views[worker_idx].rows.num_rows();
     }
-    model::expert_dispatch dispatch;
-    int64_t row_base = 0;
-    for (const cluster::dispatch_view& v : views) {
-        const cluster::dispatch_rows& r = v.rows;
-        for (int64_t row = 0; row < r.num_rows(); ++row) {
-            for (int32_t s = r.slot_begin[row]; s < r.slot_begin[row + 1]; ++s) {
-                dispatch.token.push_back(static_cast<int32_t>(row_base + row));
-                dispatch.expert.push_back(r.expert[s]);
-                dispatch.weight.push_back(r.weight[s]);
-            }
-        }
-        row_base += r.num_rows();
-    }
-    report.num_assignments = static_cast<int64_t>(dispatch.token.size());
-    const size_t batch_floats = static_cast<size_t>(total_rows * hidden);
-    // Grown, never shrunk: a unit of the usual size neither allocates nor zero-fills.
-    if (out_.size() < batch_floats) out_.resize(batch_floats);
-    const float* result = out_.data();
+    // Each worker's answer, [its rows, hidden] f32: sent from where it is (send() returns once
+    // the transport is done with the bytes).
+    std::vector<const float*> answer(frames.size());
     const auto compute_start = transport::clock::now();
     if (config_.identity_experts) {
-        // Σ_slots w·h = (Σ_slots w)·h: one pass from the received rows into the answer (the
-        // bench measures the data plane, not a zero-fill and a second buffer).
-        std::vector<float> weight_sum(static_cast<size_t>(total_rows), 0.0f);
-        for (size_t a = 0; a < dispatch.token.size(); ++a) weight_sum[dispatch.token[a]] += dispatch.weight[a];
-        row_base = 0;
-        for (const cluster::dispatch_view& v : views) {
-            for (int64_t row = 0; row < v.rows.num_rows(); ++row, ++row_base) {
-                const float* src = v.hidden_row(row);
-                float* dst = out_.data() + row_base * hidden;
-                const float w = weight_sum[static_cast<size_t>(row_base)];
-                for (int64_t i = 0; i < hidden; ++i) dst[i] = src[i] * w;
+        // Σ_slots w·h = (Σ_slots w)·h, scaled in place in each worker's dispatch payload, whose
+        // first block is exactly the answer's layout ([rows, hidden] f32): one pass over memory
+        // the group already holds, no batch, no second buffer (the bench measures the data plane
+        // around these experts).
+        for (size_t worker_idx = 0; worker_idx < frames.size(); ++worker_idx) {
+            const cluster::dispatch_rows& r = views[worker_idx].rows;
+            report.num_assignments += r.num_slots();
+            auto* rows_out = reinterpret_cast<float*>(frames[worker_idx]->payload.data());
+            for (int64_t row = 0; row < r.num_rows(); ++row) {
+                float w = 0.0f;
+                for (int32_t s = r.slot_begin[row]; s < r.slot_begin[row + 1]; ++s)
+                    w += r.weight[s];
+                float* h = rows_out + row * hidden;
+                for (int64_t i = 0; i < hidden; ++i) h[i] *= w;
             }
+            answer[worker_idx] = rows_out;
         }
     } else {
-        if (h_.size() < batch_floats) h_.resize(batch_floats);
-        row_base = 0;
-        for (const cluster::dispatch_view& v : views) {
-            v.copy_hidden(h_.data() + row_base * hidden);
-            row_base += v.rows.num_rows();
+        model::expert_dispatch dispatch;
+        int64_t num_slots = 0;
+        for (const cluster::dispatch_view& v : views) num_slots += v.rows.num_slots();
+        dispatch.token.reserve(static_cast<size_t>(num_slots));
+        dispatch.expert.reserve(static_cast<size_t>(num_slots));
+        dispatch.weight.reserve(static_cast<size_t>(num_slots));
+        const size_t batch_floats = static_cast<size_t>(total_rows * hidden);
+        // Grown, never shrunk: a unit of the usual size neither allocates nor zero-fills.
+        if (out_.size() < batch_floats) out_.resize(batch_floats);
+        // One worker's rows are the batch as they landed; several workers' are gathered.
+        const float* h = views.size() == 1 ? views[0].h : nullptr;
+        if (!h && h_.size() < batch_floats) h_.resize(batch_floats);
+        int64_t row_base = 0;
+        for (size_t worker_idx = 0; worker_idx < frames.size(); ++worker_idx) {
+            const cluster::dispatch_view& v = views[worker_idx];
+            const cluster::dispatch_rows& r = v.rows;
+            for (int64_t row = 0; row < r.num_rows(); ++row) {
+                for (int32_t s = r.slot_begin[row]; s < r.slot_begin[row + 1]; ++s) {
+                    dispatch.token.push_back(static_cast<int32_t>(row_base + row));
+                    dispatch.expert.push_back(r.expert[s]);
+                    dispatch.weight.push_back(r.weight[s]);
+                }
+            }
+            if (!h) v.copy_hidden(h_.data() + row_base * hidden);
+            answer[worker_idx] = out_.data() + row_base * hidden;
+            row_base += r.num_rows();
         }
+        if (!h) h = h_.data();
+        report.num_assignments = static_cast<int64_t>(dispatch.token.size());
         // Each row summed from 0 in ascending expert order, as grouped_experts does in forward().
         std::fill_n(out_.data(), batch_floats, 0.0f);
         if (!dispatch.token.empty()) {
             try {
-                model::stage_experts(*weights_, layer_idx, h_.data(), total_rows, dispatch,
-                                     out_.data());
+                model::stage_experts(*weights_, layer_idx, h, total_rows, dispatch, out_.data());
             } catch (const std::exception& e) {
                 return make_cluster_failure(cluster_error::model_failure, where + ": " + e.what());
             }
@@ -250,15 +270,12 @@ cluster_result<unit_report> expert_group::compute_and_reply(
     report.compute_seconds = seconds_since(compute_start);
     // Answer every worker, even after one send fails; report the first failure.
     std::optional<cluster_failure> send_failure;
-    row_base = 0;
     for (size_t worker_idx = 0; worker_idx < frames.size(); ++worker_idx) {
         const int64_t num_rows = views[worker_idx].rows.num_rows();
-        // Sent from the result itself: send() returns once the transport is done with the bytes.
         const proto::frame_header reply = cluster::combine_header(key, num_rows, hidden);
         const std::span<const std::byte> payload{
-            reinterpret_cast<const std::byte*>(result + row_base * hidden),
+            reinterpret_cast<const std::byte*>(answer[worker_idx]),
             static_cast<size_t>(num_rows * hidden) * sizeof(float)};
-        row_base += num_rows;
         auto sent = plane_.send(frames[worker_idx]->peer, reply, {payload},
                                 transport::deadline_after(config_.send_timeout));
         if (!sent && !send_failure) {

@@ -132,6 +132,9 @@ class expert_group {
     std::vector<bool> worker_failed_;                                // its latest peer failed
     std::set<cluster::unit_key> failed_units_;  // recent, to drop their late frames
 
+    // held_[layer · n_routed_experts + expert]: the map gives this group that expert (the map is
+    // fixed for the group's life; checked for every dispatch slot).
+    std::vector<uint8_t> held_;
     // compute_and_reply's batch (gathered hidden rows) and answer, reused unit after unit (the
     // group computes on one thread).
     std::vector<float> h_, out_;

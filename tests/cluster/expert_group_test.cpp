@@ -92,6 +92,37 @@ TEST(MoeFrames, DispatchRoundTripAndZeroTokenFrames) {
     EXPECT_NE(out_of_range.error().find("not a routed expert"), std::string::npos);
 }
 
+// The wire layout, written out by hand from moe_frames.hpp: all hidden rows, then each row's
+// slot count and max_slots (expert, weight) pairs, padded with (−1, 0).
+TEST(MoeFrames, DispatchPayloadIsTheHiddenRowsThenEachRowsSlots) {
+    cluster::dispatch_rows rows;
+    rows.reset(3);
+    rows.h = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f};
+    rows.token = {0, 5};
+    rows.expert = {7, 2, 9};
+    rows.weight = {0.5f, 0.25f, 2.0f};
+    rows.slot_begin = {0, 2, 3};
+    const cluster::encoded_frame f = cluster::encode_dispatch({1, 2, 0}, rows);
+    EXPECT_EQ(f.header.row_elems, 3u);
+    EXPECT_EQ(f.header.row_bytes, 3u * 4 + 4 + 2 * 8);
+    std::vector<std::byte> expected;
+    auto put = [&](auto v) {
+        const auto* b = reinterpret_cast<const std::byte*>(&v);
+        expected.insert(expected.end(), b, b + sizeof(v));
+    };
+    for (float v : {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f}) put(v);
+    put(int32_t{2}), put(int32_t{7}), put(0.5f), put(int32_t{2}), put(0.25f);
+    put(int32_t{1}), put(int32_t{9}), put(2.0f), put(int32_t{-1}), put(0.0f);
+    EXPECT_EQ(f.payload, expected);
+    // A row whose count exceeds max_slots is refused by row.
+    cluster::encoded_frame bad = f;
+    const int32_t too_many = 3;
+    std::memcpy(bad.payload.data() + 6 * 4 + 20, &too_many, sizeof(too_many));
+    auto refused = cluster::decode_dispatch(bad.header, bad.payload, 3, 16);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_NE(refused.error().find("row 1 has 3 slots"), std::string::npos) << refused.error();
+}
+
 // One group (all experts), two paired workers, frames crafted by hand.
 class ExpertGroupUnit : public ::testing::Test {
   protected:
@@ -216,21 +247,32 @@ TEST_F(ExpertGroupUnit, IdentityExpertsReturnWeightedRows) {
     auto group = make_group(/*identity=*/true);
     ASSERT_TRUE(group);
     const int64_t hidden = shared_tiny_model().config().hidden_size;
-    const model::layer_activations act = make_activations(
-        4, hidden, static_cast<int32_t>(shared_tiny_model().config().n_routed_experts), 3);
-    const cluster::dispatch_rows rows = send(0, {5, 1, 0}, act);
-    send(1, {5, 1, 0}, act);
+    const auto num_experts = static_cast<int32_t>(shared_tiny_model().config().n_routed_experts);
+    // Each worker's answer is scaled in place in its own dispatch payload (its first block).
+    const model::layer_activations act0 = make_activations(64, hidden, num_experts, 3);
+    const model::layer_activations act1 = make_activations(16, hidden, num_experts, 2);
+    const cluster::dispatch_rows sent[] = {send(0, {5, 1, 0}, act0), send(1, {5, 1, 0}, act1)};
     auto served = group->serve_one_unit({5, 1, 0}, transport::deadline_after(2s));
     ASSERT_TRUE(served.has_value()) << served.error().message;
-    auto combine = worker_planes_[0]->receive(transport::deadline_after(2s), {.peer = peers_[0]});
-    ASSERT_TRUE(combine.has_value());
-    std::vector<float> got(static_cast<size_t>(rows.num_rows() * hidden));
-    std::memcpy(got.data(), combine->payload.data(), combine->payload.size());
-    for (int64_t r = 0; r < rows.num_rows(); ++r) {
-        float w = 0.0f;
-        for (int32_t s = rows.slot_begin[r]; s < rows.slot_begin[r + 1]; ++s) w += rows.weight[s];
-        for (int64_t i = 0; i < hidden; ++i)
-            EXPECT_NEAR(got[r * hidden + i], w * rows.h[r * hidden + i], 1e-5f);
+    EXPECT_EQ(served->num_assignments, sent[0].num_slots() + sent[1].num_slots());
+    for (size_t w = 0; w < 2; ++w) {
+        const cluster::dispatch_rows& rows = sent[w];
+        ASSERT_GT(rows.num_rows(), w == 0 ? 16 : 0);
+        auto combine =
+            worker_planes_[w]->receive(transport::deadline_after(2s), {.peer = peers_[w]});
+        ASSERT_TRUE(combine.has_value());
+        ASSERT_FALSE(cluster::check_combine(combine->header, hidden, rows.num_rows()).has_value());
+        std::vector<float> got(static_cast<size_t>(rows.num_rows() * hidden));
+        ASSERT_EQ(combine->payload.size(), got.size() * sizeof(float));
+        std::memcpy(got.data(), combine->payload.data(), combine->payload.size());
+        for (int64_t r = 0; r < rows.num_rows(); ++r) {
+            float sum = 0.0f;
+            for (int32_t s = rows.slot_begin[r]; s < rows.slot_begin[r + 1]; ++s)
+                sum += rows.weight[s];
+            for (int64_t i = 0; i < hidden; ++i)
+                ASSERT_EQ(got[r * hidden + i], sum * rows.h[r * hidden + i])
+                    << "worker " << w << " row " << r << " element " << i;
+        }
     }
 }
 
