@@ -1,5 +1,5 @@
 // ops/bench/decode — CPU decode against the memory-bandwidth roofline.
-//   longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] [--steps 6] [--runs 3]
+//   longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] [--steps 6] [--runs 9]
 // Measures, in one run with the same threads (OMP_NUM_THREADS, OMP_PROC_BIND/OMP_PLACES):
 //   - memory read bandwidth: best of 5 read-only sweeps over a ≥ 4 GiB buffer (and STREAM triad),
 //     at the start and again right before each timed decode run (the same buffer);
@@ -246,13 +246,17 @@ int main(int argc, char** argv) {
     if (model_dir.empty()) {
         std::fprintf(stderr,
                      "usage: longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] "
-                     "[--steps 6] [--runs 3] [--batches 1,4,16]\n");
+                     "[--steps 6] [--runs 9] [--batches 1,4,16]\n");
         return 2;
     }
     const std::string json_out = arg(argc, argv, "--json", "bench-decode.json");
     const double gib = std::stod(arg(argc, argv, "--bandwidth-gib", "4"));
     const int steps = std::stoi(arg(argc, argv, "--steps", "6"));
-    const int runs = std::stoi(arg(argc, argv, "--runs", "3"));
+    // 9 runs by default: the spread printed is the runs' min..max, and with 5 runs a repeat's
+    // median falls outside it one time in six even on a machine that does not change (the top
+    // 3 of the 10 values all the repeat's: 1/12, the bottom 3: 1/12); with 9 runs one time in
+    // 34 (the top or bottom 5 of 18: 2 · 126/8568).
+    const int runs = std::stoi(arg(argc, argv, "--runs", "9"));
     std::vector<int> batches;
     {
         const std::string list = arg(argc, argv, "--batches", "1,4,16");
