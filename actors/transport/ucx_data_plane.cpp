@@ -302,6 +302,10 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
         destroying = true;
         if (listener != nullptr) ucp_listener_destroy(listener);
         listener = nullptr;
+        // Closes still pending at the stop deadline (a stalled peer): released, so that the
+        // worker frees them (UCX 1.13 asserts that every request it purges was released).
+        for (closing_endpoint& entry : closing) ucp_request_free(entry.request);
+        closing.clear();
         if (worker != nullptr) ucp_worker_destroy(worker);
         worker = nullptr;
         if (context != nullptr) ucp_cleanup(context);
@@ -480,11 +484,12 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
             closing_endpoint& entry = closing[idx];
             const ucs_status_t status = ucp_request_check_status(entry.request);
             const bool done = status != UCS_INPROGRESS;
-            // Abandoned after the grace: UCX keeps the request until the worker is destroyed.
+            // Abandoned after the grace: released to UCX, which frees it when the close
+            // completes or with the worker (an unreleased request aborts ucp_worker_destroy).
             const bool abandoned =
                 !done && !stopping && now - entry.started > config.teardown_grace;
             if (done || abandoned) {
-                if (done) ucp_request_free(entry.request);
+                ucp_request_free(entry.request);
                 // A new endpoint may already live at the same address: only drop our mapping.
                 auto mapped = by_ep.find(entry.ep);
                 if (mapped != by_ep.end() && mapped->second == entry.peer) by_ep.erase(mapped);

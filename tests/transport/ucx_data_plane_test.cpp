@@ -415,26 +415,42 @@ TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
     EXPECT_LT(clock::now() - close_start, 5s);
 }
 
-TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
-    peer_process child(peer_args(GetParam(), {"--name=stalled-peer"}));
-    auto address = child.expect("ADDRESS ", deadline_after(20s));
-    ASSERT_TRUE(address.has_value()) << child.seen();
-    ucx_data_plane_config config = parent_config(GetParam());
-    config.teardown_grace = 500ms;
-    auto plane = make_plane(config);
-    ASSERT_TRUE(plane);
-    auto peer = plane->connect(*address, deadline_after(10s));
-    ASSERT_TRUE(peer.has_value()) << peer.error().message;
-    const proto::frame_header header = make_test_header(1, 1024);
-    ASSERT_TRUE(plane->send(*peer, header, {make_pattern(header)}, deadline_after(10s)));
-    ASSERT_TRUE(plane->receive(deadline_after(10s), {.peer = *peer}).has_value());
+// A connected peer that echoed one frame and was then stopped (SIGSTOP): alive, but answering
+// nothing. The plane's teardown_grace is 500 ms.
+struct stalled_peer {
+    std::optional<peer_process> child;
+    ucx_data_plane_config config;
+    std::unique_ptr<ucx_data_plane> plane;
+    peer_id peer;
+};
 
-    child.signal(SIGSTOP);  // alive, but answers nothing
+void stall_a_peer(const ucx_case& c, stalled_peer& s) {
+    s.child.emplace(peer_args(c, {"--name=stalled-peer"}));
+    auto address = s.child->expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << s.child->seen();
+    s.config = parent_config(c);
+    s.config.teardown_grace = 500ms;
+    s.plane = make_plane(s.config);
+    ASSERT_TRUE(s.plane);
+    auto peer = s.plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    s.peer = *peer;
+    const proto::frame_header header = make_test_header(1, 1024);
+    ASSERT_TRUE(s.plane->send(s.peer, header, {make_pattern(header)}, deadline_after(10s)));
+    ASSERT_TRUE(s.plane->receive(deadline_after(10s), {.peer = s.peer}).has_value());
+    s.child->signal(SIGSTOP);
+}
+
+TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
+    stalled_peer s;
+    ASSERT_NO_FATAL_FAILURE(stall_a_peer(GetParam(), s));
+    auto& plane = s.plane;
+    const ucx_data_plane_config& config = s.config;
     constexpr auto kDeadline = 1s;
     const proto::frame_header big = make_test_header(2, 4 << 20);
     const std::vector<std::byte> big_payload = make_pattern(big);  // outlives the plane
     const auto start = clock::now();
-    auto sent = plane->send(*peer, big, {big_payload}, deadline_after(kDeadline));
+    auto sent = plane->send(s.peer, big, {big_payload}, deadline_after(kDeadline));
     const auto elapsed = clock::now() - start;
     ASSERT_FALSE(sent.has_value());
     std::printf("[ %s ] 4 MiB send to a stalled peer: %s after %.3f s\n", GetParam().label.c_str(),
@@ -444,14 +460,42 @@ TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
     EXPECT_LT(elapsed, kDeadline + config.teardown_grace + 1s);
     // The timeout failed the peer: a receive naming it fails at once.
     const auto receive_start = clock::now();
-    auto got = plane->receive(deadline_after(5s), {.peer = *peer});
+    auto got = plane->receive(deadline_after(5s), {.peer = s.peer});
     ASSERT_FALSE(got.has_value());
     EXPECT_EQ(got.error().code, transport_error::peer_failed) << got.error().message;
     EXPECT_LT(clock::now() - receive_start, 1s);
-    child.kill();
+    s.child->kill();
     const auto close_start = clock::now();
     plane->close();
     EXPECT_LT(clock::now() - close_start, 5s);
+}
+
+// Eager frames (1 MiB, below rndv_threshold_bytes) to a stopped peer: once the transport's
+// buffers are full a send misses its deadline; the peer is then killed, and closing the plane,
+// with the endpoint's close still pending, neither hangs nor aborts (UCX 1.13 asserts in
+// ucp_worker_destroy on a request that was not released to it: it did, over shared memory,
+// until the plane released abandoned closes).
+TEST_P(UcxTwoProcess, EagerSendsToAStalledPeerTimeOutAndClosingDoesNotAbort) {
+    stalled_peer s;
+    ASSERT_NO_FATAL_FAILURE(stall_a_peer(GetParam(), s));
+    ASSERT_LE(uint64_t{1} << 20, s.config.rndv_threshold_bytes) << "eager frames wanted";
+    auto& plane = s.plane;
+    const proto::frame_header frame = make_test_header(2, 1 << 20);
+    const std::vector<std::byte> payload = make_pattern(frame);  // outlives the plane
+    std::optional<transport_failure> failure;
+    const auto start = clock::now();
+    for (int sent = 0; sent < 256 && !failure; ++sent) {  // 256 MiB: far past any buffer
+        auto done = plane->send(s.peer, frame, {payload}, deadline_after(500ms));
+        if (!done) failure = done.error();
+    }
+    ASSERT_TRUE(failure.has_value()) << "256 eager MiB to a stopped peer all completed";
+    EXPECT_EQ(failure->code, transport_error::timeout) << failure->message;
+    EXPECT_LT(clock::now() - start, 30s);
+    s.child->kill();  // the stopped peer dies with the frames it never took
+    const auto close_start = clock::now();
+    plane->close();
+    EXPECT_LT(clock::now() - close_start, 5s);
+    plane.reset();  // destroys the UCX worker with the endpoint's close still pending
 }
 
 TEST_P(UcxTwoProcess, ConnectToNobodyFailsByTheDeadline) {
