@@ -163,6 +163,7 @@ struct data_plane_stats {
     uint64_t bytes_received = 0;
     // Of frames_received: handed out in the transport's own receive buffer, not copied out.
     uint64_t frames_received_in_place = 0;
+    uint64_t frames_sent_rendezvous = 0;  // of frames_sent: sent by rendezvous, not eager
     uint64_t bad_frames = 0;          // malformed frames that arrived
     uint64_t refused_handshakes = 0;  // both directions
     uint64_t peer_failures = 0;

@@ -1,14 +1,15 @@
 #include "actors/transport/ucx_data_plane.hpp"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
-#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <ucp/api/ucp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -129,6 +130,8 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
         std::shared_ptr<op_state> connect_op;  // client side, until the handshake answer
         clock::time_point accepted_at;  // server side: for handshake_timeout; refused: since when
         std::string dialed;                    // client side: the address we dialed
+        // Every lane after wire-up is shared memory: read at the first data frame sent.
+        std::optional<bool> shared_memory_lanes;
     };
 
     // One outstanding ucp_am_send_nbx; owns the AM header bytes until UCX is done.
@@ -139,6 +142,7 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
         proto::frame_header_bytes header{};
         size_t header_bytes = proto::kFrameHeaderBytes;
         uint64_t payload_bytes = 0;
+        bool rendezvous = false;               // sent with UCP_AM_SEND_FLAG_RNDV
         std::vector<std::byte> owned_payload;  // handshake payloads live here
         std::shared_ptr<op_state> op;          // null for internal sends (handshake)
         std::function<void(bool ok)> after;    // internal follow-up, e.g. close after refusal
@@ -718,6 +722,23 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
 
     // -- sending -------------------------------------------------------------------------------
 
+    // The largest payload sent eager to this peer: shm_rndv_threshold_bytes once its lanes are
+    // known to be all shared memory, else rndv_threshold_bytes. The lanes settle during the
+    // handshake (whose frames go eager regardless), so they are read at the first data frame.
+    uint64_t eager_limit(peer_record& record) {
+        if (!record.shared_memory_lanes && record.state == peer_state::ready) {
+            const std::vector<std::string> lanes = endpoint_transports(record.ep);
+            record.shared_memory_lanes =
+                !lanes.empty() && std::all_of(lanes.begin(), lanes.end(), [](const std::string& l) {
+                    for (const char* shm : {"sysv/", "posix/", "cma/", "xpmem/", "knem/", "self/"})
+                        if (l.starts_with(shm)) return true;
+                    return false;
+                });
+        }
+        return record.shared_memory_lanes.value_or(false) ? config.shm_rndv_threshold_bytes
+                                                          : config.rndv_threshold_bytes;
+    }
+
     void start_send(peer_record& record, std::unique_ptr<send_context> context,
                     std::span<const std::byte> payload, bool eager) {
         context->owner = this;
@@ -735,11 +756,9 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
         params.cb.send = &impl::on_send_done;
         params.user_data = context.get();
         params.flags = UCP_AM_SEND_FLAG_REPLY;
-        if (eager || payload.size() <= config.rndv_threshold_bytes) {
-            params.flags |= UCP_AM_SEND_FLAG_EAGER;
-        } else {
-            params.flags |= UCP_AM_SEND_FLAG_RNDV;
-        }
+        const bool rendezvous = !eager && payload.size() > eager_limit(record);
+        params.flags |= rendezvous ? UCP_AM_SEND_FLAG_RNDV : UCP_AM_SEND_FLAG_EAGER;
+        context->rendezvous = rendezvous;
         params.datatype = ucp_dt_make_contig(1);
         params.memory_type = UCS_MEMORY_TYPE_HOST;
         ucs_status_ptr_t request =
@@ -777,6 +796,7 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
                 count([&](data_plane_stats& s) {
                     ++s.frames_sent;
                     s.bytes_sent += context.payload_bytes;
+                    if (context.rendezvous) ++s.frames_sent_rendezvous;
                 });
                 context.op->finish(std::nullopt);
             }

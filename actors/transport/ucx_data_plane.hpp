@@ -48,9 +48,13 @@ struct ucx_data_plane_config {
     ucx_progress_mode progress_mode = ucx_progress_mode::wakeup;
     // Payloads up to this go eager (UCP_AM_SEND_FLAG_EAGER: streamed without a round trip, the
     // receiver copies them out of UCX's buffer), larger ones rendezvous (UCP_AM_SEND_FLAG_RNDV).
-    // 1 MiB: on one host eager beat rendezvous at 256 KiB and 1 MiB over tcp and over shm, and
-    // lost at 4 MiB (ops/bench/transport, README "Cluster benchmarks").
+    // 1 MiB: over tcp eager beat rendezvous at 256 KiB and 1 MiB and lost at 2 MiB
+    // (ops/bench/transport, README "Cluster benchmarks").
     uint64_t rndv_threshold_bytes = 1024 * 1024;
+    // The same for a peer whose lanes after wire-up are all shared memory (sysv/posix for
+    // active messages, cma for rendezvous; read at the first data frame): there eager also won
+    // at 2 and 4 MiB (cma's single copy did not make up for the rendezvous round trip).
+    uint64_t shm_rndv_threshold_bytes = 4 * 1024 * 1024;
     proto::frame_limits limits;                 // what this side accepts (max payload)
     // An accepted connection must say hello within this, else it is dropped.
     std::chrono::milliseconds handshake_timeout{10'000};

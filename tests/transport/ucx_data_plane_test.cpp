@@ -206,6 +206,12 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
     EXPECT_EQ(stats.frames_sent, 3u);
     EXPECT_EQ(stats.frames_received, 3u);
     EXPECT_EQ(stats.bytes_received, 1024u + (4u << 20));
+    // 4 MiB: rendezvous over tcp (above rndv_threshold_bytes), eager over shared-memory lanes
+    // (up to shm_rndv_threshold_bytes).
+    const bool shm = GetParam().tls.starts_with("sm");
+    ASSERT_EQ(plane->config().rndv_threshold_bytes, uint64_t{1} << 20);
+    ASSERT_EQ(plane->config().shm_rndv_threshold_bytes, uint64_t{4} << 20);
+    EXPECT_EQ(stats.frames_sent_rendezvous, shm ? 0u : 1u) << joined;
     stop_echo(*plane, *peer);
     EXPECT_TRUE(child.expect("DONE", deadline_after(10s)).has_value()) << child.seen();
     EXPECT_EQ(child.wait_exit(deadline_after(10s)), 0);

@@ -1,7 +1,8 @@
 // ops/bench/transport — MoE dispatch/combine over ucx_data_plane against raw ucx_perftest.
 //   longcat_bench_transport [--json OUT] [--sizes 64K,256K,1M,4M] [--window 4]
 //                           [--bytes-mib 192] [--perftest /usr/bin/ucx_perftest | none]
-//                           [--rndv-threshold BYTES (default: the data plane's)]
+//                           [--rndv-threshold BYTES (default: the data plane's, 1 MiB and
+//                            4 MiB to shared-memory peers; given, it sets both)]
 //                           [--transports tcp,sm (both by default)] [--pairs 3]
 // (--perftest none skips the raw runs: for profiling our side alone.)
 // For each transport (UCX_TLS=tcp with error mode peer, UCX_TLS=sm,self,tcp with error mode
@@ -219,7 +220,8 @@ int group_peer_main(int argc, char** argv) {
     plane_config.error_mode = err_mode == "none" ? transport::ucx_error_mode::none : transport::ucx_error_mode::peer;
     plane_config.ucx_options = {{"TLS", tls}};
     for (const auto& [key, value] : extra_ucx_options(argc, argv)) plane_config.ucx_options.emplace_back(key, value);
-    plane_config.rndv_threshold_bytes = std::stoull(arg(argc, argv, "--rndv-threshold", std::to_string(transport::ucx_data_plane_config{}.rndv_threshold_bytes)));
+    if (const std::string t = arg(argc, argv, "--rndv-threshold", ""); !t.empty())
+        plane_config.rndv_threshold_bytes = plane_config.shm_rndv_threshold_bytes = std::stoull(t);
     auto plane = transport::ucx_data_plane::create(plane_config);
     if (!plane) {
         say("ERROR " + plane.error().message);
@@ -437,7 +439,7 @@ int main(int argc, char** argv) {
     const std::string json_out = arg(argc, argv, "--json", "bench-transport.json");
     const std::string perftest = arg(argc, argv, "--perftest", "ucx_perftest");
     const int window = std::stoi(arg(argc, argv, "--window", "4"));
-    const std::string rndv_arg = arg(argc, argv, "--rndv-threshold", std::to_string(transport::ucx_data_plane_config{}.rndv_threshold_bytes));
+    const std::string rndv_arg = arg(argc, argv, "--rndv-threshold", "");  // empty: the defaults
     const double budget_mib = std::stod(arg(argc, argv, "--bytes-mib", "192"));
     const int pairs = std::max(1, std::stoi(arg(argc, argv, "--pairs", "3")));
     std::vector<size_t> sizes;
@@ -502,10 +504,14 @@ int main(int argc, char** argv) {
                 "trips", "ours MB/s", "raw MB/s", "ratio", "(min..max)", "target", "CPU s/GiB w+g");
     for (const transport_case& tc : cases) {
         ::setenv("UCX_TLS", tc.tls.c_str(), 1);
-        std::vector<std::string> peer_args = {self_exe(), "--group-peer", "--cpu", "1", "--model-dir",
-                                              (dir / "model").string(), "--placement", (dir / "placement.json").string(),
-                                              "--tls", tc.tls, "--err-mode", std::string(transport::to_string(tc.mode)),
-                                              "--rndv-threshold", rndv_arg};
+        std::vector<std::string> peer_args = {
+            self_exe(),    "--group-peer",
+            "--cpu",       "1",
+            "--model-dir", (dir / "model").string(),
+            "--placement", (dir / "placement.json").string(),
+            "--tls",       tc.tls,
+            "--err-mode",  std::string(transport::to_string(tc.mode))};
+        if (!rndv_arg.empty()) peer_args.insert(peer_args.end(), {"--rndv-threshold", rndv_arg});
         for (const auto& [key, value] : extra_ucx_options(argc, argv)) {
             peer_args.push_back("--ucx-option");
             peer_args.push_back(key + "=" + value);
@@ -528,7 +534,8 @@ int main(int argc, char** argv) {
         pc.error_mode = tc.mode;
         pc.ucx_options = {{"TLS", tc.tls}};
         for (const auto& [key, value] : extra_ucx_options(argc, argv)) pc.ucx_options.emplace_back(key, value);
-        pc.rndv_threshold_bytes = std::stoull(rndv_arg);
+        if (!rndv_arg.empty())
+            pc.rndv_threshold_bytes = pc.shm_rndv_threshold_bytes = std::stoull(rndv_arg);
         auto plane = transport::ucx_data_plane::create(pc);
         if (!plane) {
             std::fprintf(stderr, "bench: data plane: %s\n", plane.error().message.c_str());
