@@ -549,6 +549,17 @@ int main(int argc, char** argv) {
             continue;
         }
         uint64_t next_step = 1;
+        std::string lanes;  // after the first frames: the lanes wire-up settled on
+        auto note_lanes = [&] {
+            if (!lanes.empty()) return;
+            if (auto t = (*plane)->transports(*group, transport::deadline_after(5s))) {
+                for (const std::string& lane : *t) {
+                    if (!lanes.empty()) lanes += ' ';
+                    lanes += lane;
+                }
+                std::printf("%-20s lanes: %s\n", ("UCX_TLS=" + tc.tls).c_str(), lanes.c_str());
+            }
+        };
         for (size_t size : sizes) {
             const int64_t rows = std::max<int64_t>(1, static_cast<int64_t>(size) / dispatch_row);
             const int iters =
@@ -577,6 +588,7 @@ int main(int argc, char** argv) {
                 ours_result ours =
                     run_ours(**plane, *group, peer.pid(), hidden, rows,
                              static_cast<int>(cfg.num_layers), warmup, trips, window, next_step);
+                note_lanes();
                 nlohmann::json one = {{"round_trips", ours.round_trips}, {"seconds", ours.seconds}};
                 auto or_null = [](std::optional<double> v) {
                     return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
@@ -654,6 +666,7 @@ int main(int argc, char** argv) {
                 {"perftest_iters", iters},
                 {"target_ratio", gated ? nlohmann::json(0.7) : nlohmann::json(nullptr)},
                 {"pairs", pair_rows}};
+            row["lanes"] = lanes;
             row["ours_mbs"] = or_null(median_of(ours_mbs));
             row["raw_mbs"] = or_null(median_of(raw_mbs));
             row["ratio"] = or_null(ratio);  // median over the pairs
