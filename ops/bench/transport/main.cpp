@@ -560,6 +560,9 @@ int main(int argc, char** argv) {
                 std::printf("%-20s lanes: %s\n", ("UCX_TLS=" + tc.tls).c_str(), lanes.c_str());
             }
         };
+        auto or_null = [](std::optional<double> v) {
+            return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+        };
         for (size_t size : sizes) {
             const int64_t rows = std::max<int64_t>(1, static_cast<int64_t>(size) / dispatch_row);
             const int iters =
@@ -590,9 +593,6 @@ int main(int argc, char** argv) {
                              static_cast<int>(cfg.num_layers), warmup, trips, window, next_step);
                 note_lanes();
                 nlohmann::json one = {{"round_trips", ours.round_trips}, {"seconds", ours.seconds}};
-                auto or_null = [](std::optional<double> v) {
-                    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-                };
                 one["ours_mbs"] = or_null(ours.mbs);
                 one["raw_mbs"] = or_null(raw.mbs);
                 one["worker_cpu_s_per_gib"] = or_null(ours.worker_cpu_s_per_gib);
@@ -646,9 +646,6 @@ int main(int argc, char** argv) {
             if (!ours_error.empty()) std::fprintf(stderr, "  ours: %s\n", ours_error.c_str());
             if (!raw_error.empty())
                 std::fprintf(stderr, "  raw (ucx_perftest): %s\n", raw_error.c_str());
-            auto or_null = [](std::optional<double> v) {
-                return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-            };
             auto extreme = [](const std::vector<double>& v, bool lowest) {
                 if (v.empty()) return nlohmann::json(nullptr);
                 return nlohmann::json(lowest ? *std::min_element(v.begin(), v.end())
