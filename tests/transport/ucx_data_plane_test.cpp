@@ -167,28 +167,48 @@ void stop_echo(ucx_data_plane& plane, peer_id peer) {
     (void)plane.send(peer, make_test_header(kStopStep, 0), {}, deadline_after(2s));
 }
 
+// A transport_peer child named `name` and a plane (`config`) connected to it.
+struct connected_peer {
+    std::optional<peer_process> child;
+    ucx_data_plane_config config;
+    std::unique_ptr<ucx_data_plane> plane;
+    std::string address;  // the child's
+    peer_id peer;
+};
+
+void connect_to_a_peer(const ucx_case& c, const std::string& name, ucx_data_plane_config config,
+                       connected_peer& s) {
+    s.child.emplace(peer_args(c, {"--name=" + name}));
+    auto address = s.child->expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << s.child->seen();
+    s.address = *address;
+    s.config = std::move(config);
+    s.plane = make_plane(s.config);
+    ASSERT_TRUE(s.plane);
+    auto peer = s.plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    s.peer = *peer;
+}
+
 class UcxTwoProcess : public ::testing::TestWithParam<ucx_case> {};
 
 TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
-    peer_process child(peer_args(GetParam(), {"--name=echo-peer"}));
-    auto address = child.expect("ADDRESS ", deadline_after(20s));
-    ASSERT_TRUE(address.has_value()) << child.seen();
-    auto plane = make_plane(parent_config(GetParam()));
-    ASSERT_TRUE(plane);
-    auto peer = plane->connect(*address, deadline_after(10s));
-    ASSERT_TRUE(peer.has_value()) << peer.error().message;
-    auto info = plane->peer(*peer);
+    connected_peer s;
+    ASSERT_NO_FATAL_FAILURE(
+        connect_to_a_peer(GetParam(), "echo-peer", parent_config(GetParam()), s));
+    auto& plane = s.plane;
+    auto info = plane->peer(s.peer);
     ASSERT_TRUE(info.has_value());
     EXPECT_EQ(info->name, "echo-peer");
-    EXPECT_EQ(info->address, *address);
+    EXPECT_EQ(info->address, s.address);
     EXPECT_EQ(info->versions, proto::local_wire_versions());
 
     for (uint64_t size : {uint64_t{0}, uint64_t{1024}, uint64_t{4} << 20}) {
         const proto::frame_header header = make_test_header(size + 7, size);
         const std::vector<std::byte> payload = make_pattern(header);
-        auto sent = plane->send(*peer, header, {payload}, deadline_after(10s));
+        auto sent = plane->send(s.peer, header, {payload}, deadline_after(10s));
         ASSERT_TRUE(sent.has_value()) << sent.error().message;
-        auto reply = plane->receive(deadline_after(10s), {.peer = *peer});
+        auto reply = plane->receive(deadline_after(10s), {.peer = s.peer});
         ASSERT_TRUE(reply.has_value()) << reply.error().message;
         EXPECT_EQ(reply->header.kind, proto::frame_kind::combine);
         EXPECT_EQ(reply->header.step_id, header.step_id);
@@ -196,7 +216,7 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
         EXPECT_EQ(reply->header.request_id, kEchoVerified) << "the peer saw a corrupt payload";
         EXPECT_TRUE(check_pattern(reply->header, reply->payload.span())) << size << " bytes";
     }
-    auto transports = plane->transports(*peer, deadline_after(5s));
+    auto transports = plane->transports(s.peer, deadline_after(5s));
     ASSERT_TRUE(transports.has_value());
     std::string joined;
     for (const auto& t : *transports) joined += t + " ";
@@ -212,9 +232,9 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
     ASSERT_EQ(plane->config().rndv_threshold_bytes, uint64_t{1} << 20);
     ASSERT_EQ(plane->config().shm_rndv_threshold_bytes, uint64_t{4} << 20);
     EXPECT_EQ(stats.frames_sent_rendezvous, shm ? 0u : 1u) << joined;
-    stop_echo(*plane, *peer);
-    EXPECT_TRUE(child.expect("DONE", deadline_after(10s)).has_value()) << child.seen();
-    EXPECT_EQ(child.wait_exit(deadline_after(10s)), 0);
+    stop_echo(*plane, s.peer);
+    EXPECT_TRUE(s.child->expect("DONE", deadline_after(10s)).has_value()) << s.child->seen();
+    EXPECT_EQ(s.child->wait_exit(deadline_after(10s)), 0);
     plane->close();
 }
 
@@ -224,14 +244,11 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
 // for the last one; under ASan a read of freed memory or a leaked worker fails this test), and
 // frames still queued at close are let go of with it.
 TEST_P(UcxTwoProcess, EagerPayloadsKeptInUcxBuffersOutliveThePlane) {
-    peer_process child(peer_args(GetParam(), {"--name=echo-peer"}));
-    auto address = child.expect("ADDRESS ", deadline_after(20s));
-    ASSERT_TRUE(address.has_value()) << child.seen();
-    auto plane = make_plane(parent_config(GetParam()));
-    ASSERT_TRUE(plane);
+    connected_peer s;
+    ASSERT_NO_FATAL_FAILURE(
+        connect_to_a_peer(GetParam(), "echo-peer", parent_config(GetParam()), s));
+    auto& plane = s.plane;
     ASSERT_GE(plane->config().rndv_threshold_bytes, uint64_t{256} << 10) << "eager frames wanted";
-    auto peer = plane->connect(*address, deadline_after(10s));
-    ASSERT_TRUE(peer.has_value()) << peer.error().message;
     // 256 KiB: several fragments on either transport, reassembled by UCX into a buffer of its
     // own; 6 KiB: one fragment (kept only on shared memory, in the receive FIFO's descriptor,
     // which the worker's teardown frees; tcp hands such frames over in a buffer it reuses).
@@ -241,10 +258,10 @@ TEST_P(UcxTwoProcess, EagerPayloadsKeptInUcxBuffersOutliveThePlane) {
         const uint64_t size = step == 1 ? 6 << 10 : uint64_t{256} << 10;
         const proto::frame_header header = make_test_header(step, size);
         const std::vector<std::byte> payload = make_pattern(header);
-        auto sent = plane->send(*peer, header, {payload}, deadline_after(10s));
+        auto sent = plane->send(s.peer, header, {payload}, deadline_after(10s));
         ASSERT_TRUE(sent.has_value()) << sent.error().message;
         if (step == 4) break;  // its answer stays queued
-        auto reply = plane->receive(deadline_after(10s), {.peer = *peer, .step_id = step});
+        auto reply = plane->receive(deadline_after(10s), {.peer = s.peer, .step_id = step});
         ASSERT_TRUE(reply.has_value()) << reply.error().message;
         EXPECT_EQ(reply->header.request_id, kEchoVerified) << "the peer saw a corrupt payload";
         kept.push_back(std::move(*reply));
@@ -256,9 +273,9 @@ TEST_P(UcxTwoProcess, EagerPayloadsKeptInUcxBuffersOutliveThePlane) {
     EXPECT_EQ(stats.frames_received, 4u);
     EXPECT_EQ(stats.frames_received_in_place, shm ? 4u : 3u)
         << "eager frames were copied out of UCX's buffers";
-    stop_echo(*plane, *peer);
-    EXPECT_TRUE(child.expect("DONE", deadline_after(10s)).has_value()) << child.seen();
-    EXPECT_EQ(child.wait_exit(deadline_after(10s)), 0);
+    stop_echo(*plane, s.peer);
+    EXPECT_TRUE(s.child->expect("DONE", deadline_after(10s)).has_value()) << s.child->seen();
+    EXPECT_EQ(s.child->wait_exit(deadline_after(10s)), 0);
     plane->close();
     plane.reset();
     for (const received_frame& frame : kept) {
@@ -355,25 +372,22 @@ TEST_P(UcxTwoProcess, MalformedFramesAreNamedErrorsAndTheNextGoodFrameArrives) {
 }
 
 TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
-    peer_process child(peer_args(GetParam(), {"--name=doomed-peer"}));
-    auto address = child.expect("ADDRESS ", deadline_after(20s));
-    ASSERT_TRUE(address.has_value()) << child.seen();
-    auto plane = make_plane(parent_config(GetParam()));
-    ASSERT_TRUE(plane);
-    auto peer = plane->connect(*address, deadline_after(10s));
-    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    connected_peer s;
+    ASSERT_NO_FATAL_FAILURE(
+        connect_to_a_peer(GetParam(), "doomed-peer", parent_config(GetParam()), s));
+    auto& plane = s.plane;
     const proto::frame_header header = make_test_header(1, 1024);
-    ASSERT_TRUE(plane->send(*peer, header, {make_pattern(header)}, deadline_after(10s)));
-    ASSERT_TRUE(plane->receive(deadline_after(10s), {.peer = *peer}).has_value());
+    ASSERT_TRUE(plane->send(s.peer, header, {make_pattern(header)}, deadline_after(10s)));
+    ASSERT_TRUE(plane->receive(deadline_after(10s), {.peer = s.peer}).has_value());
 
     // A receive is waiting on the peer when it dies.
     const bool peer_mode = GetParam().error_mode == ucx_error_mode::peer;
     constexpr auto kDeadline = 2s;
     const auto start = clock::now();
     std::optional<transport_result<received_frame>> waited;
-    std::thread waiter([&] { waited = plane->receive(start + kDeadline, {.peer = *peer}); });
+    std::thread waiter([&] { waited = plane->receive(start + kDeadline, {.peer = s.peer}); });
     std::this_thread::sleep_for(200ms);
-    child.kill();
+    s.child->kill();
     waiter.join();
     const auto elapsed = clock::now() - start;
     ASSERT_TRUE(waited.has_value());
@@ -401,7 +415,7 @@ TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
     const proto::frame_header big = make_test_header(2, 4 << 20);
     const std::vector<std::byte> big_payload = make_pattern(big);
     const auto send_start = clock::now();
-    auto sent = plane->send(*peer, big, {big_payload}, deadline_after(kDeadline));
+    auto sent = plane->send(s.peer, big, {big_payload}, deadline_after(kDeadline));
     const auto send_elapsed = clock::now() - send_start;
     ASSERT_FALSE(sent.has_value());
     std::printf("[ %s ] 4 MiB send to a killed peer: %s after %.3f s\n", GetParam().label.c_str(),
@@ -412,10 +426,10 @@ TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
     EXPECT_LT(send_elapsed, 5s);
 
     // The peer is failed for good now; tearing down does not hang.
-    auto again = plane->send(*peer, header, {make_pattern(header)}, deadline_after(kDeadline));
+    auto again = plane->send(s.peer, header, {make_pattern(header)}, deadline_after(kDeadline));
     ASSERT_FALSE(again.has_value());
     EXPECT_EQ(again.error().code, transport_error::peer_failed) << again.error().message;
-    ASSERT_TRUE(plane->disconnect(*peer, deadline_after(2s)).has_value());
+    ASSERT_TRUE(plane->disconnect(s.peer, deadline_after(2s)).has_value());
     const auto close_start = clock::now();
     plane->close();
     EXPECT_LT(clock::now() - close_start, 5s);
@@ -423,24 +437,10 @@ TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
 
 // A connected peer that echoed one frame and was then stopped (SIGSTOP): alive, but answering
 // nothing. The plane's teardown_grace is 500 ms.
-struct stalled_peer {
-    std::optional<peer_process> child;
-    ucx_data_plane_config config;
-    std::unique_ptr<ucx_data_plane> plane;
-    peer_id peer;
-};
-
-void stall_a_peer(const ucx_case& c, stalled_peer& s) {
-    s.child.emplace(peer_args(c, {"--name=stalled-peer"}));
-    auto address = s.child->expect("ADDRESS ", deadline_after(20s));
-    ASSERT_TRUE(address.has_value()) << s.child->seen();
-    s.config = parent_config(c);
-    s.config.teardown_grace = 500ms;
-    s.plane = make_plane(s.config);
-    ASSERT_TRUE(s.plane);
-    auto peer = s.plane->connect(*address, deadline_after(10s));
-    ASSERT_TRUE(peer.has_value()) << peer.error().message;
-    s.peer = *peer;
+void stall_a_peer(const ucx_case& c, connected_peer& s) {
+    ucx_data_plane_config config = parent_config(c);
+    config.teardown_grace = 500ms;
+    ASSERT_NO_FATAL_FAILURE(connect_to_a_peer(c, "stalled-peer", std::move(config), s));
     const proto::frame_header header = make_test_header(1, 1024);
     ASSERT_TRUE(s.plane->send(s.peer, header, {make_pattern(header)}, deadline_after(10s)));
     ASSERT_TRUE(s.plane->receive(deadline_after(10s), {.peer = s.peer}).has_value());
@@ -448,7 +448,7 @@ void stall_a_peer(const ucx_case& c, stalled_peer& s) {
 }
 
 TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
-    stalled_peer s;
+    connected_peer s;
     ASSERT_NO_FATAL_FAILURE(stall_a_peer(GetParam(), s));
     auto& plane = s.plane;
     const ucx_data_plane_config& config = s.config;
@@ -482,7 +482,7 @@ TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
 // ucp_worker_destroy on a request that was not released to it: it did, over shared memory,
 // until the plane released abandoned closes).
 TEST_P(UcxTwoProcess, EagerSendsToAStalledPeerTimeOutAndClosingDoesNotAbort) {
-    stalled_peer s;
+    connected_peer s;
     ASSERT_NO_FATAL_FAILURE(stall_a_peer(GetParam(), s));
     ASSERT_LE(uint64_t{1} << 20, s.config.rndv_threshold_bytes) << "eager frames wanted";
     auto& plane = s.plane;
