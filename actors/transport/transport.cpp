@@ -1,8 +1,12 @@
 #include "actors/transport/transport.hpp"
 
+#include <sys/mman.h>
+
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <utility>
+#include <vector>
 
 namespace longcat::transport {
 
@@ -38,8 +42,85 @@ std::string_view to_string(memory_type memory) {
 
 // -- byte_buffer -------------------------------------------------------------------------------
 
+namespace {
+
+// Extents of whole huge pages, mapped once and reused: a frame buffer taken per received frame
+// would otherwise fault and zero-fill every page of it each time (or, from the heap, sit on 4 KiB
+// pages). Given-back extents are kept, most recent first, up to kMaxCachedBytes; past that they
+// are unmapped. One mutex: a take or give is a few list operations per frame.
+class extent_cache {
+  public:
+    static constexpr size_t kMaxCachedBytes = size_t{512} << 20;
+
+    std::byte* take(size_t extent) {
+        {
+            std::lock_guard lock(mutex_);
+            for (size_t i = free_.size(); i-- > 0;) {
+                if (free_[i].second != extent) continue;
+                std::byte* p = free_[i].first;
+                free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
+                cached_bytes_ -= extent;
+                ++reused_;
+                return p;
+            }
+            ++mapped_;
+        }
+        // Map one huge page more than needed, keep the aligned middle.
+        const size_t span = extent + byte_buffer::kHugePageBytes;
+        void* raw =
+            ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == MAP_FAILED) throw std::bad_alloc();
+        const auto base = reinterpret_cast<uintptr_t>(raw);
+        const uintptr_t aligned =
+            (base + byte_buffer::kHugePageBytes - 1) & ~(byte_buffer::kHugePageBytes - 1);
+        if (aligned > base) ::munmap(raw, aligned - base);
+        const uintptr_t end = aligned + extent;
+        if (base + span > end) ::munmap(reinterpret_cast<void*>(end), base + span - end);
+        // Advice only: without transparent huge pages the extent works on small pages.
+        ::madvise(reinterpret_cast<void*>(aligned), extent, MADV_HUGEPAGE);
+        return reinterpret_cast<std::byte*>(aligned);
+    }
+
+    void give(std::byte* p, size_t extent) {
+        {
+            std::lock_guard lock(mutex_);
+            if (cached_bytes_ + extent <= kMaxCachedBytes) {
+                free_.emplace_back(p, extent);
+                cached_bytes_ += extent;
+                return;
+            }
+        }
+        ::munmap(p, extent);
+    }
+
+    large_buffer_stats stats() {
+        std::lock_guard lock(mutex_);
+        return {mapped_, reused_, cached_bytes_};
+    }
+
+  private:
+    std::mutex mutex_;
+    std::vector<std::pair<std::byte*, size_t>> free_;
+    uint64_t cached_bytes_ = 0;
+    uint64_t mapped_ = 0;
+    uint64_t reused_ = 0;
+};
+
+// Never destroyed: buffers may be let go of by static destructors.
+extent_cache& extents() {
+    static extent_cache* cache = new extent_cache;
+    return *cache;
+}
+
+}  // namespace
+
+large_buffer_stats large_buffer_cache_stats() { return extents().stats(); }
+
 byte_buffer::byte_buffer(size_t num_bytes) : size_(num_bytes) {
-    if (num_bytes > 0) {
+    if (num_bytes >= kLargeBytes) {
+        extent_ = (num_bytes + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+        data_ = extents().take(extent_);
+    } else if (num_bytes > 0) {
         data_ = static_cast<std::byte*>(::operator new (num_bytes, std::align_val_t{kAlignment}));
     }
 }
@@ -62,11 +143,14 @@ byte_buffer byte_buffer::adopt(std::span<std::byte> bytes, std::shared_ptr<void>
 void byte_buffer::release() {
     if (owner_) {
         owner_.reset();
+    } else if (extent_ > 0) {
+        extents().give(data_, extent_);
     } else if (data_ != nullptr) {
         ::operator delete (data_, std::align_val_t{kAlignment});
     }
     data_ = nullptr;
     size_ = 0;
+    extent_ = 0;
 }
 
 byte_buffer::~byte_buffer() { release(); }
@@ -74,6 +158,7 @@ byte_buffer::~byte_buffer() { release(); }
 byte_buffer::byte_buffer(byte_buffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
+      extent_(std::exchange(other.extent_, 0)),
       owner_(std::move(other.owner_)) {}
 
 byte_buffer& byte_buffer::operator=(byte_buffer&& other) noexcept {
@@ -81,6 +166,7 @@ byte_buffer& byte_buffer::operator=(byte_buffer&& other) noexcept {
         release();
         data_ = std::exchange(other.data_, nullptr);
         size_ = std::exchange(other.size_, 0);
+        extent_ = std::exchange(other.extent_, 0);
         owner_ = std::move(other.owner_);
     }
     return *this;

@@ -80,10 +80,17 @@ struct payload_view {
 // Host bytes, not zero-filled; move-only. Received payloads land here. Allocated by
 // byte_buffer(n) / copy_of: 64-byte aligned. Adopted from a transport (adopt(): a payload kept in
 // the transport's own receive buffer instead of copied out): at least kAdoptedAlignment.
+// From kLargeBytes on, a buffer is whole 2 MiB-aligned huge-page extents (madvise(MADV_HUGEPAGE):
+// the kernel backs them with transparent huge pages where it has them), taken from and given back
+// to a process-wide cache of such extents, so that a frame of the usual size neither faults nor
+// zero-fills, and the copies into and out of it (the kernel's, UCX's, the experts') walk 512
+// times fewer pages.
 class byte_buffer {
   public:
     static constexpr size_t kAlignment = 64;
     static constexpr size_t kAdoptedAlignment = 8;
+    static constexpr size_t kLargeBytes = size_t{1} << 20;
+    static constexpr size_t kHugePageBytes = size_t{2} << 20;
 
     byte_buffer() = default;
     explicit byte_buffer(size_t num_bytes);
@@ -111,8 +118,17 @@ class byte_buffer {
 
     std::byte* data_ = nullptr;
     size_t size_ = 0;
-    std::shared_ptr<void> owner_;  // set: adopted bytes; else data_ is ours (aligned new)
+    size_t extent_ = 0;            // > 0: data_ is a cached huge-page extent of this many bytes
+    std::shared_ptr<void> owner_;  // set: adopted bytes; else data_ is ours (aligned new / extent)
 };
+
+// The process-wide cache of large buffers' extents (tests and benchmarks read it).
+struct large_buffer_stats {
+    uint64_t extents_mapped = 0;  // mmap calls so far
+    uint64_t extents_reused = 0;  // buffers served from the cache
+    uint64_t cached_bytes = 0;    // extents given back and kept for reuse now
+};
+large_buffer_stats large_buffer_cache_stats();
 
 // -- peers and frames ------------------------------------------------------------------------
 

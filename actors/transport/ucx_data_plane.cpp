@@ -1077,6 +1077,8 @@ void keep_freed_frame_memory() {
         // madvise/trim of the heap top), so the next frame page-faults 256 times per MiB and
         // zero-fills every page: 36 % of a dispatch/combine loop's CPU time in ops/bench/transport
         // before this. Keep blocks up to 64 MiB in the heap and trim only past 512 MiB free.
+        // (Receive buffers from 1 MiB on have their own cache of huge-page extents, byte_buffer;
+        // this covers the rest: UCX's reassembly buffers, encoded frames, the experts' batches.)
         ::mallopt(M_MMAP_THRESHOLD, 64 << 20);
         ::mallopt(M_TRIM_THRESHOLD, 512 << 20);
     });

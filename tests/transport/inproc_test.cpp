@@ -2,6 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <thread>
 
 #include "actors/transport/frame_inbox.hpp"
@@ -168,6 +172,68 @@ TEST(ByteBuffer, AdoptedBytesAreLetGoOnceByTheirLastHolder) {
     byte_buffer copied = byte_buffer::adopt(storage, nullptr);  // no owner: a copy
     EXPECT_NE(copied.data(), storage.data());
     EXPECT_EQ(reinterpret_cast<uintptr_t>(copied.data()) % byte_buffer::kAlignment, 0u);
+}
+
+// The VmFlags line of the /proc/self/smaps mapping that holds `p` ("" if none does).
+std::string vm_flags_of(const void* p) {
+    std::ifstream smaps("/proc/self/smaps");
+    const auto at = reinterpret_cast<uintptr_t>(p);
+    bool inside = false;
+    for (std::string line; std::getline(smaps, line);) {
+        uintptr_t begin = 0;
+        uintptr_t end = 0;
+        char dash = 0;
+        std::istringstream head(line);
+        if (head >> std::hex >> begin >> dash >> end && dash == '-') {
+            inside = begin <= at && at < end;
+        } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+            return line;
+        }
+    }
+    return "";
+}
+
+// From kLargeBytes on, a buffer is whole huge-page extents advised as such (the "hg" flag), and a
+// buffer let go of is the next one of the same extent; smaller ones come from the heap as before.
+TEST(ByteBuffer, LargeBuffersAreCachedHugePageExtents) {
+    const size_t huge = byte_buffer::kHugePageBytes;
+    std::byte* first = nullptr;
+    large_buffer_stats taken;  // right after the first buffer took its extent
+    {
+        byte_buffer a(huge + 1);  // rounds up to two huge pages
+        taken = large_buffer_cache_stats();
+        first = a.data();
+        EXPECT_EQ(a.size(), huge + 1);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % huge, 0u);
+        std::memset(a.data(), 0x5a, a.size());  // every byte is ours
+        EXPECT_NE(vm_flags_of(first).find(" hg"), std::string::npos) << vm_flags_of(first);
+        byte_buffer moved(std::move(a));  // the extent moves with the bytes, given back once
+        EXPECT_TRUE(a.empty());
+        EXPECT_EQ(moved.data(), first);
+    }
+    EXPECT_EQ(large_buffer_cache_stats().cached_bytes, taken.cached_bytes + 2 * huge);
+    {
+        byte_buffer same(2 * huge);  // the extent given back last, from the cache
+        EXPECT_EQ(same.data(), first);
+        EXPECT_EQ(large_buffer_cache_stats().extents_reused, taken.extents_reused + 1);
+        byte_buffer other(2 * huge + 1);  // three huge pages: another extent
+        EXPECT_NE(other.data(), first);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(other.data()) % huge, 0u);
+    }
+    const large_buffer_stats after = large_buffer_cache_stats();
+    byte_buffer small(byte_buffer::kLargeBytes - 1);  // the heap, as before
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % byte_buffer::kAlignment, 0u);
+    const large_buffer_stats now = large_buffer_cache_stats();
+    EXPECT_EQ(now.extents_mapped + now.extents_reused, after.extents_mapped + after.extents_reused);
+}
+
+// The cache keeps at most 512 MiB of extents given back; the rest are unmapped (never touched
+// here, so this maps no memory).
+TEST(ByteBuffer, TheExtentCacheIsBounded) {
+    std::vector<byte_buffer> buffers;
+    for (int i = 0; i < 300; ++i) buffers.emplace_back(byte_buffer::kHugePageBytes);  // 600 MiB
+    buffers.clear();
+    EXPECT_EQ(large_buffer_cache_stats().cached_bytes, uint64_t{512} << 20);
 }
 
 // close(): queued frames can no longer be received, so they are dropped at once (their buffers,
