@@ -18,6 +18,8 @@
 //     frames, with up to --window units in flight. Throughput = (dispatch + combine payload
 //     bytes) / seconds over N round trips after a warm-up. Beside it, the CPU seconds each process
 //     (all threads, from /proc/PID/stat) spent per GiB moved over the same round trips.
+// After each pair's run of ours, the GB/s of a 4 MiB copy on CPU 0 of bytes CPU 1 just wrote
+// (cross_core_copy_gbs): it tells which placement of the two vCPUs the pair met on a VM.
 // Each row is --pairs pairs (raw, then ours right after it), a ratio per pair: the row gives the
 // median MB/s of each side and the median ratio with the pairs' min..max (the target is judged on
 // the median). MB/s here means 2^20 bytes per second, as ucx_perftest counts. Prints a table,
@@ -37,6 +39,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -81,6 +84,38 @@ bool pin_to_cpu(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return ::sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+// GB/s of copying here (the worker's CPU) 4 MiB that a thread pinned to `other_cpu` (the group's)
+// has just written: the path every dispatch and combine byte takes between the two processes.
+// A VM's host may run the two vCPUs behind one shared cache or on two core complexes, and move
+// them while we run; the second placement halves this figure (ops/bench/machine follows it
+// second by second). Taken after each pair's run of ours, it says which placement that pair met.
+double cross_core_copy_gbs(int other_cpu) {
+    constexpr size_t kBytes = size_t{4} << 20;
+    constexpr int kCopies = 8;
+    static std::vector<std::byte> src(kBytes), dst(kBytes);
+    // The writer stays on its CPU (yielding, not sleeping) for the whole probe: a vCPU that goes
+    // idle may lose its caches to the host's other work, which is not what is measured here.
+    std::atomic<int> written{0}, wanted{0};
+    std::thread writer([&] {
+        pin_to_cpu(other_cpu);
+        for (int k = 1; k <= kCopies + 1; ++k) {
+            while (wanted.load(std::memory_order_acquire) < k) std::this_thread::yield();
+            std::memset(src.data(), k, kBytes);
+            written.store(k, std::memory_order_release);
+        }
+    });
+    double seconds = 0;
+    for (int k = 1; k <= kCopies + 1; ++k) {  // the first copy warms up, uncounted
+        wanted.store(k, std::memory_order_release);
+        while (written.load(std::memory_order_acquire) < k) std::this_thread::yield();
+        const auto t0 = clock_type::now();
+        std::memcpy(dst.data(), src.data(), kBytes);
+        if (k > 1) seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+    }
+    writer.join();
+    return kCopies * static_cast<double>(kBytes) / seconds / 1e9;
 }
 
 std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
@@ -574,7 +609,7 @@ int main(int argc, char** argv) {
             // reports their median and min..max (the VM's speed swings from one second to the
             // next, and one pair says little).
             std::vector<double> ours_mbs, raw_mbs, raw_e_mbs, ratios, ratios_e, worker_cpu,
-                group_cpu;
+                group_cpu, cross_copy;
             nlohmann::json pair_rows = nlohmann::json::array();
             std::string ours_error, raw_error;
             for (int pair = 0; pair < pairs && ours_error.empty(); ++pair) {
@@ -592,7 +627,11 @@ int main(int argc, char** argv) {
                     run_ours(**plane, *group, peer.pid(), hidden, rows,
                              static_cast<int>(cfg.num_layers), warmup, trips, window, next_step);
                 note_lanes();
-                nlohmann::json one = {{"round_trips", ours.round_trips}, {"seconds", ours.seconds}};
+                const double xcopy = cross_core_copy_gbs(1);
+                cross_copy.push_back(xcopy);
+                nlohmann::json one = {{"round_trips", ours.round_trips},
+                                      {"seconds", ours.seconds},
+                                      {"cross_core_copy_gbs", xcopy}};
                 one["ours_mbs"] = or_null(ours.mbs);
                 one["raw_mbs"] = or_null(raw.mbs);
                 one["worker_cpu_s_per_gib"] = or_null(ours.worker_cpu_s_per_gib);
@@ -641,6 +680,10 @@ int main(int argc, char** argv) {
                 std::printf("   raw -e %s MB/s, ratio %s", figure(median_of(raw_e_mbs)).c_str(),
                             ratio_e);
             }
+            if (!cross_copy.empty())
+                std::printf("   cross-core copy %.0f..%.0f GB/s",
+                            *std::min_element(cross_copy.begin(), cross_copy.end()),
+                            *std::max_element(cross_copy.begin(), cross_copy.end()));
             std::printf("\n");
             std::fflush(stdout);
             if (!ours_error.empty()) std::fprintf(stderr, "  ours: %s\n", ours_error.c_str());
