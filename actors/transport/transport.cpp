@@ -1,5 +1,6 @@
 #include "actors/transport/transport.hpp"
 
+#include <sanitizer/asan_interface.h>  // ASAN_(UN)POISON_MEMORY_REGION: no-ops without ASan
 #include <sys/mman.h>
 
 #include <cstring>
@@ -61,6 +62,7 @@ class extent_cache {
                 free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
                 cached_bytes_ -= extent;
                 ++reused_;
+                ASAN_UNPOISON_MEMORY_REGION(p, extent);
                 return p;
             }
             ++mapped_;
@@ -85,6 +87,9 @@ class extent_cache {
         {
             std::lock_guard lock(mutex_);
             if (cached_bytes_ + extent <= kMaxCachedBytes) {
+                // Under ASan a cached extent is poisoned: a use after its buffer let go of it
+                // is reported as if the memory had been freed.
+                ASAN_POISON_MEMORY_REGION(p, extent);
                 free_.emplace_back(p, extent);
                 cached_bytes_ += extent;
                 return;

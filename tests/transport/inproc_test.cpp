@@ -1,4 +1,5 @@
 // inproc_data_plane: the data_plane contract, deterministic, in one process.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -226,6 +227,24 @@ TEST(ByteBuffer, LargeBuffersAreCachedHugePageExtents) {
     const large_buffer_stats now = large_buffer_cache_stats();
     EXPECT_EQ(now.extents_mapped + now.extents_reused, after.extents_mapped + after.extents_reused);
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+// Under ASan an extent waiting in the cache is poisoned, so a buffer's bytes read after it let
+// go of them are reported, as freed heap memory would be.
+TEST(ByteBufferDeathTest, ReadingACachedExtentIsReportedUnderAsan) {
+    EXPECT_DEATH(
+        {
+            std::byte* bytes = nullptr;
+            {
+                byte_buffer b(byte_buffer::kLargeBytes);
+                bytes = b.data();
+            }
+            volatile std::byte first = bytes[0];
+            (void)first;
+        },
+        ::testing::HasSubstr("use-after-poison"));  // a matcher: gtest's regex hangs under ASan
+}
+#endif
 
 // The cache keeps at most 512 MiB of extents given back; the rest are unmapped (never touched
 // here, so this maps no memory).
