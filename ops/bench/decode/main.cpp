@@ -88,10 +88,41 @@ class read_probe {
         return *std::max_element(v.begin(), v.end());
     }
 
+    // GB/s of a 4 MiB memcpy by OpenMP thread 0 of bytes thread 1 has just written (8 copies
+    // after an uncounted one); 0 with fewer than 2 threads. Not a roofline: a label. A VM's host
+    // may run two vCPUs behind one shared cache (here about 40 GB/s, and a read sweep of about
+    // 34) or on two core complexes (about 20, with sweeps of 50-58), and move them at any time
+    // (ops/bench/machine); this says which placement the sweeps beside it met.
+    double cross_core_copy_gbs() {
+        if (omp_get_max_threads() < 2) return 0;
+        constexpr size_t kBytes = size_t{4} << 20;
+        constexpr int kCopies = 8;
+        src_.resize(kBytes);
+        dst_.resize(kBytes);
+        double seconds = 0;
+#pragma omp parallel num_threads(2)
+        {
+            const int id = omp_get_thread_num();
+            for (int k = 0; k <= kCopies; ++k) {
+                if (id == 1) std::memset(src_.data(), k + 1, kBytes);
+#pragma omp barrier
+                if (id == 0) {
+                    const auto t0 = clock_type::now();
+                    std::memcpy(dst_.data(), src_.data(), kBytes);
+                    if (k > 0) seconds += seconds_since(t0);
+                }
+#pragma omp barrier
+            }
+        }
+        sink_ ^= static_cast<uint64_t>(dst_[kBytes / 2]);
+        return kCopies * static_cast<double>(kBytes) / seconds / 1e9;
+    }
+
   private:
     size_t n_;
     uint64_t* buf_ = nullptr;
     uint64_t sink_ = 0;
+    std::vector<unsigned char> src_, dst_;  // cross_core_copy_gbs
 };
 
 // Best STREAM triad over three arrays of bytes/8 each (STREAM byte counting).
@@ -134,6 +165,7 @@ struct decode_result {
     stats tokens_per_s;
     std::vector<double> run_tokens_per_s;  // each run, in order
     std::vector<double> run_read_gbs;      // best of 5 sweeps right before each run's timed steps
+    std::vector<double> run_cross_copy_gbs;  // right after those sweeps: the vCPUs' placement
     double bytes_per_step = 0;  // engine-counted, averaged over the timed steps
     double bytes_counted = 0;
     int64_t steps_counted = 0;
@@ -158,6 +190,7 @@ void bench_decode_run(const std::shared_ptr<const model_weights>& w, int batch, 
     forward_output out = eng.step(ptrs, prompts);  // prefill, untimed
     // The VM's bandwidth drifts by up to 2x within minutes: measure it beside each run.
     r.run_read_gbs.push_back(probe.best_of(5));
+    r.run_cross_copy_gbs.push_back(probe.cross_core_copy_gbs());
     const auto t0 = clock_type::now();
     for (int s = 0; s < steps; ++s) {
         std::vector<std::vector<int32_t>> next;
@@ -280,11 +313,13 @@ int main(int argc, char** argv) {
     read_probe probe(static_cast<size_t>(gib * (1ull << 30)));
     const std::vector<double> start_runs = probe.sweeps(5);
     const double start_gbs = *std::max_element(start_runs.begin(), start_runs.end());
+    const double start_copy_gbs = probe.cross_core_copy_gbs();
     const double triad_gbs = measure_triad(static_cast<size_t>(gib * (1ull << 30)), 5);
     std::printf("memory read bandwidth at the start: %.2f GB/s (best of 5 read-only sweeps over %.1f GiB; runs",
                 start_gbs, gib);
     for (double v : start_runs) std::printf(" %.2f", v);
-    std::printf("), triad %.2f GB/s\n", triad_gbs);
+    std::printf("), triad %.2f GB/s; cross-core copy right after the sweeps %.1f GB/s\n", triad_gbs,
+                start_copy_gbs);
 
     auto t0 = clock_type::now();
     auto weights = std::make_shared<model_weights>(load_model_weights(model_dir));
@@ -297,8 +332,11 @@ int main(int argc, char** argv) {
     nlohmann::json j;
     j["machine"] = {{"cpu", cpu_model()}, {"threads", threads},
                     {"isa", std::string(kernels::cpu_isa_name(kernels::active_cpu_isa()))}};
-    j["bandwidth"] = {{"read_gbs", start_gbs}, {"read_runs_gbs", start_runs}, {"triad_gbs", triad_gbs},
-                      {"buffer_gib", gib}};
+    j["bandwidth"] = {{"read_gbs", start_gbs},
+                      {"read_runs_gbs", start_runs},
+                      {"triad_gbs", triad_gbs},
+                      {"buffer_gib", gib},
+                      {"cross_core_copy_gbs", start_copy_gbs}};
     j["model"] = model_dir;
 
     // Two rooflines: from the bandwidth at the start (one figure for the whole run), and per
@@ -327,23 +365,41 @@ int main(int argc, char** argv) {
                     roofline, r.tokens_per_s.median / roofline, paired_gbs.median, paired_ratio.median,
                     paired_ratio.min, paired_ratio.max);
         const step_traffic& t = r.traffic;
-        j["decode"].push_back({{"batch", batch}, {"tokens_per_s", to_json(r.tokens_per_s)},
+        j["decode"].push_back({{"batch", batch},
+                               {"tokens_per_s", to_json(r.tokens_per_s)},
                                {"bytes_per_step", r.bytes_per_step},
-                               {"bytes_per_token", bytes_per_token}, {"roofline_tokens_per_s", roofline},
+                               {"bytes_per_token", bytes_per_token},
+                               {"roofline_tokens_per_s", roofline},
                                {"ratio_to_roofline", r.tokens_per_s.median / roofline},
-                               {"runs", {{"tokens_per_s", r.run_tokens_per_s}, {"read_gbs", r.run_read_gbs},
-                                         {"ratio_to_roofline", paired}}},
+                               {"runs",
+                                {{"tokens_per_s", r.run_tokens_per_s},
+                                 {"read_gbs", r.run_read_gbs},
+                                 {"cross_core_copy_gbs", r.run_cross_copy_gbs},
+                                 {"ratio_to_roofline", paired}}},
                                {"paired_ratio_to_roofline", to_json(paired_ratio)},
                                {"speedup_vs_batch1", r.tokens_per_s.median / tps1},
                                {"traffic_last_step",
-                                {{"embedding", t.embedding}, {"norms", t.norms}, {"gate", t.gate},
-                                 {"attention", t.attention}, {"dense_ffn", t.dense_ffn},
-                                 {"experts", t.experts}, {"lm_head", t.lm_head}, {"kv_read", t.kv_read}}}});
-        if (batch == 1)
+                                {{"embedding", t.embedding},
+                                 {"norms", t.norms},
+                                 {"gate", t.gate},
+                                 {"attention", t.attention},
+                                 {"dense_ffn", t.dense_ffn},
+                                 {"experts", t.experts},
+                                 {"lm_head", t.lm_head},
+                                 {"kv_read", t.kv_read}}}});
+        if (batch == 1) {
             std::printf("         bytes/step (batch 1): embedding %.3f MB, norms %.3f, gate %.2f, attention %.1f, "
                         "dense FFN %.1f, experts %.1f, lm_head %.1f, KV %.3f\n",
                         t.embedding / 1e6, t.norms / 1e6, t.gate / 1e6, t.attention / 1e6,
                         t.dense_ffn / 1e6, t.experts / 1e6, t.lm_head / 1e6, t.kv_read / 1e6);
+            // Run by run: the sweeps' placement (cross-core copy) beside what the run reached.
+            std::printf(
+                "         batch 1 run by run, tokens/s (paired read GB/s, cross-core copy GB/s):");
+            for (size_t i = 0; i < r.run_tokens_per_s.size(); ++i)
+                std::printf(" %.2f (%.1f, %.0f)", r.run_tokens_per_s[i], r.run_read_gbs[i],
+                            r.run_cross_copy_gbs[i]);
+            std::printf("\n");
+        }
     }
     for (auto& d : j["decode"]) {
         const int batch = d["batch"].get<int>();
