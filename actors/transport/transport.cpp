@@ -3,6 +3,7 @@
 #include <sanitizer/asan_interface.h>  // ASAN_(UN)POISON_MEMORY_REGION: no-ops without ASan
 #include <sys/mman.h>
 
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -47,25 +48,34 @@ namespace {
 
 // Extents of whole huge pages, mapped once and reused: a frame buffer taken per received frame
 // would otherwise fault and zero-fill every page of it each time (or, from the heap, sit on 4 KiB
-// pages). Given-back extents are kept, most recent first, up to kMaxCachedBytes; past that they
-// are unmapped. One mutex: a take or give is a few list operations per frame.
+// pages). A request takes the smallest cached extent that holds it and is at most twice its
+// size (a dispatch frame's size follows the step's token count, so exact sizes would rarely
+// repeat); the buffer keeps and gives back the whole extent. Given-back extents are kept up to
+// kMaxCachedBytes, the oldest unmapped first. One mutex: a few list operations per frame.
 class extent_cache {
   public:
     static constexpr size_t kMaxCachedBytes = size_t{512} << 20;
 
-    std::byte* take(size_t extent) {
+    // The extent taken (>= `extent`, a multiple of the huge page) and its bytes.
+    std::pair<std::byte*, size_t> take(size_t extent) {
         {
             std::lock_guard lock(mutex_);
+            // Among equal sizes the one given back last: its bytes are likeliest still cached.
+            size_t best = free_.size();
             for (size_t i = free_.size(); i-- > 0;) {
-                if (free_[i].second != extent) continue;
-                std::byte* p = free_[i].first;
-                free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
-                cached_bytes_ -= extent;
-                ++reused_;
-                ASAN_UNPOISON_MEMORY_REGION(p, extent);
-                return p;
+                const size_t have = free_[i].second;
+                if (have >= extent && have / 2 <= extent &&
+                    (best == free_.size() || have < free_[best].second))
+                    best = i;
             }
-            ++mapped_;
+            if (best < free_.size()) {
+                const auto [p, have] = free_[best];
+                free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(best));
+                cached_bytes_ -= have;
+                ++reused_;
+                ASAN_UNPOISON_MEMORY_REGION(p, have);
+                return {p, have};
+            }
         }
         // Map one huge page more than needed, keep the aligned middle.
         const size_t span = extent + byte_buffer::kHugePageBytes;
@@ -80,22 +90,33 @@ class extent_cache {
         if (base + span > end) ::munmap(reinterpret_cast<void*>(end), base + span - end);
         // Advice only: without transparent huge pages the extent works on small pages.
         ::madvise(reinterpret_cast<void*>(aligned), extent, MADV_HUGEPAGE);
-        return reinterpret_cast<std::byte*>(aligned);
+        {
+            std::lock_guard lock(mutex_);
+            ++mapped_;
+        }
+        return {reinterpret_cast<std::byte*>(aligned), extent};
     }
 
     void give(std::byte* p, size_t extent) {
+        std::vector<std::pair<std::byte*, size_t>> evicted;
         {
             std::lock_guard lock(mutex_);
-            if (cached_bytes_ + extent <= kMaxCachedBytes) {
-                // Under ASan a cached extent is poisoned: a use after its buffer let go of it
-                // is reported as if the memory had been freed.
-                ASAN_POISON_MEMORY_REGION(p, extent);
-                free_.emplace_back(p, extent);
-                cached_bytes_ += extent;
-                return;
+            // Under ASan a cached extent is poisoned: a use after its buffer let go of it is
+            // reported as if the memory had been freed.
+            ASAN_POISON_MEMORY_REGION(p, extent);
+            free_.emplace_back(p, extent);
+            cached_bytes_ += extent;
+            size_t oldest = 0;
+            while (cached_bytes_ > kMaxCachedBytes) {
+                cached_bytes_ -= free_[oldest].second;
+                evicted.push_back(free_[oldest++]);
             }
+            free_.erase(free_.begin(), free_.begin() + static_cast<std::ptrdiff_t>(oldest));
         }
-        ::munmap(p, extent);
+        for (const auto& [q, bytes] : evicted) {
+            ASAN_UNPOISON_MEMORY_REGION(q, bytes);
+            ::munmap(q, bytes);
+        }
     }
 
     large_buffer_stats stats() {
@@ -123,8 +144,11 @@ large_buffer_stats large_buffer_cache_stats() { return extents().stats(); }
 
 byte_buffer::byte_buffer(size_t num_bytes) : size_(num_bytes) {
     if (num_bytes >= kLargeBytes) {
-        extent_ = (num_bytes + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
-        data_ = extents().take(extent_);
+        if (num_bytes > SIZE_MAX - kHugePageBytes) throw std::bad_alloc();
+        const auto [bytes, extent] =
+            extents().take((num_bytes + kHugePageBytes - 1) & ~(kHugePageBytes - 1));
+        data_ = bytes;
+        extent_ = extent;
     } else if (num_bytes > 0) {
         data_ = static_cast<std::byte*>(::operator new (num_bytes, std::align_val_t{kAlignment}));
     }

@@ -82,8 +82,9 @@ struct payload_view {
 // the transport's own receive buffer instead of copied out): at least kAdoptedAlignment.
 // From kLargeBytes on, a buffer is whole 2 MiB-aligned huge-page extents (madvise(MADV_HUGEPAGE):
 // the kernel backs them with transparent huge pages where it has them), taken from and given back
-// to a process-wide cache of such extents, so that a frame of the usual size neither faults nor
-// zero-fills, and the copies into and out of it (the kernel's, UCX's, the experts') walk 512
+// to a process-wide cache of such extents (the smallest cached one that holds the request and is
+// at most twice its size; up to 512 MiB kept), so that a frame of the usual size neither faults
+// nor zero-fills, and the copies into and out of it (the kernel's, UCX's, the experts') walk 512
 // times fewer pages.
 class byte_buffer {
   public:
@@ -118,7 +119,7 @@ class byte_buffer {
 
     std::byte* data_ = nullptr;
     size_t size_ = 0;
-    size_t extent_ = 0;            // > 0: data_ is a cached huge-page extent of this many bytes
+    size_t extent_ = 0;            // > 0: data_ is a huge-page extent of this many bytes (>= size_)
     std::shared_ptr<void> owner_;  // set: adopted bytes; else data_ is ours (aligned new / extent)
 };
 

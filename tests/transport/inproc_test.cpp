@@ -214,18 +214,37 @@ TEST(ByteBuffer, LargeBuffersAreCachedHugePageExtents) {
     }
     EXPECT_EQ(large_buffer_cache_stats().cached_bytes, taken.cached_bytes + 2 * huge);
     {
-        byte_buffer same(2 * huge);  // the extent given back last, from the cache
+        byte_buffer same(2 * huge);  // the extent of that size given back last, from the cache
         EXPECT_EQ(same.data(), first);
         EXPECT_EQ(large_buffer_cache_stats().extents_reused, taken.extents_reused + 1);
         byte_buffer other(2 * huge + 1);  // three huge pages: another extent
         EXPECT_NE(other.data(), first);
         EXPECT_EQ(reinterpret_cast<uintptr_t>(other.data()) % huge, 0u);
     }
-    const large_buffer_stats after = large_buffer_cache_stats();
+    {
+        // A request takes the smallest cached extent that holds it and is at most twice its size
+        // (sizes no other test here uses: 20, 18 and 8 MiB).
+        std::byte* twenty = nullptr;
+        {
+            byte_buffer b(10 * huge);
+            twenty = b.data();
+        }
+        const uint64_t reused = large_buffer_cache_stats().extents_reused;
+        byte_buffer eighteen(9 * huge);  // 20 MiB holds it, and is under twice 18
+        EXPECT_EQ(eighteen.data(), twenty);
+        EXPECT_EQ(large_buffer_cache_stats().extents_reused, reused + 1);
+        std::memset(eighteen.data(), 1, eighteen.size());
+        eighteen = byte_buffer{};  // the whole 20 MiB goes back
+        EXPECT_GE(large_buffer_cache_stats().cached_bytes, 10 * huge);
+        byte_buffer eight(4 * huge);  // 20 MiB is more than twice 8: not that extent
+        EXPECT_NE(eight.data(), twenty);
+    }
+    const large_buffer_stats before_small = large_buffer_cache_stats();
     byte_buffer small(byte_buffer::kLargeBytes - 1);  // the heap, as before
     EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % byte_buffer::kAlignment, 0u);
     const large_buffer_stats now = large_buffer_cache_stats();
-    EXPECT_EQ(now.extents_mapped + now.extents_reused, after.extents_mapped + after.extents_reused);
+    EXPECT_EQ(now.extents_mapped + now.extents_reused,
+              before_small.extents_mapped + before_small.extents_reused);
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -246,13 +265,17 @@ TEST(ByteBufferDeathTest, ReadingACachedExtentIsReportedUnderAsan) {
 }
 #endif
 
-// The cache keeps at most 512 MiB of extents given back; the rest are unmapped (never touched
-// here, so this maps no memory).
-TEST(ByteBuffer, TheExtentCacheIsBounded) {
+// The cache keeps at most 512 MiB of extents given back, unmapping the oldest first (never
+// touched here, so this maps no memory).
+TEST(ByteBuffer, TheExtentCacheIsBoundedAndKeepsTheNewest) {
     std::vector<byte_buffer> buffers;
     for (int i = 0; i < 300; ++i) buffers.emplace_back(byte_buffer::kHugePageBytes);  // 600 MiB
-    buffers.clear();
+    std::byte* last = buffers.back().data();
+    std::byte* first = buffers.front().data();
+    buffers.clear();  // given back first to last
     EXPECT_EQ(large_buffer_cache_stats().cached_bytes, uint64_t{512} << 20);
+    EXPECT_EQ(vm_flags_of(first), "");  // among the oldest 44: unmapped
+    EXPECT_NE(vm_flags_of(last), "");   // the newest: kept
 }
 
 // close(): queued frames can no longer be received, so they are dropped at once (their buffers,
