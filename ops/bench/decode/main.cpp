@@ -31,6 +31,7 @@
 #include "model/engine.hpp"
 #include "model/forward.hpp"
 #include "ops/bench/bench_args.hpp"
+#include "ops/bench/cross_core.hpp"
 
 namespace {
 
@@ -88,42 +89,23 @@ class read_probe {
         return *std::max_element(v.begin(), v.end());
     }
 
-    // GB/s of a 4 MiB memcpy by OpenMP thread 0 of bytes thread 1 has just written (8 copies
-    // after an uncounted one); 0 with fewer than 2 threads. Not a roofline: a label. A VM's host
-    // may run two vCPUs behind one shared cache (here about 40 GB/s, and a read sweep of about
-    // 34) or on two core complexes (about 20, with sweeps of 50-58), and move them at any time
-    // (ops/bench/machine); this says which placement the sweeps beside it met.
-    double cross_core_copy_gbs() {
-        if (omp_get_max_threads() < 2) return 0;
-        constexpr size_t kBytes = size_t{4} << 20;
-        constexpr int kCopies = 8;
-        src_.resize(kBytes);
-        dst_.resize(kBytes);
-        double seconds = 0;
-#pragma omp parallel num_threads(2)
-        {
-            const int id = omp_get_thread_num();
-            for (int k = 0; k <= kCopies; ++k) {
-                if (id == 1) std::memset(src_.data(), k + 1, kBytes);
-#pragma omp barrier
-                if (id == 0) {
-                    const auto t0 = clock_type::now();
-                    std::memcpy(dst_.data(), src_.data(), kBytes);
-                    if (k > 0) seconds += seconds_since(t0);
-                }
-#pragma omp barrier
-            }
-        }
-        sink_ ^= static_cast<uint64_t>(dst_[kBytes / 2]);
-        return kCopies * static_cast<double>(kBytes) / seconds / 1e9;
-    }
-
   private:
     size_t n_;
     uint64_t* buf_ = nullptr;
     uint64_t sink_ = 0;
-    std::vector<unsigned char> src_, dst_;  // cross_core_copy_gbs
 };
+
+// longcat::bench::cross_core_copy_gbs between the CPUs of OpenMP threads 0 and 1 (the decode
+// threads), called from thread 0's; 0 with fewer than 2 threads. Not a roofline: a label for the
+// placement of the vCPUs that the sweeps beside it met.
+double decode_threads_cross_copy_gbs() {
+    if (omp_get_max_threads() < 2) return 0;
+    int cpu[2] = {-1, -1};
+#pragma omp parallel num_threads(2)
+    cpu[omp_get_thread_num()] = sched_getcpu();
+    if (cpu[0] < 0 || cpu[1] < 0 || cpu[0] == cpu[1] || sched_getcpu() != cpu[0]) return 0;
+    return longcat::bench::cross_core_copy_gbs(cpu[1]);
+}
 
 // Best STREAM triad over three arrays of bytes/8 each (STREAM byte counting).
 double measure_triad(size_t bytes, int sweeps) {
@@ -190,7 +172,7 @@ void bench_decode_run(const std::shared_ptr<const model_weights>& w, int batch, 
     forward_output out = eng.step(ptrs, prompts);  // prefill, untimed
     // The VM's bandwidth drifts by up to 2x within minutes: measure it beside each run.
     r.run_read_gbs.push_back(probe.best_of(5));
-    r.run_cross_copy_gbs.push_back(probe.cross_core_copy_gbs());
+    r.run_cross_copy_gbs.push_back(decode_threads_cross_copy_gbs());
     const auto t0 = clock_type::now();
     for (int s = 0; s < steps; ++s) {
         std::vector<std::vector<int32_t>> next;
@@ -313,7 +295,7 @@ int main(int argc, char** argv) {
     read_probe probe(static_cast<size_t>(gib * (1ull << 30)));
     const std::vector<double> start_runs = probe.sweeps(5);
     const double start_gbs = *std::max_element(start_runs.begin(), start_runs.end());
-    const double start_copy_gbs = probe.cross_core_copy_gbs();
+    const double start_copy_gbs = decode_threads_cross_copy_gbs();
     const double triad_gbs = measure_triad(static_cast<size_t>(gib * (1ull << 30)), 5);
     std::printf("memory read bandwidth at the start: %.2f GB/s (best of 5 read-only sweeps over %.1f GiB; runs",
                 start_gbs, gib);

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "ops/bench/bench_args.hpp"
+#include "ops/bench/cross_core.hpp"
 
 namespace {
 
@@ -38,13 +39,6 @@ using longcat::bench::arg;
 
 double seconds_since(clock_type::time_point t0) {
     return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-bool pin_to_cpu(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
 }
 
 struct interval {
@@ -69,13 +63,14 @@ stats summarize(std::vector<double> v) {
 class two_cpus {
   public:
     two_cpus(int cpu_a, int cpu_b) {
-        pinned_ = pin_to_cpu(cpu_a);
+        pinned_ = longcat::bench::pin_this_thread(cpu_a);
         helper_ = std::thread([this, cpu_b] {
-            pinned_b_ = pin_to_cpu(cpu_b);
+            pinned_b_ = longcat::bench::pin_this_thread(cpu_b);
             uint64_t seen = 0;
             for (;;) {
                 uint64_t ticket;
-                while ((ticket = go_.load(std::memory_order_acquire)) == seen) std::this_thread::yield();
+                while ((ticket = go_.load(std::memory_order_acquire)) == seen)
+                    std::this_thread::yield();
                 seen = ticket;
                 if (quit_) return;
                 job_();
@@ -165,8 +160,8 @@ int main(int argc, char** argv) {
         interval iv;
         iv.at_s = seconds_since(start);
         iv.read_worst_gbs = 1e30;
-        double cross_s = 0, same_s = 0;
-        int copies = 0;
+        double same_s = 0, cross_gbs_sum = 0;
+        int copies = 0, cross_probes = 0;
         const auto t_interval = clock_type::now();
         while (seconds_since(t_interval) < 1.0) {
             // One read sweep by both threads.
@@ -180,21 +175,20 @@ int main(int argc, char** argv) {
             const double gbs = static_cast<double>(words * sizeof(uint64_t)) / seconds_since(t0) / 1e9;
             iv.read_best_gbs = std::max(iv.read_best_gbs, gbs);
             iv.read_worst_gbs = std::min(iv.read_worst_gbs, gbs);
-            // A few copies of each kind.
+            // The cross-core copy as the other benchmarks take it, and the same copy of bytes
+            // this CPU has just written.
+            cross_gbs_sum += longcat::bench::cross_core_copy_gbs(cpu_b);
+            ++cross_probes;
             for (int k = 0; k < 8; ++k, ++fill) {
-                pair.on_b([&] { std::memset(src, fill & 0xff, kCopyBytes); });
-                auto t1 = clock_type::now();
-                std::memcpy(dst, src, kCopyBytes);
-                cross_s += seconds_since(t1);
-                std::memset(src, (fill + 1) & 0xff, kCopyBytes);
-                t1 = clock_type::now();
+                std::memset(src, fill & 0xff, kCopyBytes);
+                const auto t1 = clock_type::now();
                 std::memcpy(dst, src, kCopyBytes);
                 same_s += seconds_since(t1);
                 ++copies;
                 sink.fetch_xor(static_cast<uint64_t>(dst[fill % kCopyBytes]), std::memory_order_relaxed);
             }
         }
-        iv.cross_copy_gbs = copies * static_cast<double>(kCopyBytes) / cross_s / 1e9;
+        iv.cross_copy_gbs = cross_gbs_sum / cross_probes;
         iv.same_copy_gbs = copies * static_cast<double>(kCopyBytes) / same_s / 1e9;
         std::printf("%8.1f %8.1f GB/s %8.1f GB/s %13.1f GB/s %12.1f GB/s\n", iv.at_s, iv.read_best_gbs,
                     iv.read_worst_gbs, iv.cross_copy_gbs, iv.same_copy_gbs);

@@ -57,6 +57,7 @@
 #include "model/config.hpp"
 #include "model/mkmodel.hpp"
 #include "ops/bench/bench_args.hpp"
+#include "ops/bench/cross_core.hpp"
 
 namespace {
 
@@ -84,38 +85,6 @@ bool pin_to_cpu(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return ::sched_setaffinity(0, sizeof(set), &set) == 0;
-}
-
-// GB/s of copying here (the worker's CPU) 4 MiB that a thread pinned to `other_cpu` (the group's)
-// has just written: the path every dispatch and combine byte takes between the two processes.
-// A VM's host may run the two vCPUs behind one shared cache or on two core complexes, and move
-// them while we run; the second placement halves this figure (ops/bench/machine follows it
-// second by second). Taken after each pair's run of ours, it says which placement that pair met.
-double cross_core_copy_gbs(int other_cpu) {
-    constexpr size_t kBytes = size_t{4} << 20;
-    constexpr int kCopies = 8;
-    static std::vector<std::byte> src(kBytes), dst(kBytes);
-    // The writer stays on its CPU (yielding, not sleeping) for the whole probe: a vCPU that goes
-    // idle may lose its caches to the host's other work, which is not what is measured here.
-    std::atomic<int> written{0}, wanted{0};
-    std::thread writer([&] {
-        pin_to_cpu(other_cpu);
-        for (int k = 1; k <= kCopies + 1; ++k) {
-            while (wanted.load(std::memory_order_acquire) < k) std::this_thread::yield();
-            std::memset(src.data(), k, kBytes);
-            written.store(k, std::memory_order_release);
-        }
-    });
-    double seconds = 0;
-    for (int k = 1; k <= kCopies + 1; ++k) {  // the first copy warms up, uncounted
-        wanted.store(k, std::memory_order_release);
-        while (written.load(std::memory_order_acquire) < k) std::this_thread::yield();
-        const auto t0 = clock_type::now();
-        std::memcpy(dst.data(), src.data(), kBytes);
-        if (k > 1) seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
-    }
-    writer.join();
-    return kCopies * static_cast<double>(kBytes) / seconds / 1e9;
 }
 
 std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
@@ -627,7 +596,7 @@ int main(int argc, char** argv) {
                     run_ours(**plane, *group, peer.pid(), hidden, rows,
                              static_cast<int>(cfg.num_layers), warmup, trips, window, next_step);
                 note_lanes();
-                const double xcopy = cross_core_copy_gbs(1);
+                const double xcopy = bench::cross_core_copy_gbs(1);
                 cross_copy.push_back(xcopy);
                 nlohmann::json one = {{"round_trips", ours.round_trips},
                                       {"seconds", ours.seconds},
