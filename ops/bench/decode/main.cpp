@@ -31,7 +31,7 @@
 #include "model/engine.hpp"
 #include "model/forward.hpp"
 #include "ops/bench/bench_args.hpp"
-#include "ops/bench/cross_core.hpp"
+#include "ops/bench/read_probe.hpp"
 
 namespace {
 
@@ -56,56 +56,7 @@ nlohmann::json to_json(const stats& s) { return {{"median", s.median}, {"min", s
 
 // -- memory bandwidth ---------------------------------------------------------------------
 
-// A ≥ 4 GiB buffer, first-touched by the readers, kept for the whole run: sweeps over it
-// measure the read bandwidth at the start and right before each timed decode run.
-class read_probe {
-  public:
-    explicit read_probe(size_t bytes) : n_(bytes / sizeof(uint64_t)) {
-        buf_ = static_cast<uint64_t*>(std::aligned_alloc(64, n_ * sizeof(uint64_t)));
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < n_; ++i) buf_[i] = i * 0x9e3779b97f4a7c15ull;
-    }
-    ~read_probe() { std::free(buf_); }
-    read_probe(const read_probe&) = delete;
-    read_probe& operator=(const read_probe&) = delete;
-
-    // GB/s (1e9 bytes/s) of each of `count` read-only sweeps.
-    std::vector<double> sweeps(int count) {
-        std::vector<double> out;
-        for (int s = 0; s < count; ++s) {
-            const auto t0 = clock_type::now();
-            uint64_t acc = 0;
-#pragma omp parallel for schedule(static) reduction(^ : acc)
-            for (size_t i = 0; i < n_; ++i) acc ^= buf_[i];
-            const double sec = seconds_since(t0);
-            sink_ ^= acc;
-            out.push_back(static_cast<double>(n_ * sizeof(uint64_t)) / sec / 1e9);
-        }
-        if (sink_ == 42) std::printf(" ");  // keeps the sweeps observable
-        return out;
-    }
-    double best_of(int count) {
-        const std::vector<double> v = sweeps(count);
-        return *std::max_element(v.begin(), v.end());
-    }
-
-  private:
-    size_t n_;
-    uint64_t* buf_ = nullptr;
-    uint64_t sink_ = 0;
-};
-
-// longcat::bench::cross_core_copy_gbs between the CPUs of OpenMP threads 0 and 1 (the decode
-// threads), called from thread 0's; 0 with fewer than 2 threads. Not a roofline: a label for the
-// placement of the vCPUs that the sweeps beside it met.
-double decode_threads_cross_copy_gbs() {
-    if (omp_get_max_threads() < 2) return 0;
-    int cpu[2] = {-1, -1};
-#pragma omp parallel num_threads(2)
-    cpu[omp_get_thread_num()] = sched_getcpu();
-    if (cpu[0] < 0 || cpu[1] < 0 || cpu[0] == cpu[1] || sched_getcpu() != cpu[0]) return 0;
-    return longcat::bench::cross_core_copy_gbs(cpu[1]);
-}
+using longcat::bench::read_probe;
 
 // Best STREAM triad over three arrays of bytes/8 each (STREAM byte counting).
 double measure_triad(size_t bytes, int sweeps) {
@@ -172,7 +123,7 @@ void bench_decode_run(const std::shared_ptr<const model_weights>& w, int batch, 
     forward_output out = eng.step(ptrs, prompts);  // prefill, untimed
     // The VM's bandwidth drifts by up to 2x within minutes: measure it beside each run.
     r.run_read_gbs.push_back(probe.best_of(5));
-    r.run_cross_copy_gbs.push_back(decode_threads_cross_copy_gbs());
+    r.run_cross_copy_gbs.push_back(longcat::bench::openmp_threads_cross_copy_gbs());
     const auto t0 = clock_type::now();
     for (int s = 0; s < steps; ++s) {
         std::vector<std::vector<int32_t>> next;
@@ -295,7 +246,7 @@ int main(int argc, char** argv) {
     read_probe probe(static_cast<size_t>(gib * (1ull << 30)));
     const std::vector<double> start_runs = probe.sweeps(5);
     const double start_gbs = *std::max_element(start_runs.begin(), start_runs.end());
-    const double start_copy_gbs = decode_threads_cross_copy_gbs();
+    const double start_copy_gbs = longcat::bench::openmp_threads_cross_copy_gbs();
     const double triad_gbs = measure_triad(static_cast<size_t>(gib * (1ull << 30)), 5);
     std::printf("memory read bandwidth at the start: %.2f GB/s (best of 5 read-only sweeps over %.1f GiB; runs",
                 start_gbs, gib);

@@ -66,6 +66,7 @@
 #include "model/mkmodel.hpp"
 #include "model/weights.hpp"
 #include "ops/bench/bench_args.hpp"
+#include "ops/bench/cross_core.hpp"
 
 namespace {
 
@@ -86,13 +87,6 @@ std::vector<T> parse_list(const std::string& text) {
     for (std::string item; std::getline(list, item, ',');)
         out.push_back(static_cast<T>(std::stod(item)));
     return out;
-}
-
-bool pin_to_cpu(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return ::sched_setaffinity(0, sizeof(set), &set) == 0;
 }
 
 std::string cpu_model() {
@@ -194,7 +188,7 @@ class sbo_bench {
         if (!peer) return "connect: " + peer.error().message;
         group_peer_ = *peer;
         server_ = std::jthread([g = group_.get()](std::stop_token stop) {
-            if (!pin_to_cpu(kGroupCpu))
+            if (!longcat::bench::pin_this_thread(kGroupCpu))
                 std::fprintf(stderr, "bench: could not pin the group to CPU %d\n", kGroupCpu);
             kernels::set_num_threads(1);
             g->serve(stop);
@@ -230,7 +224,7 @@ class sbo_bench {
     std::vector<run_result> run(const std::vector<lane_spec>& specs, int steps) {
         std::vector<run_result> results;
         std::thread worker([&] {
-            if (!pin_to_cpu(kWorkerCpu))
+            if (!longcat::bench::pin_this_thread(kWorkerCpu))
                 std::fprintf(stderr, "bench: could not pin the worker to CPU %d\n", kWorkerCpu);
             kernels::set_num_threads(1);
             results = run_on_this_thread(specs, steps);

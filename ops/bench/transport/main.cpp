@@ -80,13 +80,6 @@ std::vector<std::pair<std::string, std::string>> extra_ucx_options(int argc, cha
     return out;
 }
 
-bool pin_to_cpu(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return ::sched_setaffinity(0, sizeof(set), &set) == 0;
-}
-
 std::string self_exe() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
 
 // A child process: stdin and stdout are pipes; closing stdin asks it to stop; stop() waits up
@@ -207,7 +200,8 @@ void say(const std::string& line) {
 int group_peer_main(int argc, char** argv) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     std::signal(SIGTERM, [](int) { g_terminate = true; });
-    if (!pin_to_cpu(std::stoi(arg(argc, argv, "--cpu", "1")))) say("WARN could not pin to cpu");
+    if (!longcat::bench::pin_this_thread(std::stoi(arg(argc, argv, "--cpu", "1"))))
+        say("WARN could not pin to cpu");
     const std::string model_dir = arg(argc, argv, "--model-dir", "");
     const std::string tls = arg(argc, argv, "--tls", "tcp");
     const std::string err_mode = arg(argc, argv, "--err-mode", "peer");
@@ -453,7 +447,8 @@ int main(int argc, char** argv) {
     }
     ::setenv("UCX_NET_DEVICES", "lo", 1);
     ::setenv("UCX_TCP_CM_REUSEADDR", "y", 1);
-    if (!pin_to_cpu(0)) std::fprintf(stderr, "bench: could not pin the worker to CPU 0\n");
+    if (!longcat::bench::pin_this_thread(0))
+        std::fprintf(stderr, "bench: could not pin the worker to CPU 0\n");
 
     // A generated tiny-b checkpoint; the group loads its experts (identity mode skips the GEMMs).
     char tmpl[] = "/tmp/longcat-bench-transport-XXXXXX";
