@@ -595,6 +595,9 @@ TEST_F(HttpServer, MetricsAreRecorded) {
     const auto reference = fixture::reference_generate(fixture::chat_prompt_ids("count me"), 5);
     ASSERT_EQ(http_call("POST", url("/v1/chat/completions"), chat_request("count me", 5)).status, 200);
     http_call("GET", url("/health"));
+    // The client can read the whole response before the server's write handler has run and
+    // let the request leave the in-flight set: the gauge reaches 0 just after, not before.
+    ASSERT_TRUE(fixture::eventually([&] { return server_->in_flight() == 0; }));
     const std::string text = registry_.expose();
     for (const std::string& needle : std::vector<std::string>{
              R"(longcat_gateway_requests_total{outcome="2xx",route="chat_completions"} 1)",
