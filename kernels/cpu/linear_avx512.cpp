@@ -212,7 +212,7 @@ inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, in
         const int64_t t = g * TM;
         prefetch_rows<W> pf;
         const int64_t row_bytes = cols * static_cast<int64_t>(sizeof(W));
-        if (groups == 1) {
+        if (groups == 1 && row_bytes > 0) {  // no columns: nothing to read (nor to divide by)
             const int64_t ahead = prefetch_ahead(row_bytes);
             const int64_t wraps = ahead / row_bytes;
             pf = {reinterpret_cast<uintptr_t>(w) + static_cast<uintptr_t>(wraps * R * row_bytes),

@@ -85,11 +85,9 @@ TEST(Dtype, Fp8E4m3RoundTrip) {
 
 class LinearTest : public ::testing::TestWithParam<std::tuple<int64_t, bool, cpu_isa>> {};
 
-TEST_P(LinearTest, MatchesReference) {
-    const auto [m, use_bf16, isa] = GetParam();
-    isa_guard guard;
-    if (!set_cpu_isa(isa)) GTEST_SKIP() << "CPU lacks " << cpu_isa_name(isa);
-    const int64_t rows = 37, cols = 300;
+// linear() on the current ISA against the double-precision reference, random weights and x.
+void expect_linear_matches_reference(int64_t rows, int64_t cols, int64_t m, bool use_bf16,
+                                     cpu_isa isa) {
     auto w = randn(static_cast<size_t>(rows * cols), 1);
     auto x = randn(static_cast<size_t>(m * cols), 2);
     std::vector<bf16_t> wb = to_bf16(w);
@@ -101,7 +99,15 @@ TEST_P(LinearTest, MatchesReference) {
     linear(v, x.data(), m, y.data());
     // avx512bf16 splits activations into two bf16 halves: 2^-17 relative per element.
     EXPECT_LT(rel_err(y, ref_linear(wd, x, rows, cols, m)),
-              isa == cpu_isa::avx512bf16 && use_bf16 ? 1e-5 : 1e-6);
+              isa == cpu_isa::avx512bf16 && use_bf16 ? 1e-5 : 1e-6)
+        << rows << "x" << cols << ", m " << m << (use_bf16 ? " bf16" : " f32");
+}
+
+TEST_P(LinearTest, MatchesReference) {
+    const auto [m, use_bf16, isa] = GetParam();
+    isa_guard guard;
+    if (!set_cpu_isa(isa)) GTEST_SKIP() << "CPU lacks " << cpu_isa_name(isa);
+    expect_linear_matches_reference(37, 300, m, use_bf16, isa);
 }
 
 INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
@@ -114,6 +120,31 @@ INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
                                     (std::get<1>(info.param) ? "_bf16_" : "_f32_") +
                                     std::string(cpu_isa_name(std::get<2>(info.param)));
                          });
+
+// Rows of 6 KiB (bf16, the bench preset's 3072 columns) and 12 KiB (f32): the AVX-512 kernel's
+// prefetch streams wrap into the next blocks' rows and stop at the end of each thread's chunk
+// (rows enough for several chunks). And no columns at all: every output is the empty sum, 0.
+TEST(Linear, LongRowsAndNoColumns) {
+    for (const cpu_isa isa :
+         {cpu_isa::scalar, cpu_isa::avx2, cpu_isa::avx512, cpu_isa::avx512bf16}) {
+        isa_guard guard;
+        if (!set_cpu_isa(isa)) continue;
+        SCOPED_TRACE(cpu_isa_name(isa));
+        for (const bool use_bf16 : {true, false}) {
+            for (const int64_t m : {1, 4, 6})
+                expect_linear_matches_reference(150, 3072, m, use_bf16, isa);
+            const std::vector<float> none_w(1), none_x(4);
+            const std::vector<bf16_t> none_wb(1);
+            matrix_view empty{use_bf16 ? static_cast<const void*>(none_wb.data()) : none_w.data(),
+                              use_bf16 ? dtype::bf16 : dtype::f32, 9, 0};
+            std::vector<float> y(9 * 4, 1.0f);
+            linear(empty, none_x.data(), 4, y.data());
+            EXPECT_EQ(y, std::vector<float>(9 * 4, 0.0f));
+            linear(empty, none_x.data(), 1, y.data());
+            EXPECT_EQ(y, std::vector<float>(9 * 4, 0.0f));
+        }
+    }
+}
 
 TEST(Isa, OverrideRefusesWhatTheCpuLacks) {
     isa_guard guard;
