@@ -334,6 +334,25 @@ int main(int argc, char** argv) {
             std::printf("\n");
         }
     }
+    // Says so when the start sweeps met another bandwidth than the runs' own sweeps (on a VM
+    // whose host moves the vCPUs between core complexes): a label, no figure changes.
+    std::vector<double> all_paired_gbs;
+    for (int batch : batches)
+        all_paired_gbs.insert(all_paired_gbs.end(), results[batch].run_read_gbs.begin(),
+                              results[batch].run_read_gbs.end());
+    if (!all_paired_gbs.empty()) {
+        const stats sweeps = summarize(all_paired_gbs);
+        const double start_over_paired = start_gbs / sweeps.median;
+        j["bandwidth"]["paired_read_gbs"] = to_json(sweeps);
+        j["bandwidth"]["start_over_paired_median"] = start_over_paired;
+        if (start_over_paired > 1.2 || start_over_paired < 1 / 1.2)
+            std::printf(
+                "note: the start sweeps read %.1f GB/s, the runs' paired sweeps %.1f GB/s "
+                "(median; %.1f..%.1f): the read bandwidth changed in between, so the ratios "
+                "to the start roofline compare decode with another moment's bandwidth; the "
+                "paired ratios compare each run with its own\n",
+                start_gbs, sweeps.median, sweeps.min, sweeps.max);
+    }
     for (auto& d : j["decode"]) {
         const int batch = d["batch"].get<int>();
         if (batch == 1 || !results.count(1)) continue;
