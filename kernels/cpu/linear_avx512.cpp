@@ -82,7 +82,6 @@ inline int64_t prefetch_ahead(int64_t row_bytes) {
 // on in the same row of the next block). Nothing when rows is 0, nothing at or past limit. An
 // address as an integer: "ahead" reaches past the end of a matrix's last rows, where pointer
 // arithmetic would be undefined; a prefetch of any address is harmless.
-template <class W>
 struct prefetch_rows {
     uintptr_t base = 0;
     int64_t stride = 0;  // bytes from one prefetched row to the next
@@ -93,8 +92,7 @@ struct prefetch_rows {
     uintptr_t limit = ~uintptr_t{0};  // nothing at or past this address
 };
 
-template <class W>
-inline void prefetch_step(prefetch_rows<W>& pf) {
+inline void prefetch_step(prefetch_rows& pf) {
     for (int i = 0; i < pf.rows; ++i) {
         const uintptr_t a = pf.base + static_cast<uintptr_t>(i * pf.stride + pf.offset);
         if (a < pf.limit) _mm_prefetch(reinterpret_cast<const char*>(a), _MM_HINT_T1);
@@ -108,7 +106,7 @@ inline void prefetch_step(prefetch_rows<W>& pf) {
 
 template <int R, int T>
 inline void tile(const bf16_t* w, int64_t cols, const float* xp, int64_t xs, float* y, int64_t ys,
-                 prefetch_rows<bf16_t> pf) {
+                 prefetch_rows pf) {
     __m512 acc[T][R];
     for (int t = 0; t < T; ++t)
         for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
@@ -149,7 +147,7 @@ inline void tile(const bf16_t* w, int64_t cols, const float* xp, int64_t xs, flo
 
 template <int R, int T>
 inline void tile(const float* w, int64_t cols, const float* xp, int64_t xs, float* y, int64_t ys,
-                 prefetch_rows<float> pf) {
+                 prefetch_rows pf) {
     __m512 acc[T][R];
     for (int t = 0; t < T; ++t)
         for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
@@ -183,7 +181,7 @@ inline void tile(const float* w, int64_t cols, const float* xp, int64_t xs, floa
 // The last token group, of n < N tokens.
 template <class W, int R, int N>
 inline void last_group(int64_t n, const W* w, int64_t rows, int64_t cols, const float* xp,
-                       int64_t xs, float* y, const prefetch_rows<W>& pf) {
+                       int64_t xs, float* y, const prefetch_rows& pf) {
     if constexpr (N > 0) {
         if (n == N)
             tile<R, N>(w, cols, xp, xs, y, rows, pf);
@@ -209,7 +207,7 @@ inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, in
     const int64_t later = groups - 1;
     for (int64_t g = 0; g < groups; ++g) {
         const int64_t t = g * TM;
-        prefetch_rows<W> pf;
+        prefetch_rows pf;
         const int64_t row_bytes = cols * static_cast<int64_t>(sizeof(W));
         if (groups == 1 && row_bytes > 0) {  // no columns: nothing to read (nor to divide by)
             const int64_t ahead = prefetch_ahead(row_bytes);

@@ -39,7 +39,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -693,7 +692,7 @@ int main(int argc, char** argv) {
         }
         // Our endpoint closes (flushed) while the group still runs, then the group stops: a
         // flush towards a peer that has already exited ends in UCX's "Endpoint timeout".
-        if (group) (void)(*plane)->disconnect(*group, transport::deadline_after(5s));
+        (void)(*plane)->disconnect(*group, transport::deadline_after(5s));
         peer.stop();
         (*plane)->close();
         const std::string peer_out = peer.read_all(clock_type::now() + 1s);
