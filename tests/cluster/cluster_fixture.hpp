@@ -23,6 +23,7 @@
 #include "model/mkmodel.hpp"
 #include "model/sampling.hpp"
 #include "model/weights.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace longcat::testing {

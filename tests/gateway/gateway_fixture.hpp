@@ -30,6 +30,7 @@
 #include "model/mkmodel.hpp"
 #include "model/tokenizer.hpp"
 #include "model/weights.hpp"
+#include "tests/support/eventually.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace longcat::gateway::fixture {
@@ -254,14 +255,6 @@ inline generation_request make_request(std::vector<int32_t> prompt, int64_t max_
     return request;
 }
 
-// Polls `condition` every 5 ms until it holds or `timeout` passes.
-inline bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return condition();
-}
+using testing::eventually;
 
 }  // namespace longcat::gateway::fixture
