@@ -14,12 +14,12 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
-#include <optional>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -255,6 +255,6 @@ inline generation_request make_request(std::vector<int32_t> prompt, int64_t max_
     return request;
 }
 
-using testing::eventually;
+using longcat::testing::eventually;
 
 }  // namespace longcat::gateway::fixture
