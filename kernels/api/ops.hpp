@@ -27,9 +27,9 @@ struct matrix_view {
 void linear(const matrix_view& w, const float* x, int64_t num_tokens, float* y);
 
 // Several products at once: each job's y equals linear(job.w, job.x, job.num_tokens, job.y),
-// bitwise. On the AVX-512 path, jobs of up to 16 tokens on CPU weights run in one parallel
-// loop over all their rows (one fork/join instead of one per matrix: decode's small expert and
-// attention matrices); other jobs run one by one. No job's output may overlap another job's
+// bitwise. On the AVX-512 and AVX2 paths, jobs of up to 16 tokens on CPU weights run in one
+// parallel loop over all their rows (one fork/join instead of one per matrix: decode's small expert
+// and attention matrices); other jobs run one by one. No job's output may overlap another job's
 // output or any job's input.
 struct linear_job {
     matrix_view w;

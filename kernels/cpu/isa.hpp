@@ -23,7 +23,7 @@ cpu_isa active_cpu_isa();    // what the kernels use now (the default unless ove
 bool set_cpu_isa(cpu_isa isa);
 
 namespace cpu {
-// One product of linear_small_m_group_avx512: y[t, r] = Σ_c x[t, c]·W[r, c] for t < m ≤ 16.
+// One product of linear_small_m_group_avx512 / _avx2: y[t, r] = Σ_c x[t, c]·W[r, c] for t < m ≤ 16.
 struct small_m_product {
     const void* w = nullptr;
     dtype type = dtype::f32;
@@ -46,6 +46,7 @@ void linear_small_m_avx512bf16(const void* w, dtype type, int64_t rows, int64_t 
                                const float* x, int64_t m, float* y);
 void linear_small_m_avx2(const void* w, dtype type, int64_t rows, int64_t cols, const float* x,
                          int64_t m, float* y);
+void linear_small_m_group_avx2(const small_m_product* products, int64_t count);
 }  // namespace cpu
 
 }  // namespace longcat::kernels

@@ -209,22 +209,28 @@ void linear(const matrix_view& w, const float* x, int64_t num_tokens, float* y) 
 }
 
 void linear_group(const linear_job* jobs, int64_t num_jobs) {
+    const cpu_isa isa = active_cpu_isa();
+    const bool fuse = isa == cpu_isa::avx512 || isa == cpu_isa::avx2;
     std::vector<cpu::small_m_product> fused;
     std::vector<const linear_job*> alone;
     for (int64_t i = 0; i < num_jobs; ++i) {
         const linear_job& j = jobs[i];
         require_cpu(j.w, "linear_group");
         if (j.num_tokens <= 0) continue;
-        if (active_cpu_isa() == cpu_isa::avx512 && j.num_tokens <= kSmallM)
+        if (fuse && j.num_tokens <= kSmallM)
             fused.push_back({j.w.data, j.w.type, j.w.rows, j.w.cols, j.x, j.num_tokens, j.y});
         else
             alone.push_back(&j);
     }
-    if (fused.size() == 1)
-        cpu::linear_small_m_avx512(fused[0].w, fused[0].type, fused[0].rows, fused[0].cols, fused[0].x,
-                                   fused[0].m, fused[0].y);
-    else if (!fused.empty())
-        cpu::linear_small_m_group_avx512(fused.data(), static_cast<int64_t>(fused.size()));
+    if (fused.size() == 1) {
+        const cpu::small_m_product& p = fused[0];
+        (isa == cpu_isa::avx512 ? cpu::linear_small_m_avx512 : cpu::linear_small_m_avx2)(
+            p.w, p.type, p.rows, p.cols, p.x, p.m, p.y);
+    } else if (!fused.empty()) {
+        (isa == cpu_isa::avx512
+             ? cpu::linear_small_m_group_avx512
+             : cpu::linear_small_m_group_avx2)(fused.data(), static_cast<int64_t>(fused.size()));
+    }
     for (const linear_job* j : alone) linear(j->w, j->x, j->num_tokens, j->y);
 }
 

@@ -121,7 +121,7 @@ INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
                                     std::string(cpu_isa_name(std::get<2>(info.param)));
                          });
 
-// Rows of 6 KiB (bf16, the bench preset's 3072 columns) and 12 KiB (f32): the AVX-512 kernel's
+// Rows of 6 KiB (bf16, the bench preset's 3072 columns) and 12 KiB (f32): the small-M kernels'
 // prefetch streams wrap into the next blocks' rows and stop at the end of each thread's chunk
 // (rows enough for several chunks). And no columns at all: every output is the empty sum, 0.
 TEST(Linear, LongRowsAndNoColumns) {
@@ -220,8 +220,8 @@ TEST(MoeGate, SoftmaxOverAllExpertsBiasOnlySelects) {
     }
 }
 
-// linear_group runs several products in one parallel loop on the AVX-512 path: each output
-// must be bitwise what linear() gives for that product alone (and so match the reference),
+// linear_group runs several products in one parallel loop on the AVX-512 and AVX2 paths: each
+// output must be bitwise what linear() gives for that product alone (and so match the reference),
 // whatever the mix of shapes, dtypes and token counts (17 and 64 tokens run alone).
 TEST(LinearGroup, EachJobEqualsLinearBitwise) {
     struct shape {

@@ -1,0 +1,239 @@
+// The ISA-independent half of the small-M linear kernels (linear_avx512.cpp, linear_avx2.cpp):
+// software prefetch along row streams, row tiles over token groups, OpenMP chunks of row blocks,
+// and several products in one parallel loop. Each ISA file supplies a traits struct (see
+// `small_m_isa` below) with its tiles and activation packing, and includes this header after
+// its `#pragma GCC target`: everything here sits in an anonymous namespace, so each ISA gets
+// its own copy compiled for it (an inline function shared by the two files could leave the
+// linker keeping the AVX-512 copy for a machine that has only AVX2).
+//
+// Prefetch: with one token group (memory-bound) each of a tile's R rows is followed as one
+// stream that continues into the same row of the next blocks (row r of block b, then row r of
+// block b + 1, ...), which is what the following tiles read; the prefetches run
+// prefetch_ahead(row_bytes) ahead along that stream, so that more DRAM reads are in flight than
+// the hardware prefetchers start on their own, and stop at the end of the chunk of blocks this
+// thread took (the next chunk may be another thread's). With several groups the first reads the
+// block from DRAM (or L2) and the later ones from L2; those later groups share the next block's
+// rows among them (group g takes rows g-1, g-1+later, ...), so that its DRAM reads overlap their
+// FMAs and are spread evenly over them.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/isa.hpp"
+
+namespace longcat::kernels::cpu {
+namespace {
+
+// A traits struct `Isa` provides:
+//   template <class W> static constexpr int step;  columns per k-step of W (bf16_t or float)
+//   static constexpr int64_t block_rows(int64_t m); rows per block for m tokens
+//   template <class F> static void with_shape(int64_t m, F&& f);
+//       calls f.template operator()<R, TM>() with R = block_rows(m) and TM tokens per group
+//   template <int R, int T> static void tile(const W* w, int64_t cols, const float* xp,
+//       int64_t xs, float* y, int64_t ys, prefetch_rows pf);
+//       R rows x T tokens: y[t * ys + r] for the rows at w (stride cols) and the packed
+//       activations at xp (k-step s of token t at xp + s * xs + t * step<W>); calls
+//       prefetch_step(pf) once per 64 bytes of a row
+//   static void pack_x(const float* x, int64_t m, int64_t cols, bool bf16, float* xp);
+//       x [m, cols] into k-steps: for step s and token t, xp[(s * m + t) * step + j], zero past
+//       cols (the order of columns within a step is the ISA's)
+
+constexpr int kPrefetchBytes = 4096;
+
+// How far ahead a single token group prefetches along each row's stream: kPrefetchBytes, or
+// two rows when rows are shorter than that.
+inline int64_t prefetch_ahead(int64_t row_bytes) {
+    return row_bytes >= kPrefetchBytes ? kPrefetchBytes : 2 * row_bytes;
+}
+
+// What a tile prefetches: each call of prefetch_step, the 64 bytes at base + i * stride + offset
+// for i < rows, then offset moves on by 64; once it passes row_bytes it wraps and base moves on
+// by jump (a stream reaching the end of a row goes on in the same row of the next block).
+// Nothing when rows is 0, nothing at or past limit. An address as an integer: "ahead" reaches
+// past the end of a matrix's last rows, where pointer arithmetic would be undefined; a prefetch
+// of any address is harmless.
+struct prefetch_rows {
+    uintptr_t base = 0;
+    int64_t stride = 0;  // bytes from one prefetched row to the next
+    int rows = 0;
+    int64_t offset = 0;               // bytes into each prefetched row at this k-step
+    int64_t row_bytes = 0;            // past this offset the prefetches move on to ...
+    int64_t jump = 0;                 // ... base + jump, offset - row_bytes
+    uintptr_t limit = ~uintptr_t{0};  // nothing at or past this address
+};
+
+inline void prefetch_step(prefetch_rows& pf) {
+    for (int i = 0; i < pf.rows; ++i) {
+        const uintptr_t a = pf.base + static_cast<uintptr_t>(i * pf.stride + pf.offset);
+        if (a < pf.limit) _mm_prefetch(reinterpret_cast<const char*>(a), _MM_HINT_T1);
+    }
+    pf.offset += 64;
+    if (pf.offset >= pf.row_bytes) {
+        pf.offset -= pf.row_bytes;
+        pf.base += static_cast<uintptr_t>(pf.jump);
+    }
+}
+
+// Calls f.template operator()<n>() for the run-time n in [1, N].
+template <int N, class F>
+inline void with_tokens(int64_t n, F&& f) {
+    if constexpr (N > 0) {
+        if (n == N)
+            f.template operator()<N>();
+        else
+            with_tokens<N - 1>(n, f);
+    }
+}
+
+// R rows against all m tokens, TM tokens at a time (the last group may be smaller). `next` is
+// the next block (the R rows after these) when the caller has one, else null; nothing is
+// prefetched at or past `limit`.
+template <class Isa, class W, int R, int TM>
+inline void row_tile(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
+                     const W* next, uintptr_t limit) {
+    constexpr int step = Isa::template step<W>;
+    const int64_t xs = m * step;
+    const int64_t groups = (m + TM - 1) / TM;
+    const int64_t later = groups - 1;
+    for (int64_t g = 0; g < groups; ++g) {
+        const int64_t t = g * TM;
+        prefetch_rows pf;
+        const int64_t row_bytes = cols * static_cast<int64_t>(sizeof(W));
+        if (groups == 1 && row_bytes > 0) {  // no columns: nothing to read (nor to divide by)
+            const int64_t ahead = prefetch_ahead(row_bytes);
+            const int64_t wraps = ahead / row_bytes;
+            pf = {reinterpret_cast<uintptr_t>(w) + static_cast<uintptr_t>(wraps * R * row_bytes),
+                  row_bytes,
+                  R,
+                  ahead - wraps * row_bytes,
+                  row_bytes,
+                  R * row_bytes,
+                  limit};
+        } else if (g > 0 && next && g - 1 < R) {
+            pf = {reinterpret_cast<uintptr_t>(next + (g - 1) * cols),
+                  later * row_bytes,
+                  static_cast<int>((R - (g - 1) + later - 1) / later),
+                  0,
+                  std::numeric_limits<int64_t>::max(),
+                  0};
+        }
+        with_tokens<TM>(std::min<int64_t>(TM, m - t), [&]<int T>() {
+            Isa::template tile<R, T>(w, cols, xp + t * step, xs, y + t * rows, rows, pf);
+        });
+    }
+}
+
+// Block b (rows [b·R, b·R + R)) of one product; a last partial block runs row by row. The
+// calling thread's chunk of blocks ends before block b_end.
+template <class Isa, class W, int R, int TM>
+inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
+                      int64_t b, int64_t b_end) {
+    const int64_t r0 = b * R;
+    const uintptr_t limit = reinterpret_cast<uintptr_t>(w + std::min(rows, b_end * R) * cols);
+    if (r0 + R <= rows) {
+        const W* next = r0 + 2 * R <= rows ? w + (r0 + R) * cols : nullptr;
+        row_tile<Isa, W, R, TM>(w + r0 * cols, rows, cols, xp, m, y + r0, next, limit);
+    } else {
+        for (int64_t r = r0; r < rows; ++r)
+            row_tile<Isa, W, 1, TM>(w + r * cols, rows, cols, xp, m, y + r, nullptr, limit);
+    }
+}
+
+template <class Isa, class W>
+inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
+                      int64_t b, int64_t b_end) {
+    Isa::with_shape(
+        m, [&]<int R, int TM>() { run_block<Isa, W, R, TM>(w, rows, cols, xp, m, y, b, b_end); });
+}
+
+// Blocks per OpenMP chunk: about 256 KiB of weights (a few microseconds of streaming). The
+// loops hand out chunks dynamically: with passive waiting, the other threads take tens of
+// microseconds to wake up for each parallel region, and the thread that starts the region works
+// through the chunks meanwhile instead of waiting for its static share to be taken.
+inline int64_t chunk_blocks(int64_t block_bytes) {
+    return std::max<int64_t>(1, (int64_t{256} << 10) / std::max<int64_t>(1, block_bytes));
+}
+
+// Floats of packed activations for m tokens of `cols` columns of `type`.
+template <class Isa>
+inline size_t packed_floats(dtype type, int64_t cols, int64_t m) {
+    const int64_t step =
+        type == dtype::bf16 ? Isa::template step<bf16_t> : Isa::template step<float>;
+    return static_cast<size_t>(m * ((cols + step - 1) / step) * step);
+}
+
+// y[t, r] = Σ_c x[t, c]·W[r, c]: the packed copy of x lives in a thread_local buffer of the
+// calling thread that only grows.
+template <class Isa>
+void linear_small_m(const void* w, dtype type, int64_t rows, int64_t cols, const float* x,
+                    int64_t m, float* y) {
+    const bool bf16 = type == dtype::bf16;
+    thread_local std::vector<float> buf;
+    const size_t need = packed_floats<Isa>(type, cols, m);
+    if (buf.size() < need) buf.resize(need);
+    Isa::pack_x(x, m, cols, bf16, buf.data());
+    const float* xp = buf.data();
+    const int64_t num_blocks = (rows + Isa::block_rows(m) - 1) / Isa::block_rows(m);
+    const int64_t chunk =
+        chunk_blocks(Isa::block_rows(m) * cols * static_cast<int64_t>(dtype_size(type)));
+#pragma omp parallel for schedule(dynamic, chunk)
+    for (int64_t b = 0; b < num_blocks; ++b) {
+        const int64_t b_end = std::min(num_blocks, (b / chunk + 1) * chunk);
+        if (bf16)
+            run_block<Isa>(static_cast<const bf16_t*>(w), rows, cols, xp, m, y, b, b_end);
+        else
+            run_block<Isa>(static_cast<const float*>(w), rows, cols, xp, m, y, b, b_end);
+    }
+}
+
+// Every product's activations are packed before any output is written, so one product's y may
+// alias another's x. The blocks of all products form one OpenMP loop (chunks sized by the first
+// product): a block computes exactly what it computes in linear_small_m on its product alone
+// (same tile, same packed x), whichever thread takes it.
+template <class Isa>
+void linear_small_m_group(const small_m_product* products, int64_t count) {
+    std::vector<int64_t> first_block(static_cast<size_t>(count + 1), 0);
+    std::vector<size_t> x_offset(static_cast<size_t>(count), 0);
+    size_t need = 0;
+    for (int64_t i = 0; i < count; ++i) {
+        const small_m_product& p = products[i];
+        x_offset[i] = need;
+        need += packed_floats<Isa>(p.type, p.cols, p.m);
+        first_block[i + 1] =
+            first_block[i] + (p.rows + Isa::block_rows(p.m) - 1) / Isa::block_rows(p.m);
+    }
+    thread_local std::vector<float> buf;
+    if (buf.size() < need) buf.resize(need);
+    for (int64_t i = 0; i < count; ++i) {
+        const small_m_product& p = products[i];
+        Isa::pack_x(p.x, p.m, p.cols, p.type == dtype::bf16, buf.data() + x_offset[i]);
+    }
+    const float* packed = buf.data();
+    const int64_t total = first_block[count];
+    const int64_t chunk = count == 0
+                              ? 1
+                              : chunk_blocks(Isa::block_rows(products[0].m) * products[0].cols *
+                                             static_cast<int64_t>(dtype_size(products[0].type)));
+#pragma omp parallel for schedule(dynamic, chunk)
+    for (int64_t b = 0; b < total; ++b) {
+        const auto i = static_cast<int64_t>(
+            std::upper_bound(first_block.begin(), first_block.end(), b) - first_block.begin() - 1);
+        const small_m_product& p = products[i];
+        const float* xp = packed + x_offset[i];
+        const int64_t end = std::min(first_block[i + 1], (b / chunk + 1) * chunk) - first_block[i];
+        if (p.type == dtype::bf16)
+            run_block<Isa>(static_cast<const bf16_t*>(p.w), p.rows, p.cols, xp, p.m, p.y,
+                           b - first_block[i], end);
+        else
+            run_block<Isa>(static_cast<const float*>(p.w), p.rows, p.cols, xp, p.m, p.y,
+                           b - first_block[i], end);
+    }
+}
+
+}  // namespace
+}  // namespace longcat::kernels::cpu
