@@ -9,14 +9,17 @@
 // into k-steps of 16 columns (bf16: even columns, then odd ones; f32: natural order),
 // zero past `cols`; the k-step past the last full one reads the weights from a zero-padded copy.
 //
-// Tiles: 8 rows x 1 token for one token (memory-bound: rows in flight matter); 3 rows x 3 tokens
+// Tiles: 4 rows x 1 token for one token; 3 rows x 3 tokens
 // otherwise: 9 accumulators, 3 widened weight vectors and one activation vector fit the 16
 // registers (4 x 3, the tile before 2026-11-30, needed 17 and spilled). At 16 tokens on the
 // bench preset's shapes (ops/bench/gemv --tokens 16, Zen 3, one run each, in this order, so only
 // indicative on a VM whose speed drifts by 15 %) dense gate/up took 8.4 ms with 3 x 3, 9.6 with
-// 3 x 4, 11.1 with 2 x 4, 10.0 with 4 x 3, 10.4 with 2 x 6, then 8.4 with 3 x 3 again. Every output
-// is one accumulator summed over k in the same order whatever the batch, so a token's result does
-// not depend on the other tokens in the batch (bitwise).
+// 3 x 4, 11.1 with 2 x 4, 10.0 with 4 x 3, 10.4 with 2 x 6, then 8.4 with 3 x 3 again. One token:
+// 8 x 1 (AVX-512's tile) with the stream prefetch read dense down (rows of 16 KiB) at 0.88-0.90
+// of the read sweep, 4 x 1 at 1.07-1.11, the other shapes alike within the drift (--tokens 1,
+// 8 x 1 and 4 x 1 alternating, two runs each). Every output is one accumulator summed over k in the
+// same order whatever the batch, so a token's result does not depend on the other tokens in the
+// batch (bitwise).
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
@@ -51,12 +54,12 @@ struct avx2 {
     template <class W>
     static constexpr int step = 16;
 
-    static constexpr int64_t block_rows(int64_t m) { return m == 1 ? 8 : 3; }
+    static constexpr int64_t block_rows(int64_t m) { return m == 1 ? 4 : 3; }
 
     template <class F>
     static void with_shape(int64_t m, F&& f) {
         if (m == 1)
-            f.template operator()<8, 1>();
+            f.template operator()<4, 1>();
         else
             f.template operator()<3, 3>();
     }
