@@ -54,8 +54,6 @@ struct avx2 {
     template <class W>
     static constexpr int step = 16;
 
-    static constexpr int64_t block_rows(int64_t m) { return m == 1 ? 4 : 3; }
-
     template <class F>
     static void with_shape(int64_t m, F&& f) {
         if (m == 1)

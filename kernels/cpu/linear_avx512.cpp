@@ -176,9 +176,6 @@ void pack_x(const float* x, int64_t m, int64_t cols, bool bf16, float* xp) {
 struct avx512 {
     template <class W>
     static constexpr int step = kStep<W>;
-    static constexpr int64_t block_rows(int64_t m) {
-        return m == 1 ? 8 : (m == 5 || m == 6) ? 4 : 6;
-    }
     template <class F>
     static void with_shape(int64_t m, F&& f) {
         if (m == 1)

@@ -31,9 +31,9 @@ namespace {
 
 // A traits struct `Isa` provides:
 //   template <class W> static constexpr int step;  columns per k-step of W (bf16_t or float)
-//   static constexpr int64_t block_rows(int64_t m); rows per block for m tokens
 //   template <class F> static void with_shape(int64_t m, F&& f);
-//       calls f.template operator()<R, TM>() with R = block_rows(m) and TM tokens per group
+//       calls f.template operator()<R, TM>() with R rows per block and TM tokens per group
+//       for m tokens (block_rows below reads R from it)
 //   template <int R, int T> static void tile(const W* w, int64_t cols, const float* xp,
 //       int64_t xs, float* y, int64_t ys, prefetch_rows pf);
 //       R rows x T tokens: y[t * ys + r] for the rows at w (stride cols) and the packed
@@ -151,6 +151,14 @@ inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, i
         m, [&]<int R, int TM>() { run_block<Isa, W, R, TM>(w, rows, cols, xp, m, y, b, b_end); });
 }
 
+// Rows per block for m tokens: the R that Isa::with_shape picks.
+template <class Isa>
+inline int64_t block_rows(int64_t m) {
+    int64_t rows = 0;
+    Isa::with_shape(m, [&]<int R, int TM>() { rows = R; });
+    return rows;
+}
+
 // Blocks per OpenMP chunk: about 256 KiB of weights (a few microseconds of streaming). The
 // loops hand out chunks dynamically: with passive waiting, the other threads take tens of
 // microseconds to wake up for each parallel region, and the thread that starts the region works
@@ -178,9 +186,9 @@ void linear_small_m(const void* w, dtype type, int64_t rows, int64_t cols, const
     if (buf.size() < need) buf.resize(need);
     Isa::pack_x(x, m, cols, bf16, buf.data());
     const float* xp = buf.data();
-    const int64_t num_blocks = (rows + Isa::block_rows(m) - 1) / Isa::block_rows(m);
+    const int64_t num_blocks = (rows + block_rows<Isa>(m) - 1) / block_rows<Isa>(m);
     const int64_t chunk =
-        chunk_blocks(Isa::block_rows(m) * cols * static_cast<int64_t>(dtype_size(type)));
+        chunk_blocks(block_rows<Isa>(m) * cols * static_cast<int64_t>(dtype_size(type)));
 #pragma omp parallel for schedule(dynamic, chunk)
     for (int64_t b = 0; b < num_blocks; ++b) {
         const int64_t b_end = std::min(num_blocks, (b / chunk + 1) * chunk);
@@ -205,7 +213,7 @@ void linear_small_m_group(const small_m_product* products, int64_t count) {
         x_offset[i] = need;
         need += packed_floats<Isa>(p.type, p.cols, p.m);
         first_block[i + 1] =
-            first_block[i] + (p.rows + Isa::block_rows(p.m) - 1) / Isa::block_rows(p.m);
+            first_block[i] + (p.rows + block_rows<Isa>(p.m) - 1) / block_rows<Isa>(p.m);
     }
     thread_local std::vector<float> buf;
     if (buf.size() < need) buf.resize(need);
@@ -217,7 +225,7 @@ void linear_small_m_group(const small_m_product* products, int64_t count) {
     const int64_t total = first_block[count];
     const int64_t chunk = count == 0
                               ? 1
-                              : chunk_blocks(Isa::block_rows(products[0].m) * products[0].cols *
+                              : chunk_blocks(block_rows<Isa>(products[0].m) * products[0].cols *
                                              static_cast<int64_t>(dtype_size(products[0].type)));
 #pragma omp parallel for schedule(dynamic, chunk)
     for (int64_t b = 0; b < total; ++b) {
