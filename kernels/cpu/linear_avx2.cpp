@@ -17,9 +17,21 @@
 // 3 x 4, 11.1 with 2 x 4, 10.0 with 4 x 3, 10.4 with 2 x 6, then 8.4 with 3 x 3 again. One token:
 // 8 x 1 (AVX-512's tile) with the stream prefetch read dense down (rows of 16 KiB) at 0.88-0.90
 // of the read sweep, 4 x 1 at 1.07-1.11, the other shapes alike within the drift (--tokens 1,
-// 8 x 1 and 4 x 1 alternating, two runs each). Every output is one accumulator summed over k in the
-// same order whatever the batch, so a token's result does not depend on the other tokens in the
-// batch (bitwise).
+// 8 x 1 and 4 x 1 alternating, two runs each).
+//
+// From outer_min (10) tokens on, the outer-product path of linear_small_m.hpp instead: panels of
+// 16 rows x 128 columns transposed to fp32 (8 x 8 transposes of 32-bit words, then the shift and
+// the mask split bf16 pairs), 16 rows x 6 tokens in registers (12 accumulators, 2 weight vectors,
+// one broadcast activation), no horizontal sums. Its FMA loop runs near the FMA pipes' peak from
+// L1 (one core, standalone loops: 16 x 6 5.2-6.3 FMA/ns over several runs, independent FMAs
+// 5.9-6.1, the 3 x 3 tile 2.6-3.3); the transposes take about a fifth of the path's time (perf).
+// ops/bench/gemv, 2 threads, three runs alternating with this path off: 16 tokens, dense gate/up
+// 5.8-6.4 ms against 7.4-7.5, dense down 6.0-6.3 against 8.0-8.2, lm_head 22 against 25-28,
+// attention and expert gate/up alike, expert down (512 columns: 4 panels a block) slower, 0.52
+// against 0.43; 12 tokens, dense 4.5 against 5.7; 8 tokens, the row tiles faster on all but the
+// dense matrices (hence outer_min). Each output of the row tiles is one accumulator summed over k in the same order
+// whatever the batch, and so is the outer path's (see run_block_outer): a token's result does not
+// depend on the other tokens of the call, only on which side of outer_min the call's count lies.
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
@@ -105,6 +117,97 @@ struct avx2 {
 #undef LC_STEP
         for (int t = 0; t < T; ++t)
             for (int r = 0; r < R; ++r) y[t * ys + r] = hsum(acc[t][r]);
+    }
+
+    // The outer-product path (linear_small_m.hpp, run_block_outer) from outer_min tokens on.
+    static constexpr int64_t outer_min = 10;
+    static constexpr int outer_rows = 16;
+    static constexpr int outer_cols = 128;
+    static constexpr int outer_tokens = 6;  // 12 accumulators, 2 weight vectors, 1 broadcast
+
+    // 8 x 8 transpose of 32-bit lanes: o[j] lane i = r[i] lane j.
+    static void transpose8(const __m256 (&r)[8], __m256 (&o)[8]) {
+        __m256 t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+            u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+        }
+        for (int j = 0; j < 4; ++j) {
+            o[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
+            o[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
+        }
+    }
+
+    // Panel transpose (see linear_small_m.hpp). Full 16-row panels go 8 rows x 8 32-bit words
+    // at a time: for bf16 a word is a pair of columns, split after the transpose by the shift
+    // (even column) and the mask (odd column); what is left (fewer rows, a column tail) is scalar.
+    template <class W>
+    static void transpose(const W* w, int64_t ld, int n, int kc, float* s) {
+        constexpr bool bf16 = sizeof(W) == 2;
+        constexpr int cstep = bf16 ? 16 : 8;
+        const int kv = n == outer_rows ? kc / cstep * cstep : 0;
+        const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+        for (int g = 0; g < outer_rows; g += 8) {
+            for (int c = 0; c < kv; c += cstep) {
+                __m256 r[8], o[8];
+                for (int i = 0; i < 8; ++i)
+                    r[i] = _mm256_castsi256_ps(
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (g + i) * ld + c)));
+                transpose8(r, o);
+                for (int j = 0; j < 8; ++j) {
+                    if constexpr (bf16) {
+                        const __m256i v = _mm256_castps_si256(o[j]);
+                        _mm256_store_ps(s + (c + 2 * j) * outer_rows + g,
+                                        _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+                        _mm256_store_ps(s + (c + 2 * j + 1) * outer_rows + g,
+                                        _mm256_castsi256_ps(_mm256_and_si256(v, hi)));
+                    } else {
+                        _mm256_store_ps(s + (c + j) * outer_rows + g, o[j]);
+                    }
+                }
+            }
+        }
+        for (int k = kv; k < kc; ++k)
+            for (int i = 0; i < outer_rows; ++i) {
+                float v = 0.0f;
+                if (i < n) {
+                    if constexpr (bf16)
+                        v = bf16_to_f32(w[i * ld + k]);
+                    else
+                        v = w[i * ld + k];
+                }
+                s[k * outer_rows + i] = v;
+            }
+    }
+
+    template <int T>
+    static void outer(const float* s, int kc, const float* xt, int64_t m, float* acc,
+                      const char* pf, int64_t pf_stride, int pf_rows) {
+        __m256 a0[T], a1[T];
+        for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+        for (int k = 0; k < kc; ++k, s += outer_rows, xt += m) {
+            // 4 lines of row k / 8 at pf, one every other k: 16 rows of 256 bytes in 128 k.
+            if ((k & 1) == 0 && (k >> 3) < pf_rows)
+                _mm_prefetch(pf + (k >> 3) * pf_stride + ((k >> 1) & 3) * 64, _MM_HINT_T0);
+            const __m256 w0 = _mm256_load_ps(s);
+            const __m256 w1 = _mm256_load_ps(s + 8);
+            for (int t = 0; t < T; ++t) {
+                const __m256 xv = _mm256_broadcast_ss(xt + t);
+                a0[t] = _mm256_fmadd_ps(w0, xv, a0[t]);
+                a1[t] = _mm256_fmadd_ps(w1, xv, a1[t]);
+            }
+        }
+        for (int t = 0; t < T; ++t) {
+            float* a = acc + t * outer_rows;
+            _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), a0[t]));
+            _mm256_storeu_ps(a + 8, _mm256_add_ps(_mm256_loadu_ps(a + 8), a1[t]));
+        }
     }
 
     // x [m, cols] into k-steps (see the top of the file); the packed copy is m * cols floats

@@ -42,6 +42,18 @@ namespace {
 //   static void pack_x(const float* x, int64_t m, int64_t cols, bool bf16, float* xp);
 //       x [m, cols] into k-steps: for step s and token t, xp[(s * m + t) * step + j], zero past
 //       cols (the order of columns within a step is the ISA's)
+// and may provide an outer-product path for m >= outer_min tokens (see run_block_outer):
+//   static constexpr int64_t outer_min;  fewest tokens that take it
+//   static constexpr int outer_rows, outer_cols, outer_tokens;  rows per block (16), columns
+//       per panel, tokens per register tile
+//   template <class W> static void transpose(const W* w, int64_t ld, int n, int kc, float* s);
+//       rows [0, n) x columns [0, kc) of W (row stride ld) into s[k * outer_rows + i] as exact
+//       fp32, zero for the rows from n on (n <= outer_rows, kc <= outer_cols)
+//   template <int T> static void outer(const float* s, int kc, const float* xt, int64_t m,
+//       float* acc, const char* pf, int64_t pf_stride, int pf_rows);
+//       acc[t * outer_rows + i] += Σ_{k < kc} s[k * outer_rows + i] · xt[k * m + t], t < T,
+//       summed over k in order from zero, then added; meanwhile prefetches the 4 lines at
+//       pf + r * pf_stride for r < pf_rows (a full panel of bf16 rows, kc = outer_cols = 128)
 
 constexpr int kPrefetchBytes = 4096;
 
@@ -144,19 +156,100 @@ inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, i
     }
 }
 
+// The most tokens a small-M call takes (ops_cpu.cpp's kSmallM).
+constexpr int64_t kMaxSmallM = 16;
+
+template <class Isa>
+constexpr bool uses_outer(int64_t m) {
+    if constexpr (requires { Isa::outer_min; })
+        return m >= Isa::outer_min;
+    else
+        return false;
+}
+
+// Rows per block for m tokens: the R that Isa::with_shape picks, or the outer path's.
+template <class Isa>
+inline int64_t block_rows(int64_t m) {
+    if constexpr (requires { Isa::outer_min; })
+        if (uses_outer<Isa>(m)) return Isa::outer_rows;
+    int64_t rows = 0;
+    Isa::with_shape(m, [&]<int R, int TM>() { rows = R; });
+    return rows;
+}
+
+// The outer-product path (several tokens: compute-bound, where the row tiles' loads and
+// horizontal sums cost more than their FMAs). Block b is outer_rows rows; column panels of
+// outer_cols are transposed into `s` (exact fp32, k-major: one k is a vector over the rows), and
+// each group of outer_tokens tokens runs over the panel with one broadcast activation per k and
+// token (xt is x transposed: xt[c * m + t]). Each output is summed over k in order within a panel,
+// the panel sums added in column order: the same arithmetic whatever m and whichever thread, so
+// a token's result does not depend on the other tokens of the call as long as m >= outer_min.
+template <class Isa, class W>
+inline void run_block_outer(const W* w, int64_t rows, int64_t cols, const float* xt, int64_t m,
+                            float* y, int64_t b) {
+    constexpr int R = Isa::outer_rows, KP = Isa::outer_cols, TM = Isa::outer_tokens;
+    const int64_t r0 = b * R;
+    const int n = static_cast<int>(std::min<int64_t>(R, rows - r0));
+    alignas(64) float s[KP * R];
+    alignas(64) float acc[kMaxSmallM * R] = {};
+    const W* wb = w + r0 * cols;
+    // Panels go to L1 two ahead of the transpose (one ahead measured slower, four alike:
+    // ops/bench/gemv --tokens 16). A full panel's lines are prefetched by the first token group's
+    // k loop, a few at a time: all at once (64 lines for 16 rows of 256 bytes) they queue behind
+    // the L1's few outstanding misses and stall the loads (about 10 % slower on dense gate/up and
+    // lm_head, three runs alternating). At the start of a block and near the end of its rows, all
+    // at once here.
+    const auto prefetch_panel = [&](int64_t c) {
+        const int64_t bytes = std::min<int64_t>(KP, cols - c) * static_cast<int64_t>(sizeof(W));
+        for (int i = 0; i < n; ++i)
+            for (int64_t off = 0; off < bytes; off += 64)
+                _mm_prefetch(reinterpret_cast<const char*>(wb + i * cols + c) + off, _MM_HINT_T0);
+    };
+    prefetch_panel(KP);
+    for (int64_t c0 = 0; c0 < cols; c0 += KP) {
+        const int kc = static_cast<int>(std::min<int64_t>(KP, cols - c0));
+        Isa::transpose(wb + c0, cols, n, kc, s);
+        const int64_t ahead = c0 + 2 * KP;
+        const bool spread = sizeof(W) == 2 && ahead + KP <= cols && kc == KP;
+        if (!spread) prefetch_panel(ahead);
+        for (int64_t t0 = 0; t0 < m; t0 += TM)
+            with_tokens<TM>(std::min<int64_t>(TM, m - t0), [&]<int T>() {
+                Isa::template outer<T>(s, kc, xt + c0 * m + t0, m, acc + t0 * R,
+                                       reinterpret_cast<const char*>(wb + std::min(ahead, cols)),
+                                       cols * static_cast<int64_t>(sizeof(W)),
+                                       spread && t0 == 0 ? n : 0);
+            });
+    }
+    for (int64_t t = 0; t < m; ++t)
+        for (int i = 0; i < n; ++i) y[t * rows + r0 + i] = acc[t * R + i];
+}
+
+// x [m, cols] transposed for the outer path: xt[c * m + t].
+inline void pack_xt(const float* x, int64_t m, int64_t cols, float* xt) {
+    for (int64_t t = 0; t < m; ++t)
+        for (int64_t c = 0; c < cols; ++c) xt[c * m + t] = x[t * cols + c];
+}
+
 template <class Isa, class W>
 inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
                       int64_t b, int64_t b_end) {
+    if constexpr (requires { Isa::outer_min; }) {
+        if (uses_outer<Isa>(m)) {
+            run_block_outer<Isa>(w, rows, cols, xp, m, y, b);
+            return;
+        }
+    }
     Isa::with_shape(
         m, [&]<int R, int TM>() { run_block<Isa, W, R, TM>(w, rows, cols, xp, m, y, b, b_end); });
 }
 
-// Rows per block for m tokens: the R that Isa::with_shape picks.
+// Packs x for the path m takes.
 template <class Isa>
-inline int64_t block_rows(int64_t m) {
-    int64_t rows = 0;
-    Isa::with_shape(m, [&]<int R, int TM>() { rows = R; });
-    return rows;
+inline void pack_for(const float* x, int64_t m, int64_t cols, bool bf16, float* xp) {
+    if (uses_outer<Isa>(m))
+        pack_xt(x, m, cols, xp);
+    else
+        Isa::pack_x(x, m, cols, bf16, xp);
 }
 
 // Blocks per OpenMP chunk: about 256 KiB of weights (a few microseconds of streaming). The
@@ -170,6 +263,7 @@ inline int64_t chunk_blocks(int64_t block_bytes) {
 // Floats of packed activations for m tokens of `cols` columns of `type`.
 template <class Isa>
 inline size_t packed_floats(dtype type, int64_t cols, int64_t m) {
+    if (uses_outer<Isa>(m)) return static_cast<size_t>(m * cols);
     const int64_t step =
         type == dtype::bf16 ? Isa::template step<bf16_t> : Isa::template step<float>;
     return static_cast<size_t>(m * ((cols + step - 1) / step) * step);
@@ -184,7 +278,7 @@ void linear_small_m(const void* w, dtype type, int64_t rows, int64_t cols, const
     thread_local std::vector<float> buf;
     const size_t need = packed_floats<Isa>(type, cols, m);
     if (buf.size() < need) buf.resize(need);
-    Isa::pack_x(x, m, cols, bf16, buf.data());
+    pack_for<Isa>(x, m, cols, bf16, buf.data());
     const float* xp = buf.data();
     const int64_t num_blocks = (rows + block_rows<Isa>(m) - 1) / block_rows<Isa>(m);
     const int64_t chunk =
@@ -219,7 +313,7 @@ void linear_small_m_group(const small_m_product* products, int64_t count) {
     if (buf.size() < need) buf.resize(need);
     for (int64_t i = 0; i < count; ++i) {
         const small_m_product& p = products[i];
-        Isa::pack_x(p.x, p.m, p.cols, p.type == dtype::bf16, buf.data() + x_offset[i]);
+        pack_for<Isa>(p.x, p.m, p.cols, p.type == dtype::bf16, buf.data() + x_offset[i]);
     }
     const float* packed = buf.data();
     const int64_t total = first_block[count];

@@ -1,12 +1,15 @@
 // Every CPU kernel against a naive double-precision reference written independently here.
+#include "kernels/api/ops.hpp"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
-#include "kernels/api/ops.hpp"
 #include "kernels/cpu/isa.hpp"
 
 namespace longcat::kernels {
@@ -123,7 +126,8 @@ INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
 
 // Rows of 6 KiB (bf16, the bench preset's 3072 columns) and 12 KiB (f32): the small-M kernels'
 // prefetch streams wrap into the next blocks' rows and stop at the end of each thread's chunk
-// (rows enough for several chunks). And no columns at all: every output is the empty sum, 0.
+// (rows enough for several chunks); with 12 tokens (AVX2's outer-product panels) the panels
+// prefetched from within the FMA loop. And no columns at all: every output is the empty sum, 0.
 TEST(Linear, LongRowsAndNoColumns) {
     for (const cpu_isa isa :
          {cpu_isa::scalar, cpu_isa::avx2, cpu_isa::avx512, cpu_isa::avx512bf16}) {
@@ -131,7 +135,7 @@ TEST(Linear, LongRowsAndNoColumns) {
         if (!set_cpu_isa(isa)) continue;
         SCOPED_TRACE(cpu_isa_name(isa));
         for (const bool use_bf16 : {true, false}) {
-            for (const int64_t m : {1, 4, 6})
+            for (const int64_t m : {1, 4, 6, 12})
                 expect_linear_matches_reference(150, 3072, m, use_bf16, isa);
             const std::vector<float> none_w(1), none_x(4);
             const std::vector<bf16_t> none_wb(1);
@@ -142,6 +146,44 @@ TEST(Linear, LongRowsAndNoColumns) {
             EXPECT_EQ(y, std::vector<float>(9 * 4, 0.0f));
             linear(empty, none_x.data(), 1, y.data());
             EXPECT_EQ(y, std::vector<float>(9 * 4, 0.0f));
+        }
+    }
+}
+
+// A token's outputs do not depend on the other tokens of the call: the small-M kernels pick
+// their arithmetic by token count only (AVX2: row tiles below outer_min tokens, outer-product
+// panels from there on; one path on the other levels), never by the other tokens' values. Token 0
+// (the same activations every time) with 0..15 others of random values: its outputs change at
+// most once as the count grows, and both paths match the reference.
+TEST(Linear, TokenResultDoesNotDependOnTheOtherTokens) {
+    const int64_t rows = 70, cols = 1000;
+    const auto wf = randn(static_cast<size_t>(rows * cols), 11);
+    const auto wb = to_bf16(wf);
+    const auto x0 = randn(static_cast<size_t>(cols), 12);
+    isa_guard guard;
+    for (const cpu_isa isa : supported_isas()) {
+        set_cpu_isa(isa);
+        for (const bool use_bf16 : {true, false}) {
+            SCOPED_TRACE(std::string(cpu_isa_name(isa)) + (use_bf16 ? " bf16" : " f32"));
+            const matrix_view v{use_bf16 ? static_cast<const void*>(wb.data()) : wf.data(),
+                                use_bf16 ? dtype::bf16 : dtype::f32, rows, cols};
+            std::vector<double> wd(wf.size());
+            for (size_t k = 0; k < wd.size(); ++k) wd[k] = use_bf16 ? bf16_to_f32(wb[k]) : wf[k];
+            const auto ref = ref_linear(wd, x0, rows, cols, 1);
+            std::vector<float> prev;
+            int changes = 0;
+            for (int64_t m = 1; m <= 16; ++m) {
+                auto x = randn(static_cast<size_t>(m * cols), 300 + static_cast<uint32_t>(m));
+                std::copy(x0.begin(), x0.end(), x.begin());
+                std::vector<float> y(static_cast<size_t>(m * rows));
+                linear(v, x.data(), m, y.data());
+                const std::vector<float> y0(y.begin(), y.begin() + rows);
+                EXPECT_LT(rel_err(y0, ref), 1e-6) << "m " << m;
+                if (!prev.empty() && std::memcmp(prev.data(), y0.data(), sizeof(float) * rows) != 0)
+                    ++changes;
+                prev = y0;
+            }
+            EXPECT_LE(changes, 1);
         }
     }
 }
