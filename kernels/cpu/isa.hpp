@@ -23,6 +23,8 @@ cpu_isa active_cpu_isa();    // what the kernels use now (the default unless ove
 bool set_cpu_isa(cpu_isa isa);
 
 namespace cpu {
+// The most tokens one small-M call takes (linear passes of this many over the weights).
+constexpr int64_t kMaxSmallM = 16;
 // One product of linear_small_m_group_avx512 / _avx2: y[t, r] = Σ_c x[t, c]·W[r, c] for t < m ≤ 16.
 struct small_m_product {
     const void* w = nullptr;

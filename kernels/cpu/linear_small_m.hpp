@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/cpu/isa.hpp"
@@ -156,9 +157,6 @@ inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, i
     }
 }
 
-// The most tokens a small-M call takes (ops_cpu.cpp's kSmallM).
-constexpr int64_t kMaxSmallM = 16;
-
 template <class Isa>
 constexpr bool uses_outer(int64_t m) {
     if constexpr (requires { Isa::outer_min; })
@@ -274,6 +272,7 @@ inline size_t packed_floats(dtype type, int64_t cols, int64_t m) {
 template <class Isa>
 void linear_small_m(const void* w, dtype type, int64_t rows, int64_t cols, const float* x,
                     int64_t m, float* y) {
+    if (m > kMaxSmallM) throw std::invalid_argument("linear_small_m: more than 16 tokens");
     const bool bf16 = type == dtype::bf16;
     thread_local std::vector<float> buf;
     const size_t need = packed_floats<Isa>(type, cols, m);
@@ -304,6 +303,8 @@ void linear_small_m_group(const small_m_product* products, int64_t count) {
     size_t need = 0;
     for (int64_t i = 0; i < count; ++i) {
         const small_m_product& p = products[i];
+        if (p.m > kMaxSmallM)
+            throw std::invalid_argument("linear_small_m_group: a product of more than 16 tokens");
         x_offset[i] = need;
         need += packed_floats<Isa>(p.type, p.cols, p.m);
         first_block[i + 1] =

@@ -17,7 +17,7 @@
 namespace longcat::kernels {
 namespace {
 
-constexpr int64_t kSmallM = 16;   // tokens per pass of the weight-streaming kernels
+constexpr int64_t kSmallM = cpu::kMaxSmallM;  // tokens per pass of the weight-streaming kernels
 constexpr int64_t kBlasM = 128;   // from this many tokens on, OpenBLAS (widening bf16 blocks)
 
 void require_cpu(const matrix_view& w, const char* op) {

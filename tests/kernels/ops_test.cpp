@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -186,6 +187,20 @@ TEST(Linear, TokenResultDoesNotDependOnTheOtherTokens) {
             EXPECT_LE(changes, 1);
         }
     }
+}
+
+// The small-M entries take at most kMaxSmallM tokens (linear passes of that many); more is refused
+// before any thread starts, not written past a tile's accumulators.
+TEST(Linear, SmallMEntriesRefuseMoreThanTheirTokens) {
+    if (detected_cpu_isa() < cpu_isa::avx2) GTEST_SKIP() << "CPU lacks avx2";
+    const int64_t m = cpu::kMaxSmallM + 1, rows = 20, cols = 40;
+    const std::vector<float> w(rows * cols, 1.0f), x(m * cols, 1.0f);
+    std::vector<float> y(m * rows, 0.0f);
+    EXPECT_THROW(cpu::linear_small_m_avx2(w.data(), dtype::f32, rows, cols, x.data(), m, y.data()),
+                 std::invalid_argument);
+    const cpu::small_m_product p{w.data(), dtype::f32, rows, cols, x.data(), m, y.data()};
+    EXPECT_THROW(cpu::linear_small_m_group_avx2(&p, 1), std::invalid_argument);
+    EXPECT_EQ(y, std::vector<float>(m * rows, 0.0f));
 }
 
 TEST(Isa, OverrideRefusesWhatTheCpuLacks) {
