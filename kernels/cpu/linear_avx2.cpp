@@ -29,9 +29,10 @@
 // 5.8-6.4 ms against 7.4-7.5, dense down 6.0-6.3 against 8.0-8.2, lm_head 22 against 25-28,
 // attention and expert gate/up alike, expert down (512 columns: 4 panels a block) slower, 0.52
 // against 0.43; 12 tokens, dense 4.5 against 5.7; 8 tokens, the row tiles faster on all but the
-// dense matrices (hence outer_min). Each output of the row tiles is one accumulator summed over k in the same order
-// whatever the batch, and so is the outer path's (see run_block_outer): a token's result does not
-// depend on the other tokens of the call, only on which side of outer_min the call's count lies.
+// dense matrices (hence outer_min). Each output of the row tiles is one accumulator summed over k
+// in the same order whatever the batch, and so is the outer path's (see run_block_outer): a
+// token's result does not depend on the other tokens of the call, only on which side of
+// outer_min the call's count lies.
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
