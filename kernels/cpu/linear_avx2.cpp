@@ -30,12 +30,26 @@
 // attention and expert gate/up alike, expert down (512 columns: 4 panels a block) slower, 0.52
 // against 0.43; 12 tokens, dense 4.5 against 5.7; 8 tokens, the row tiles faster on all but the
 // dense matrices (hence outer_min). Each output of the row tiles is one accumulator summed over k
-// in the same order whatever the batch, and so is the outer path's (see run_block_outer): a
+// in the same order whatever the batch, and so is the outer path's (see run_block_panels): a
 // token's result does not depend on the other tokens of the call, only on which side of
 // outer_min the call's count lies.
+//
+// From bcast_min (14) tokens on, the broadcast path (run_block_panels): blocks of 6 rows, each
+// panel only widened (unpacking against zero, no transpose) into a row-major scratch, one
+// broadcast weight per row and k against two vectors of all 16 token slots (12 accumulators,
+// zero slots past m). It sums each output exactly as the outer path does (the panel's columns in
+// the unpack's slot order, which the outer path's transposes follow too), so crossing bcast_min
+// changes no bit. One process, best of 8 matrices x 8 rounds alternating with the outer path
+// (2 threads, weights from DRAM, 2026-11-30): 16 tokens, 8192 x 3072 5.2-5.6 ms against
+// 5.5-5.8 (1.04-1.05x), 3072 x 8192 1.07-1.11x, 512 x 3072 1.09x, 32000 x 3072 (lm_head) 1.00x;
+// 15 tokens 1.02-1.17x, 14 tokens 0.99-1.08x, 13 tokens no better. Tried and not kept: 12 or 24
+// rows a block sharing each panel's activations from L1 (slower), prefetching 4-5 panels ahead
+// (slower), the k loop unrolled by 4 (slower), widening the next panel from inside the k loop
+// (0.83-0.86x).
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -120,7 +134,7 @@ struct avx2 {
             for (int r = 0; r < R; ++r) y[t * ys + r] = hsum(acc[t][r]);
     }
 
-    // The outer-product path (linear_small_m.hpp, run_block_outer) from outer_min tokens on.
+    // The outer-product path (linear_small_m.hpp, run_block_panels) from outer_min tokens on.
     static constexpr int64_t outer_min = 10;
     static constexpr int outer_rows = 16;
     static constexpr int outer_cols = 128;
@@ -145,9 +159,33 @@ struct avx2 {
         }
     }
 
+    // Slots (see linear_small_m.hpp): a bf16 panel's full groups of 16 columns are widened by
+    // unpacking each 128-bit half against zero (widen), which leaves columns 0-3, 8-11, 4-7,
+    // 12-15: the middle quads swap; a last partial group keeps its order. An f32 panel keeps its
+    // columns' order (slot_of).
+    static int slot(int k, int kc) {
+        const int q = k & 15;
+        return (k | 15) < kc && q >= 4 && q < 12 ? k ^ 12 : k;
+    }
+    template <class W>
+    static int slot_of(int k, int kc) {
+        return sizeof(W) == 2 ? slot(k, kc) : k;
+    }
+
+    static void pack_xt(const float* x, int64_t m, int64_t cols, bool bf16, float* xt) {
+        for (int64_t c0 = 0; c0 < cols; c0 += outer_cols) {
+            const int kc = static_cast<int>(std::min<int64_t>(outer_cols, cols - c0));
+            for (int k = 0; k < kc; ++k) {
+                float* d = xt + (c0 + (bf16 ? slot(k, kc) : k)) * kMaxSmallM;
+                for (int64_t t = 0; t < kMaxSmallM; ++t) d[t] = t < m ? x[t * cols + c0 + k] : 0.0f;
+            }
+        }
+    }
+
     // Panel transpose (see linear_small_m.hpp). Full 16-row panels go 8 rows x 8 32-bit words
     // at a time: for bf16 a word is a pair of columns, split after the transpose by the shift
-    // (even column) and the mask (odd column); what is left (fewer rows, a column tail) is scalar.
+    // (even column) and the mask (odd column) and stored in the columns' slots; what is left
+    // (fewer rows, a column tail) is scalar.
     template <class W>
     static void transpose(const W* w, int64_t ld, int n, int kc, float* s) {
         constexpr bool bf16 = sizeof(W) == 2;
@@ -164,9 +202,10 @@ struct avx2 {
                 for (int j = 0; j < 8; ++j) {
                     if constexpr (bf16) {
                         const __m256i v = _mm256_castps_si256(o[j]);
-                        _mm256_store_ps(s + (c + 2 * j) * outer_rows + g,
+                        const int p = c + slot(2 * j, 16);  // slot(2j + 1) is p + 1
+                        _mm256_store_ps(s + p * outer_rows + g,
                                         _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
-                        _mm256_store_ps(s + (c + 2 * j + 1) * outer_rows + g,
+                        _mm256_store_ps(s + (p + 1) * outer_rows + g,
                                         _mm256_castsi256_ps(_mm256_and_si256(v, hi)));
                     } else {
                         _mm256_store_ps(s + (c + j) * outer_rows + g, o[j]);
@@ -174,7 +213,8 @@ struct avx2 {
                 }
             }
         }
-        for (int k = kv; k < kc; ++k)
+        for (int k = kv; k < kc; ++k) {
+            float* d = s + slot_of<W>(k, kc) * outer_rows;
             for (int i = 0; i < outer_rows; ++i) {
                 float v = 0.0f;
                 if (i < n) {
@@ -183,16 +223,18 @@ struct avx2 {
                     else
                         v = w[i * ld + k];
                 }
-                s[k * outer_rows + i] = v;
+                d[i] = v;
             }
+        }
     }
 
     template <int T>
-    static void outer(const float* s, int kc, const float* xt, int64_t m, float* acc,
-                      const char* pf, int64_t pf_stride, int pf_rows) {
+    static void outer(const float* s, int kc, const float* xt, float* acc, const char* pf,
+                      int64_t pf_stride, int pf_rows) {
+        static_assert(outer_rows == 16 && outer_cols == 128, "the prefetch below assumes them");
         __m256 a0[T], a1[T];
         for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
-        for (int k = 0; k < kc; ++k, s += outer_rows, xt += m) {
+        for (int k = 0; k < kc; ++k, s += outer_rows, xt += kMaxSmallM) {
             // 4 lines of row k / 8 at pf, one every other k: 16 rows of 256 bytes in 128 k.
             if ((k & 1) == 0 && (k >> 3) < pf_rows)
                 _mm_prefetch(pf + (k >> 3) * pf_stride + ((k >> 1) & 3) * 64, _MM_HINT_T0);
@@ -208,6 +250,59 @@ struct avx2 {
             float* a = acc + t * outer_rows;
             _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), a0[t]));
             _mm256_storeu_ps(a + 8, _mm256_add_ps(_mm256_loadu_ps(a + 8), a1[t]));
+        }
+    }
+
+    // The broadcast path (linear_small_m.hpp, run_block_panels) from bcast_min tokens on.
+    static constexpr int64_t bcast_min = 14;
+    static constexpr int bcast_rows = 6;  // 12 accumulators, 2 activation vectors, 1 broadcast
+
+    template <class W>
+    static void widen(const W* w, int64_t ld, int n, int kc, float* s) {
+        const __m256i zero = _mm256_setzero_si256();
+        for (int i = 0; i < bcast_rows; ++i) {
+            float* d = s + i * outer_cols;
+            if (i >= n) {
+                std::memset(d, 0, sizeof(float) * static_cast<size_t>(kc));
+                continue;
+            }
+            const W* r = w + i * ld;
+            int k = 0;
+            if constexpr (sizeof(W) == 2) {
+                for (; k + 16 <= kc; k += 16) {
+                    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + k));
+                    _mm256_store_ps(d + k, _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v)));
+                    _mm256_store_ps(d + k + 8, _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v)));
+                }
+                for (; k < kc; ++k) d[k] = bf16_to_f32(r[k]);
+            } else {
+                std::memcpy(d, r, sizeof(float) * static_cast<size_t>(kc));
+            }
+        }
+    }
+
+    static void bcast(const float* s, int kc, const float* xt, float* acc, const char* pf,
+                      int64_t pf_stride, int pf_rows) {
+        static_assert(kMaxSmallM == 16 && outer_cols == 128, "the loop below assumes them");
+        constexpr int R = bcast_rows;
+        __m256 a0[R], a1[R];
+        for (int i = 0; i < R; ++i) a0[i] = a1[i] = _mm256_setzero_ps();
+        for (int k = 0; k < kc; ++k, xt += kMaxSmallM) {
+            // 4 lines of row k / 16 at pf, one every fourth k: up to 8 rows of 256 bytes.
+            if ((k & 3) == 0 && (k >> 4) < pf_rows)
+                _mm_prefetch(pf + (k >> 4) * pf_stride + ((k >> 2) & 3) * 64, _MM_HINT_T0);
+            const __m256 x0 = _mm256_loadu_ps(xt);  // xt: a float's alignment
+            const __m256 x1 = _mm256_loadu_ps(xt + 8);
+            for (int i = 0; i < R; ++i) {
+                const __m256 wv = _mm256_broadcast_ss(s + i * outer_cols + k);
+                a0[i] = _mm256_fmadd_ps(wv, x0, a0[i]);
+                a1[i] = _mm256_fmadd_ps(wv, x1, a1[i]);
+            }
+        }
+        for (int i = 0; i < R; ++i) {
+            float* a = acc + i * kMaxSmallM;
+            _mm256_store_ps(a, _mm256_add_ps(_mm256_load_ps(a), a0[i]));
+            _mm256_store_ps(a + 8, _mm256_add_ps(_mm256_load_ps(a + 8), a1[i]));
         }
     }
 

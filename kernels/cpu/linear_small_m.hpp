@@ -43,18 +43,34 @@ namespace {
 //   static void pack_x(const float* x, int64_t m, int64_t cols, bool bf16, float* xp);
 //       x [m, cols] into k-steps: for step s and token t, xp[(s * m + t) * step + j], zero past
 //       cols (the order of columns within a step is the ISA's)
-// and may provide an outer-product path for m >= outer_min tokens (see run_block_outer):
+// and may provide an outer-product path for m >= outer_min tokens (see run_block_panels):
 //   static constexpr int64_t outer_min;  fewest tokens that take it
 //   static constexpr int outer_rows, outer_cols, outer_tokens;  rows per block (16), columns
 //       per panel, tokens per register tile
+//   static int slot(int k, int kc);  where column k of a bf16 panel of kc columns sits in the
+//       panel's k order (a permutation of [0, kc): the order the widening instructions leave;
+//       f32 panels keep the columns' order)
+//   static void pack_xt(const float* x, int64_t m, int64_t cols, bool bf16, float* xt);
+//       x [m, cols] transposed: xt[(c0 + slot(k, kc)) * kMaxSmallM + t] = x[t, c0 + k] for the
+//       panel at column c0 (kc = min(outer_cols, cols - c0)), zero for t >= m
 //   template <class W> static void transpose(const W* w, int64_t ld, int n, int kc, float* s);
-//       rows [0, n) x columns [0, kc) of W (row stride ld) into s[k * outer_rows + i] as exact
-//       fp32, zero for the rows from n on (n <= outer_rows, kc <= outer_cols)
-//   template <int T> static void outer(const float* s, int kc, const float* xt, int64_t m,
-//       float* acc, const char* pf, int64_t pf_stride, int pf_rows);
-//       acc[t * outer_rows + i] += Σ_{k < kc} s[k * outer_rows + i] · xt[k * m + t], t < T,
-//       summed over k in order from zero, then added; meanwhile prefetches the 4 lines at
+//       rows [0, n) x columns [0, kc) of W (row stride ld) into s[slot(k) * outer_rows + i] as
+//       exact fp32, zero for the rows from n on (n <= outer_rows, kc <= outer_cols)
+//   template <int T> static void outer(const float* s, int kc, const float* xt, float* acc,
+//       const char* pf, int64_t pf_stride, int pf_rows);
+//       acc[t * outer_rows + i] += Σ_{p < kc} s[p * outer_rows + i] · xt[p * kMaxSmallM + t],
+//       t < T, summed over p in order from zero, then added; meanwhile prefetches the 4 lines at
 //       pf + r * pf_stride for r < pf_rows (a full panel of bf16 rows, kc = outer_cols = 128)
+// and, with it, a broadcast path for m >= bcast_min (see run_block_panels):
+//   static constexpr int64_t bcast_min;  static constexpr int bcast_rows;
+//   template <class W> static void widen(const W* w, int64_t ld, int n, int kc, float* s);
+//       rows [0, n) x columns [0, kc) into s[i * outer_cols + slot(k)] as exact fp32, zero for
+//       the rows from n on (n <= bcast_rows)
+//   static void bcast(const float* s, int kc, const float* xt, float* acc, const char* pf,
+//       int64_t pf_stride, int pf_rows);
+//       acc[i * kMaxSmallM + t] += Σ_{p < kc} s[i * outer_cols + p] · xt[p * kMaxSmallM + t]
+//       for all kMaxSmallM tokens, summed over p in order from zero, then added: the same
+//       arithmetic for each output as outer's; prefetches as outer does (4 lines a row)
 
 constexpr int kPrefetchBytes = 4096;
 
@@ -165,38 +181,64 @@ constexpr bool uses_outer(int64_t m) {
         return false;
 }
 
-// Rows per block for m tokens: the R that Isa::with_shape picks, or the outer path's.
+template <class Isa>
+constexpr bool uses_bcast(int64_t m) {
+    if constexpr (requires { Isa::bcast_min; })
+        return m >= Isa::bcast_min;
+    else
+        return false;
+}
+
+// Rows per block for m tokens: the R that Isa::with_shape picks, or the outer or broadcast
+// path's.
 template <class Isa>
 inline int64_t block_rows(int64_t m) {
-    if constexpr (requires { Isa::outer_min; })
+    if constexpr (requires { Isa::outer_min; }) {
+        if (uses_bcast<Isa>(m)) return Isa::bcast_rows;
         if (uses_outer<Isa>(m)) return Isa::outer_rows;
+    }
     int64_t rows = 0;
     Isa::with_shape(m, [&]<int R, int TM>() { rows = R; });
     return rows;
 }
 
-// The outer-product path (several tokens: compute-bound, where the row tiles' loads and
-// horizontal sums cost more than their FMAs). Block b is outer_rows rows; column panels of
-// outer_cols are transposed into `s` (exact fp32, k-major: one k is a vector over the rows), and
-// each group of outer_tokens tokens runs over the panel with one broadcast activation per k and
-// token (xt is x transposed: xt[c * m + t]). Each output is summed over k in order within a panel,
-// the panel sums added in column order: the same arithmetic whatever m and whichever thread, so
-// a token's result does not depend on the other tokens of the call as long as m >= outer_min.
-template <class Isa, class W>
-inline void run_block_outer(const W* w, int64_t rows, int64_t cols, const float* xt, int64_t m,
-                            float* y, int64_t b) {
-    constexpr int R = Isa::outer_rows, KP = Isa::outer_cols, TM = Isa::outer_tokens;
+// The panel paths (several tokens: compute-bound, where the row tiles' loads and horizontal
+// sums cost more than their FMAs). Column panels of outer_cols columns of a block's rows are made
+// exact fp32 in an L1 scratch, then multiplied against xt (x transposed, kMaxSmallM token slots per
+// column, a panel's columns in the ISA's slot order):
+// - the outer-product path (Bcast false, m >= outer_min): blocks of outer_rows rows; each panel
+//   is transposed (k-major: one k is a vector over the rows), and each group of outer_tokens
+//   tokens runs over it with one broadcast activation per k and token;
+// - the broadcast path (Bcast true, m >= bcast_min): blocks of bcast_rows rows; each panel is
+//   only widened (row-major), and the k loop broadcasts one weight per row and k against the
+//   activations of all kMaxSmallM slots (zero from m on, their sums dropped). Widening costs far
+//   less than transposing, and from about 14 tokens on that outweighs the padding.
+// Either way each output is summed over the panel's slots in order with the same products, the
+// panel sums added in column order: the same arithmetic whatever m, whichever thread and
+// whichever of the two paths, so a token's result does not depend on the other tokens of the
+// call as long as m >= outer_min.
+template <class Isa, class W, bool Bcast>
+inline void run_block_panels(const W* w, int64_t rows, int64_t cols, const float* xt, int64_t m,
+                             float* y, int64_t b) {
+    constexpr int KP = Isa::outer_cols;
+    constexpr int R = [] {
+        if constexpr (Bcast)
+            return Isa::bcast_rows;
+        else
+            return Isa::outer_rows;
+    }();
     const int64_t r0 = b * R;
     const int n = static_cast<int>(std::min<int64_t>(R, rows - r0));
     alignas(64) float s[KP * R];
     alignas(64) float acc[kMaxSmallM * R] = {};
     const W* wb = w + r0 * cols;
-    // Panels go to L1 two ahead of the transpose (one ahead measured slower, four alike:
-    // ops/bench/gemv --tokens 16). A full panel's lines are prefetched by the first token group's
-    // k loop, a few at a time: all at once (64 lines for 16 rows of 256 bytes) they queue behind
-    // the L1's few outstanding misses and stall the loads (about 10 % slower on dense gate/up and
-    // lm_head, three runs alternating). At the start of a block and near the end of its rows, all
-    // at once here.
+    // Panels go to L1 two ahead of their turn (one ahead measured slower on the outer path, four
+    // alike; on the broadcast path four or five ahead slower: ops/bench/gemv --tokens 16 and
+    // standalone loops). A full panel's lines are prefetched from inside the k loop (the first
+    // token group's), a few at a time: all at once (64 lines for 16 rows of 256 bytes) they queue
+    // behind the L1's few outstanding misses and stall the loads (about 10 % slower on dense
+    // gate/up and lm_head, three runs alternating). At the start of a block and near the end of
+    // its rows, all at once here.
     const auto prefetch_panel = [&](int64_t c) {
         const int64_t bytes = std::min<int64_t>(KP, cols - c) * static_cast<int64_t>(sizeof(W));
         for (int i = 0; i < n; ++i)
@@ -206,34 +248,41 @@ inline void run_block_outer(const W* w, int64_t rows, int64_t cols, const float*
     prefetch_panel(KP);
     for (int64_t c0 = 0; c0 < cols; c0 += KP) {
         const int kc = static_cast<int>(std::min<int64_t>(KP, cols - c0));
-        Isa::transpose(wb + c0, cols, n, kc, s);
+        if constexpr (Bcast)
+            Isa::widen(wb + c0, cols, n, kc, s);
+        else
+            Isa::transpose(wb + c0, cols, n, kc, s);
         const int64_t ahead = c0 + 2 * KP;
         const bool spread = sizeof(W) == 2 && ahead + KP <= cols && kc == KP;
         if (!spread) prefetch_panel(ahead);
-        for (int64_t t0 = 0; t0 < m; t0 += TM)
-            with_tokens<TM>(std::min<int64_t>(TM, m - t0), [&]<int T>() {
-                Isa::template outer<T>(s, kc, xt + c0 * m + t0, m, acc + t0 * R,
-                                       reinterpret_cast<const char*>(wb + std::min(ahead, cols)),
-                                       cols * static_cast<int64_t>(sizeof(W)),
-                                       spread && t0 == 0 ? n : 0);
-            });
+        const char* pf = reinterpret_cast<const char*>(wb + std::min(ahead, cols));
+        const int64_t pf_stride = cols * static_cast<int64_t>(sizeof(W));
+        if constexpr (Bcast) {
+            Isa::bcast(s, kc, xt + c0 * kMaxSmallM, acc, pf, pf_stride, spread ? n : 0);
+        } else {
+            constexpr int TM = Isa::outer_tokens;
+            for (int64_t t0 = 0; t0 < m; t0 += TM)
+                with_tokens<TM>(std::min<int64_t>(TM, m - t0), [&]<int T>() {
+                    Isa::template outer<T>(s, kc, xt + c0 * kMaxSmallM + t0, acc + t0 * R, pf,
+                                           pf_stride, spread && t0 == 0 ? n : 0);
+                });
+        }
     }
     for (int64_t t = 0; t < m; ++t)
-        for (int i = 0; i < n; ++i) y[t * rows + r0 + i] = acc[t * R + i];
-}
-
-// x [m, cols] transposed for the outer path: xt[c * m + t].
-inline void pack_xt(const float* x, int64_t m, int64_t cols, float* xt) {
-    for (int64_t t = 0; t < m; ++t)
-        for (int64_t c = 0; c < cols; ++c) xt[c * m + t] = x[t * cols + c];
+        for (int i = 0; i < n; ++i)
+            y[t * rows + r0 + i] = Bcast ? acc[i * kMaxSmallM + t] : acc[t * R + i];
 }
 
 template <class Isa, class W>
 inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, int64_t m, float* y,
                       int64_t b, int64_t b_end) {
     if constexpr (requires { Isa::outer_min; }) {
+        if (uses_bcast<Isa>(m)) {
+            run_block_panels<Isa, W, true>(w, rows, cols, xp, m, y, b);
+            return;
+        }
         if (uses_outer<Isa>(m)) {
-            run_block_outer<Isa>(w, rows, cols, xp, m, y, b);
+            run_block_panels<Isa, W, false>(w, rows, cols, xp, m, y, b);
             return;
         }
     }
@@ -244,10 +293,12 @@ inline void run_block(const W* w, int64_t rows, int64_t cols, const float* xp, i
 // Packs x for the path m takes.
 template <class Isa>
 inline void pack_for(const float* x, int64_t m, int64_t cols, bool bf16, float* xp) {
-    if (uses_outer<Isa>(m))
-        pack_xt(x, m, cols, xp);
-    else
-        Isa::pack_x(x, m, cols, bf16, xp);
+    if constexpr (requires { Isa::outer_min; })
+        if (uses_outer<Isa>(m)) {
+            Isa::pack_xt(x, m, cols, bf16, xp);
+            return;
+        }
+    Isa::pack_x(x, m, cols, bf16, xp);
 }
 
 // Blocks per OpenMP chunk: about 256 KiB of weights (a few microseconds of streaming). The
@@ -261,7 +312,7 @@ inline int64_t chunk_blocks(int64_t block_bytes) {
 // Floats of packed activations for m tokens of `cols` columns of `type`.
 template <class Isa>
 inline size_t packed_floats(dtype type, int64_t cols, int64_t m) {
-    if (uses_outer<Isa>(m)) return static_cast<size_t>(m * cols);
+    if (uses_outer<Isa>(m)) return static_cast<size_t>(kMaxSmallM * cols);
     const int64_t step =
         type == dtype::bf16 ? Isa::template step<bf16_t> : Isa::template step<float>;
     return static_cast<size_t>(m * ((cols + step - 1) / step) * step);

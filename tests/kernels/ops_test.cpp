@@ -127,8 +127,9 @@ INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
 
 // Rows of 6 KiB (bf16, the bench preset's 3072 columns) and 12 KiB (f32): the small-M kernels'
 // prefetch streams wrap into the next blocks' rows and stop at the end of each thread's chunk
-// (rows enough for several chunks); with 12 tokens (AVX2's outer-product panels) the panels
-// prefetched from within the FMA loop. And no columns at all: every output is the empty sum, 0.
+// (rows enough for several chunks); with 12 and 16 tokens (AVX2's outer-product and broadcast
+// panels) the panels prefetched from within the FMA loop. And no columns at all: every output is
+// the empty sum, 0.
 TEST(Linear, LongRowsAndNoColumns) {
     for (const cpu_isa isa :
          {cpu_isa::scalar, cpu_isa::avx2, cpu_isa::avx512, cpu_isa::avx512bf16}) {
@@ -136,7 +137,7 @@ TEST(Linear, LongRowsAndNoColumns) {
         if (!set_cpu_isa(isa)) continue;
         SCOPED_TRACE(cpu_isa_name(isa));
         for (const bool use_bf16 : {true, false}) {
-            for (const int64_t m : {1, 4, 6, 12})
+            for (const int64_t m : {1, 4, 6, 12, 16})
                 expect_linear_matches_reference(150, 3072, m, use_bf16, isa);
             const std::vector<float> none_w(1), none_x(4);
             const std::vector<bf16_t> none_wb(1);
@@ -152,10 +153,12 @@ TEST(Linear, LongRowsAndNoColumns) {
 }
 
 // A token's outputs do not depend on the other tokens of the call: the small-M kernels pick
-// their arithmetic by token count only (AVX2: row tiles below outer_min tokens, outer-product
-// panels from there on; one path on the other levels), never by the other tokens' values. Token 0
-// (the same activations every time) with 0..15 others of random values: its outputs change at
-// most once as the count grows, and both paths match the reference.
+// their arithmetic by token count only (AVX2: row tiles below outer_min tokens, then outer-product
+// panels, from bcast_min on broadcast panels that sum in the same order, bit for bit; one path on
+// the other levels), never by the other tokens' values. Token 0 (the same activations every
+// time) with 0..15 others of random values: its outputs change at most once as the count grows
+// (70 rows: a partial block on every path; 1000 columns: a partial panel with a partial group of
+// 16), and every path matches the reference.
 TEST(Linear, TokenResultDoesNotDependOnTheOtherTokens) {
     const int64_t rows = 70, cols = 1000;
     const auto wf = randn(static_cast<size_t>(rows * cols), 11);
@@ -287,7 +290,8 @@ TEST(LinearGroup, EachJobEqualsLinearBitwise) {
     };
     const std::vector<shape> shapes = {{37, 300, 1, true},  {64, 96, 1, true},   {9, 33, 5, false},
                                        {50, 300, 16, true}, {13, 70, 2, false},  {21, 64, 17, true},
-                                       {8, 40, 64, false},  {100, 128, 6, true}, {7, 5, 3, true}};
+                                       {8, 40, 64, false},  {100, 128, 6, true}, {7, 5, 3, true},
+                                       {30, 200, 11, true}, {26, 150, 15, false}};
     std::vector<std::vector<float>> wf, xs;
     std::vector<std::vector<bf16_t>> wb;
     for (size_t i = 0; i < shapes.size(); ++i) {
