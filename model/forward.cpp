@@ -65,15 +65,19 @@ void mla_core(const model_config& c, const attention_block_weights& a, kernels::
                   vd = c.v_head_dim;
     const kernels::mla_dims d = dims_of(c);
     std::vector<float> attn(static_cast<size_t>(T * H * vd));
+    // The one-token sequences together (one parallel region), the others one by one.
+    std::vector<kernels::mla_decode_seq> decode;
     for (const sequence_slice& s : batch.seqs) {
         const float* qs = q.data() + s.token_begin * H * qk;
         float* os = attn.data() + s.token_begin * H * vd;
         if (s.num_tokens == 1)
-            kernels::mla_attention_decode(d, pool, s.page_table, s.first_pos, qs, a.kv_b_proj, os);
+            decode.push_back({s.page_table, s.first_pos, qs, os});
         else
             kernels::mla_attention_prefill(d, pool, s.page_table, s.first_pos, s.num_tokens, qs,
                                            a.kv_b_proj, os);
     }
+    kernels::mla_attention_decode_batch(d, pool, decode.data(), static_cast<int64_t>(decode.size()),
+                                        a.kv_b_proj);
     std::vector<float> o(static_cast<size_t>(T * c.hidden_size));
     kernels::linear(a.o_proj, attn.data(), T, o.data());
     add_into(x, o);

@@ -115,6 +115,21 @@ void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const in
 void mla_attention_decode(const mla_dims& d, const kv_pool_view& pool, const int32_t* page_table,
                           int64_t pos, const float* q, const matrix_view& kv_b_proj, float* out);
 
+// One sequence of mla_attention_decode_batch: its page table, its new token's position, its
+// query [num_heads, nope + rope] and where its output [num_heads, v] goes.
+struct mla_decode_seq {
+    const int32_t* page_table;
+    int64_t pos;
+    const float* q;
+    float* out;
+};
+
+// The decode form for several sequences at once (one parallel loop over sequences and heads);
+// each sequence's output is bitwise what mla_attention_decode gives for it alone.
+void mla_attention_decode_batch(const mla_dims& d, const kv_pool_view& pool,
+                                const mla_decode_seq* seqs, int64_t count,
+                                const matrix_view& kv_b_proj);
+
 // -- threads --------------------------------------------------------------------------------
 // The compute-thread budget of this process (OpenMP and OpenBLAS).  0 = leave the default.
 void set_num_threads(int num_threads);

@@ -540,6 +540,23 @@ TEST_P(MlaTest, PrefillAndAbsorbedDecodeMatchExpandedReference) {
     mla_case last = c;
     last.q.erase(last.q.begin(), last.q.begin() + 10 * c.d.num_heads * qk);
     EXPECT_LT(rel_err(dec, last.reference(10, 1)), 1e-5);
+    // Several sequences in one call (positions 10, 6 and 8 over the same pages, queries of rows
+    // 10, 3 and 7): each output bitwise the one-sequence call's, which for position 10 is the
+    // call above.
+    const int64_t hv = c.d.num_heads * c.d.v_head_dim;
+    const int64_t pos[3] = {10, 6, 8}, qrow[3] = {10, 3, 7};
+    std::vector<float> batched(3 * hv, -1.0f), alone(3 * hv, -2.0f);
+    std::vector<mla_decode_seq> seqs;
+    for (int i = 0; i < 3; ++i) {
+        const float* qi = c.q.data() + qrow[i] * c.d.num_heads * qk;
+        seqs.push_back({c.pages.data(), pos[i], qi, batched.data() + i * hv});
+        mla_attention_decode(c.d, pv, c.pages.data(), pos[i], qi, kvb, alone.data() + i * hv);
+    }
+    mla_attention_decode_batch(c.d, pv, seqs.data(), 3, kvb);
+    EXPECT_EQ(0, std::memcmp(batched.data(), alone.data(), batched.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(batched.data(), dec.data(), dec.size() * sizeof(float)));
+    mla_attention_decode_batch(c.d, pv, seqs.data(), 0, kvb);  // nothing to do, nothing written
+    EXPECT_EQ(0, std::memcmp(batched.data(), alone.data(), batched.size() * sizeof(float)));
 }
 
 INSTANTIATE_TEST_SUITE_P(KvDtypes, MlaTest, ::testing::Values(dtype::f32, dtype::bf16));
