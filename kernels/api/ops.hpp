@@ -125,10 +125,13 @@ struct mla_decode_seq {
 };
 
 // The decode form for several sequences at once (one parallel loop over sequences and heads);
-// each sequence's output is bitwise what mla_attention_decode gives for it alone.
+// each sequence's output is bitwise what mla_attention_decode gives for it alone. The cache rows
+// of a loop's sequences are gathered as fp32 first, at most max_gather_bytes of them (a longer
+// context runs alone): more sequences than fit take several loops.
 void mla_attention_decode_batch(const mla_dims& d, const kv_pool_view& pool,
                                 const mla_decode_seq* seqs, int64_t count,
-                                const matrix_view& kv_b_proj);
+                                const matrix_view& kv_b_proj,
+                                int64_t max_gather_bytes = int64_t{64} << 20);
 
 // -- threads --------------------------------------------------------------------------------
 // The compute-thread budget of this process (OpenMP and OpenBLAS).  0 = leave the default.

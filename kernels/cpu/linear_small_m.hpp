@@ -51,11 +51,13 @@ namespace {
 //       panel's k order (a permutation of [0, kc): the order the widening instructions leave;
 //       f32 panels keep the columns' order)
 //   static void pack_xt(const float* x, int64_t m, int64_t cols, bool bf16, float* xt);
-//       x [m, cols] transposed: xt[(c0 + slot(k, kc)) * kMaxSmallM + t] = x[t, c0 + k] for the
-//       panel at column c0 (kc = min(outer_cols, cols - c0)), zero for t >= m
+//       x [m, cols] transposed: xt[(c0 + slot_of<W>(k, kc)) * kMaxSmallM + t] = x[t, c0 + k] for
+//       the panel at column c0 (kc = min(outer_cols, cols - c0); slot_of is slot for bf16, k for
+//       f32), zero for t >= m
 //   template <class W> static void transpose(const W* w, int64_t ld, int n, int kc, float* s);
-//       rows [0, n) x columns [0, kc) of W (row stride ld) into s[slot(k) * outer_rows + i] as
-//       exact fp32, zero for the rows from n on (n <= outer_rows, kc <= outer_cols)
+//       rows [0, n) x columns [0, kc) of W (row stride ld) into
+//       s[slot_of<W>(k, kc) * outer_rows + i] as exact fp32, zero for the rows from n on
+//       (n <= outer_rows, kc <= outer_cols)
 //   template <int T> static void outer(const float* s, int kc, const float* xt, float* acc,
 //       const char* pf, int64_t pf_stride, int pf_rows);
 //       acc[t * outer_rows + i] += Σ_{p < kc} s[p * outer_rows + i] · xt[p * kMaxSmallM + t],
@@ -64,8 +66,8 @@ namespace {
 // and, with it, a broadcast path for m >= bcast_min (see run_block_panels):
 //   static constexpr int64_t bcast_min;  static constexpr int bcast_rows;
 //   template <class W> static void widen(const W* w, int64_t ld, int n, int kc, float* s);
-//       rows [0, n) x columns [0, kc) into s[i * outer_cols + slot(k)] as exact fp32, zero for
-//       the rows from n on (n <= bcast_rows)
+//       rows [0, n) x columns [0, kc) into s[i * outer_cols + slot_of<W>(k, kc)] as exact fp32,
+//       zero for the rows from n on (n <= bcast_rows)
 //   static void bcast(const float* s, int kc, const float* xt, float* acc, const char* pf,
 //       int64_t pf_stride, int pf_rows);
 //       acc[i * kMaxSmallM + t] += Σ_{p < kc} s[i * outer_cols + p] · xt[p * kMaxSmallM + t]
@@ -183,9 +185,11 @@ constexpr bool uses_outer(int64_t m) {
 
 template <class Isa>
 constexpr bool uses_bcast(int64_t m) {
-    if constexpr (requires { Isa::bcast_min; })
+    if constexpr (requires { Isa::bcast_min; }) {
+        // The broadcast path reads the outer path's packed activations (pack_for).
+        static_assert(Isa::bcast_min >= Isa::outer_min);
         return m >= Isa::bcast_min;
-    else
+    } else
         return false;
 }
 
@@ -234,11 +238,11 @@ inline void run_block_panels(const W* w, int64_t rows, int64_t cols, const float
     const W* wb = w + r0 * cols;
     // Panels go to L1 two ahead of their turn (one ahead measured slower on the outer path, four
     // alike; on the broadcast path four or five ahead slower: ops/bench/gemv --tokens 16 and
-    // standalone loops). A full panel's lines are prefetched from inside the k loop (the first
-    // token group's), a few at a time: all at once (64 lines for 16 rows of 256 bytes) they queue
-    // behind the L1's few outstanding misses and stall the loads (about 10 % slower on dense
-    // gate/up and lm_head, three runs alternating). At the start of a block and near the end of
-    // its rows, all at once here.
+    // standalone loops). A full panel's lines are prefetched from inside the k loop (the outer
+    // path's first token group's, the broadcast path's only one), a few at a time: all at once (64
+    // lines for 16 rows of 256 bytes) they queue behind the L1's few outstanding misses and stall
+    // the loads (about 10 % slower on dense gate/up and lm_head, three runs alternating). At the
+    // start of a block and near the end of its rows, all at once here.
     const auto prefetch_panel = [&](int64_t c) {
         const int64_t bytes = std::min<int64_t>(KP, cols - c) * static_cast<int64_t>(sizeof(W));
         for (int i = 0; i < n; ++i)

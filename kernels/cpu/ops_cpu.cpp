@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -442,15 +443,12 @@ void mla_attention_decode(const mla_dims& d, const kv_pool_view& pool, const int
     mla_attention_decode_batch(d, pool, &one, 1, kv_b_proj);
 }
 
-// One parallel region for all sequences (a region per sequence cost a wake-up of the passive
-// compute threads each: 16 sequences x 12 attention blocks = 192 of a batch-16 bench step's ~280
-// regions). Each (sequence, head) pair is computed by one thread start to end, the same code
-// whatever the batch, so a sequence's output does not depend on the others.
-void mla_attention_decode_batch(const mla_dims& d, const kv_pool_view& pool,
-                                const mla_decode_seq* seqs, int64_t count,
-                                const matrix_view& kv_b_proj) {
-    require_cpu(kv_b_proj, "mla_attention_decode");
-    if (count <= 0) return;
+namespace {
+
+// mla_attention_decode_batch for sequences whose gathered cache rows fit its cap: one region.
+void decode_attention_region(const mla_dims& d, const kv_pool_view& pool,
+                             const mla_decode_seq* seqs, int64_t count,
+                             const matrix_view& kv_b_proj) {
     const int64_t H = d.num_heads, nope = d.qk_nope_head_dim, rope = d.qk_rope_head_dim,
                   vd = d.v_head_dim, lora = d.kv_lora_rank;
     const int64_t qk = nope + rope, kvw = nope + vd;
@@ -465,14 +463,15 @@ void mla_attention_decode_batch(const mla_dims& d, const kv_pool_view& pool,
         first[i + 1] = first[i] + ctx;
         max_ctx = std::max(max_ctx, ctx);
     }
-    std::vector<float> rows(static_cast<size_t>(first[count] * pool.row_dim));
+    const auto rows = std::make_unique_for_overwrite<float[]>(
+        static_cast<size_t>(first[count] * pool.row_dim));  // every row written below
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
         for (int64_t p = 0; p < first[count]; ++p) {
             const auto i = static_cast<int64_t>(std::upper_bound(first.begin(), first.end(), p) -
                                                 first.begin() - 1);
-            kv_read_row(pool, seqs[i].page_table, p - first[i], rows.data() + p * pool.row_dim);
+            kv_read_row(pool, seqs[i].page_table, p - first[i], rows.get() + p * pool.row_dim);
         }
         std::vector<float> qt(static_cast<size_t>(lora)), olat(static_cast<size_t>(lora)),
             scores(static_cast<size_t>(max_ctx));
@@ -480,7 +479,7 @@ void mla_attention_decode_batch(const mla_dims& d, const kv_pool_view& pool,
         for (int64_t job = 0; job < count * H; ++job) {
             const mla_decode_seq& sq = seqs[job / H];
             const int64_t hd = job % H, ctx = sq.pos + 1;
-            const float* seq_rows = rows.data() + first[job / H] * pool.row_dim;
+            const float* seq_rows = rows.get() + first[job / H] * pool.row_dim;
             const float* qh = sq.q + hd * qk;
             // q̃ = W_UK[h]ᵀ · q_nope[h]
             std::fill(qt.begin(), qt.end(), 0.0f);
@@ -508,6 +507,27 @@ void mla_attention_decode_batch(const mla_dims& d, const kv_pool_view& pool,
                             : lane_dot(wf + r * lora, olat.data(), lora);
             }
         }
+    }
+}
+
+}  // namespace
+
+// One parallel region for all sequences whose rows fit max_gather_bytes (a region per sequence
+// cost a wake-up of the passive compute threads each: 16 sequences x 12 attention blocks = 192
+// of a batch-16 bench step's ~270 regions). Each (sequence, head) pair is computed by one thread
+// start to end, the same code whatever the batch, so a sequence's output does not depend on the
+// others.
+void mla_attention_decode_batch(const mla_dims& d, const kv_pool_view& pool,
+                                const mla_decode_seq* seqs, int64_t count,
+                                const matrix_view& kv_b_proj, int64_t max_gather_bytes) {
+    require_cpu(kv_b_proj, "mla_attention_decode");
+    const int64_t row_bytes = pool.row_dim * static_cast<int64_t>(sizeof(float));
+    for (int64_t begin = 0; begin < count;) {
+        int64_t end = begin + 1, bytes = (seqs[begin].pos + 1) * row_bytes;
+        while (end < count && bytes + (seqs[end].pos + 1) * row_bytes <= max_gather_bytes)
+            bytes += (seqs[end++].pos + 1) * row_bytes;
+        decode_attention_region(d, pool, seqs + begin, end - begin, kv_b_proj);
+        begin = end;
     }
 }
 

@@ -143,11 +143,11 @@ TEST(Linear, LongRowsAndNoColumns) {
             const std::vector<bf16_t> none_wb(1);
             matrix_view empty{use_bf16 ? static_cast<const void*>(none_wb.data()) : none_w.data(),
                               use_bf16 ? dtype::bf16 : dtype::f32, 9, 0};
-            std::vector<float> y(9 * 4, 1.0f);
-            linear(empty, none_x.data(), 4, y.data());
-            EXPECT_EQ(y, std::vector<float>(9 * 4, 0.0f));
-            linear(empty, none_x.data(), 1, y.data());
-            EXPECT_EQ(y, std::vector<float>(9 * 4, 0.0f));
+            for (const int64_t m : {4, 1, 12, 16}) {  // row tiles, then both panel paths
+                std::vector<float> y(static_cast<size_t>(9 * m), 1.0f);
+                linear(empty, none_x.data(), m, y.data());
+                EXPECT_EQ(y, std::vector<float>(static_cast<size_t>(9 * m), 0.0f)) << "m " << m;
+            }
         }
     }
 }
@@ -288,10 +288,10 @@ TEST(LinearGroup, EachJobEqualsLinearBitwise) {
         int64_t rows, cols, m;
         bool bf16;
     };
-    const std::vector<shape> shapes = {{37, 300, 1, true},  {64, 96, 1, true},   {9, 33, 5, false},
-                                       {50, 300, 16, true}, {13, 70, 2, false},  {21, 64, 17, true},
-                                       {8, 40, 64, false},  {100, 128, 6, true}, {7, 5, 3, true},
-                                       {30, 200, 11, true}, {26, 150, 15, false}};
+    const std::vector<shape> shapes = {
+        {37, 300, 1, true}, {64, 96, 1, true},   {9, 33, 5, false},    {50, 300, 16, true},
+        {13, 70, 2, false}, {21, 64, 17, true},  {8, 40, 64, false},   {100, 128, 6, true},
+        {7, 5, 3, true},    {30, 200, 11, true}, {26, 150, 15, false}, {40, 150, 11, false}};
     std::vector<std::vector<float>> wf, xs;
     std::vector<std::vector<bf16_t>> wb;
     for (size_t i = 0; i < shapes.size(); ++i) {
@@ -556,6 +556,17 @@ TEST_P(MlaTest, PrefillAndAbsorbedDecodeMatchExpandedReference) {
     EXPECT_EQ(0, std::memcmp(batched.data(), alone.data(), batched.size() * sizeof(float)));
     EXPECT_EQ(0, std::memcmp(batched.data(), dec.data(), dec.size() * sizeof(float)));
     mla_attention_decode_batch(c.d, pv, seqs.data(), 0, kvb);  // nothing to do, nothing written
+    EXPECT_EQ(0, std::memcmp(batched.data(), alone.data(), batched.size() * sizeof(float)));
+    // A gather cap of 12 rows: positions 10 and 6 (11 + 7 rows) cannot share a loop, 6 and 8
+    // (7 + 9) neither: three loops, the same bits.
+    std::fill(batched.begin(), batched.end(), -1.0f);
+    mla_attention_decode_batch(c.d, pv, seqs.data(), 3, kvb,
+                               12 * row_dim * static_cast<int64_t>(sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(batched.data(), alone.data(), batched.size() * sizeof(float)));
+    // A cap of 18 rows: 10 and 6 together (11 + 7), then 8 alone (18 + 9 > 18).
+    std::fill(batched.begin(), batched.end(), -1.0f);
+    mla_attention_decode_batch(c.d, pv, seqs.data(), 3, kvb,
+                               18 * row_dim * static_cast<int64_t>(sizeof(float)));
     EXPECT_EQ(0, std::memcmp(batched.data(), alone.data(), batched.size() * sizeof(float)));
 }
 
