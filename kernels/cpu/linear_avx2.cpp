@@ -65,6 +65,12 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
+// a[0, 16) += (lo, hi): a panel's sums into a block's accumulators.
+inline void add16(float* a, __m256 lo, __m256 hi) {
+    _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), lo));
+    _mm256_storeu_ps(a + 8, _mm256_add_ps(_mm256_loadu_ps(a + 8), hi));
+}
+
 // The two halves of a k-step of 16 columns (see tile).
 inline __m256 lo8(const bf16_t* p) {
     return _mm256_castsi256_ps(
@@ -246,11 +252,7 @@ struct avx2 {
                 a1[t] = _mm256_fmadd_ps(w1, xv, a1[t]);
             }
         }
-        for (int t = 0; t < T; ++t) {
-            float* a = acc + t * outer_rows;
-            _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), a0[t]));
-            _mm256_storeu_ps(a + 8, _mm256_add_ps(_mm256_loadu_ps(a + 8), a1[t]));
-        }
+        for (int t = 0; t < T; ++t) add16(acc + t * outer_rows, a0[t], a1[t]);
     }
 
     // The broadcast path (linear_small_m.hpp, run_block_panels) from bcast_min tokens on.
@@ -299,11 +301,7 @@ struct avx2 {
                 a1[i] = _mm256_fmadd_ps(wv, x1, a1[i]);
             }
         }
-        for (int i = 0; i < R; ++i) {
-            float* a = acc + i * kMaxSmallM;
-            _mm256_store_ps(a, _mm256_add_ps(_mm256_load_ps(a), a0[i]));
-            _mm256_store_ps(a + 8, _mm256_add_ps(_mm256_load_ps(a + 8), a1[i]));
-        }
+        for (int i = 0; i < R; ++i) add16(acc + i * kMaxSmallM, a0[i], a1[i]);
     }
 
     // x [m, cols] into k-steps (see the top of the file); the packed copy is m * cols floats
