@@ -19,6 +19,13 @@ using json = nlohmann::json;
 // Sizes beyond this are rejected so that every tensor size computed from the config fits int64.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 constexpr int64_t kMaxPositions = int64_t{1} << 31;
+// Counts that size per-layer and per-expert tables before any tensor is read (the loader's
+// layers and expert views, the load plan's tensor names, the KV pools): far above any
+// LongCat-Flash checkpoint (28 layers, 512 + 256 experts), and low enough that a config asking
+// for more is refused instead of allocating gigabytes of empty tables.
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxExperts = 65536;                  // routed + zero
+constexpr int64_t kMaxLayerExperts = int64_t{1} << 20;  // num_layers x n_routed_experts
 constexpr int64_t kFp8BlockSize = 128;
 
 std::string type_name(const json& value) {
@@ -198,6 +205,18 @@ void validate(const field_reader& reader, const model_config& cfg) {
     };
     for (const auto& [name, value] : sizes) reader.require_range(name, value, 1, kMaxDim);
     reader.require_range("zero_expert_num", cfg.zero_expert_num, 0, kMaxDim);
+    reader.require_range("num_layers", cfg.num_layers, 1, kMaxLayers);
+    if (cfg.num_experts_total() > kMaxExperts) {
+        reader.fail("n_routed_experts", "n_routed_experts + zero_expert_num must be at most " +
+                                            std::to_string(kMaxExperts) + ", got " +
+                                            std::to_string(cfg.num_experts_total()));
+    }
+    if (cfg.num_layers * cfg.n_routed_experts > kMaxLayerExperts) {
+        reader.fail("n_routed_experts", "num_layers x n_routed_experts must be at most " +
+                                            std::to_string(kMaxLayerExperts) + ", got " +
+                                            std::to_string(cfg.num_layers) + " x " +
+                                            std::to_string(cfg.n_routed_experts));
+    }
     reader.require_range("max_position_embeddings", cfg.max_position_embeddings, 1, kMaxPositions);
     reader.require_range("num_nextn_layers", cfg.num_nextn_layers, 0, 1);
     reader.require_range("bos_token_id", cfg.bos_token_id, 0, cfg.vocab_size - 1);
@@ -258,7 +277,7 @@ model_config parse_model_config(const std::string& json_text, const std::string&
     json root;
     try {
         root = json::parse(json_text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, out_of_range (a number past a double's)
         throw model_error(origin + ": malformed config JSON: " + e.what());
     }
     if (!root.is_object()) {

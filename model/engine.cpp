@@ -17,7 +17,14 @@ forward_output engine::step(const std::vector<sequence*>& seqs,
     if (seqs.size() != new_tokens.size())
         throw model_error("engine: step got " + std::to_string(seqs.size()) + " sequences and " +
                           std::to_string(new_tokens.size()) + " token lists");
-    // Reserve pages first, all or nothing.
+    // Token ids first (embed would refuse them too, but after the pages below were taken).
+    const int64_t vocab = config().vocab_size;
+    for (const std::vector<int32_t>& tokens : new_tokens)
+        for (const int32_t id : tokens)
+            if (id < 0 || id >= vocab)
+                throw model_error("engine: token id " + std::to_string(id) +
+                                  " outside the vocabulary of " + std::to_string(vocab));
+    // Reserve pages, all or nothing.
     std::vector<size_t> before(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) {
         before[i] = seqs[i]->page_table.size();
@@ -83,6 +90,9 @@ std::vector<int32_t> engine::generate(const std::vector<int32_t>& prompt, int64_
                                       const std::function<void(int32_t)>& on_token) {
     validate_sampling_params(sampling);
     if (prompt.empty()) throw model_error("engine: empty prompt");
+    if (max_tokens < 1)
+        throw model_error("engine: max_tokens must be at least 1, got " +
+                          std::to_string(max_tokens));
     sequence seq;
     std::vector<int32_t> generated;
     const int64_t V = config().vocab_size;

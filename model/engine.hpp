@@ -38,7 +38,8 @@ public:
 
     // One forward over a batch: sequence i appends new_tokens[i] (≥ 1) to its cache.  Logits are
     // for each sequence's last new token, or for every new token with opts.all_logits.
-    // Throws model_error (and changes nothing) when the pages do not fit.
+    // Throws model_error (and changes nothing) when the pages do not fit or a token id lies
+    // outside the vocabulary.
     forward_output step(const std::vector<sequence*>& seqs,
                         const std::vector<std::vector<int32_t>>& new_tokens,
                         const forward_options& opts = {});

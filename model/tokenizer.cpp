@@ -320,7 +320,7 @@ struct json_node {
 json parse_json_text(std::string_view text, const std::string& origin) {
     try {
         return json::parse(text.begin(), text.end());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, out_of_range (a number past a double's)
         throw model_error(origin + ": malformed JSON: " + e.what());
     }
 }
@@ -1429,12 +1429,21 @@ struct tokenizer::impl {
 
     // -- loading ------------------------------------------------------------------------
 
-    void parse_normalizer(const json_node& node) {
+    // Sequences inside sequences: each level recurses (and copies its JSON path), so a file of
+    // a megabyte nesting them could exhaust the stack. Real tokenizers nest one or two deep.
+    static constexpr int kMaxSequenceDepth = 16;
+    static std::string sequence_too_deep() {
+        return "Sequence nested deeper than " + std::to_string(kMaxSequenceDepth) + " levels";
+    }
+
+    void parse_normalizer(const json_node& node, int depth = 0) {
         const json_node type = node["type"];
         const std::string& name = type.str();
         if (name == "Sequence") {
+            if (depth >= kMaxSequenceDepth) type.fail(sequence_too_deep());
             const json_node list = node["normalizers"];
-            for (size_t idx = 0; idx < list.array_size(); ++idx) parse_normalizer(list.at(idx));
+            for (size_t idx = 0; idx < list.array_size(); ++idx)
+                parse_normalizer(list.at(idx), depth + 1);
         } else if (name == "NFC") {
             normalizers.push_back({normalizer_kind::nfc});
         } else if (name == "NFD") {
@@ -1466,12 +1475,14 @@ struct tokenizer::impl {
         }
     }
 
-    void parse_pre_tokenizer(const json_node& node) {
+    void parse_pre_tokenizer(const json_node& node, int depth = 0) {
         const json_node type = node["type"];
         const std::string& name = type.str();
         if (name == "Sequence") {
+            if (depth >= kMaxSequenceDepth) type.fail(sequence_too_deep());
             const json_node list = node["pretokenizers"];
-            for (size_t idx = 0; idx < list.array_size(); ++idx) parse_pre_tokenizer(list.at(idx));
+            for (size_t idx = 0; idx < list.array_size(); ++idx)
+                parse_pre_tokenizer(list.at(idx), depth + 1);
         } else if (name == "ByteLevel") {
             pre_tokenizer_step step{pre_tokenizer_kind::byte_level};
             step.add_prefix_space = node.bool_or("add_prefix_space", true);
@@ -1508,12 +1519,14 @@ struct tokenizer::impl {
         }
     }
 
-    void parse_decoder(const json_node& node) {
+    void parse_decoder(const json_node& node, int depth = 0) {
         const json_node type = node["type"];
         const std::string& name = type.str();
         if (name == "Sequence") {
+            if (depth >= kMaxSequenceDepth) type.fail(sequence_too_deep());
             const json_node list = node["decoders"];
-            for (size_t idx = 0; idx < list.array_size(); ++idx) parse_decoder(list.at(idx));
+            for (size_t idx = 0; idx < list.array_size(); ++idx)
+                parse_decoder(list.at(idx), depth + 1);
         } else if (name == "ByteLevel") {
             decoders.push_back({decoder_kind::byte_level});
         } else if (name == "ByteFallback") {
@@ -1602,13 +1615,14 @@ struct tokenizer::impl {
         return pieces;
     }
 
-    void parse_post_processor(const json_node& node) {
+    void parse_post_processor(const json_node& node, int depth = 0) {
         const json_node type = node["type"];
         const std::string& name = type.str();
         if (name == "Sequence") {
+            if (depth >= kMaxSequenceDepth) type.fail(sequence_too_deep());
             const json_node list = node["processors"];
             for (size_t idx = 0; idx < list.array_size(); ++idx) {
-                parse_post_processor(list.at(idx));
+                parse_post_processor(list.at(idx), depth + 1);
             }
         } else if (name == "ByteLevel") {
             post_processors.push_back({post_processor_kind::byte_level});
@@ -1764,6 +1778,13 @@ struct tokenizer::impl {
         int64_t max_id = -1;
         for (const auto& [token, id] : model.vocab) max_id = std::max<int64_t>(max_id, id);
         for (const auto& tok : added) max_id = std::max<int64_t>(max_id, tok.id);
+        // The tables are indexed by id: ids far sparser than any real vocabulary would make a
+        // small file allocate a table of millions of strings.
+        const auto entries = static_cast<int64_t>(model.vocab.size() + added.size());
+        if (max_id >= 2 * entries + 65536)
+            throw model_error(origin + ": token id " + std::to_string(max_id) + " for " +
+                              std::to_string(entries) +
+                              " entries: ids this sparse are not a vocabulary");
         id_text.assign(static_cast<size_t>(max_id + 1), std::string());
         id_flags.assign(static_cast<size_t>(max_id + 1), 0);
         for (const auto& [token, id] : model.vocab) {

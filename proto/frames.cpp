@@ -194,10 +194,12 @@ std::optional<frame_failure> validate_frame_header(const frame_header& header,
     if (!known_dtype(dtype_code)) {
         return fail(frame_error::unknown_dtype, "dtype code " + std::to_string(dtype_code));
     }
-    if ((header.flags & ~kKnownFrameFlags) != 0) {
+    // A newer protocol may give meaning to `reserved` and new flag bits (frames.hpp): a hello
+    // carrying them is still read, so that the versions refuse each other by name.
+    if (!handshake && (header.flags & ~kKnownFrameFlags) != 0) {
         return fail(frame_error::unknown_flags, "flags " + std::to_string(header.flags));
     }
-    if (header.reserved != 0) {
+    if (!handshake && header.reserved != 0) {
         return fail(frame_error::nonzero_reserved, "reserved " + std::to_string(header.reserved));
     }
     if (handshake) {

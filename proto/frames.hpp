@@ -13,13 +13,13 @@
 //    16     8  request_id        kv, prefill_done: the request whose KV this is; 0 otherwise
 //    24     4  layer             dispatch/combine: layer index; kv: KV pool index
 //    28     2  micro_batch       micro-batch index inside the step
-//    30     2  flags             kFrameFlag* bits; unknown bits are rejected
+//    30     2  flags             kFrameFlag* bits; unknown bits are rejected (row kinds)
 //    32     4  num_tokens        token rows in the payload (0 is valid: "no tokens for you")
 //    36     4  row_elems         values of `dtype` at the start of each row (e.g. hidden)
 //    40     4  row_bytes         bytes per row: row_elems·size(dtype) + per-row metadata
 //    44     4  first_position    kv: sequence position of the first row; 0 otherwise
 //    48     4  sequence          kv, prefill_done: the transfer's attempt (+1 per retry)
-//    52     4  reserved          0
+//    52     4  reserved          0 (row kinds; a handshake's is not checked)
 //    56     8  payload_bytes     row kinds: num_tokens·row_bytes; handshake: hello size
 //
 // Payload of the row kinds (dispatch, combine, kv, collective, prefill_done): num_tokens rows,
@@ -128,8 +128,8 @@ enum class frame_error : uint8_t {
     version_mismatch,       // a row-kind frame of another protocol version
     unknown_kind,           // kind code not in frame_kind
     unknown_dtype,          // dtype code not in wire_dtype
-    unknown_flags,          // flag bits outside kKnownFrameFlags
-    nonzero_reserved,       // reserved field not 0
+    unknown_flags,          // a row-kind frame with flag bits outside kKnownFrameFlags
+    nonzero_reserved,       // a row-kind frame whose reserved field is not 0
     oversized,              // payload_bytes above frame_limits::max_payload_bytes
     bad_row_layout,         // row_elems·size(dtype) > row_bytes, or handshake fields not 0
     length_mismatch,        // payload_bytes ≠ num_tokens·row_bytes (or overflow)

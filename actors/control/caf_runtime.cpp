@@ -2,14 +2,16 @@
 
 #include <sched.h>
 
-#include <stdexcept>
-#include <string>
-#include <thread>
-
+#include <algorithm>
 #include <caf/atom.hpp>
 #include <caf/io/all.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/thread_hook.hpp>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
 
 #include "proto/messages.hpp"
 
@@ -69,15 +71,50 @@ uint16_t publish_coordinator(caf::actor_system& system, const coordinator_actor&
     return *bound;
 }
 
+coordinator_actor remote_coordinator(caf::actor_system& system, const host_port& where,
+                                     std::chrono::milliseconds timeout) {
+    // What middleman::remote_actor does, through the middleman actor's typed connect with a
+    // request timeout instead of its unbounded function_view.
+    const std::string address = where.host + ":" + std::to_string(where.port);
+    const auto wanted = system.message_types(caf::detail::type_list<coordinator_actor>{});
+    std::string error;
+    coordinator_actor out;
+    caf::scoped_actor self{system};
+    self->request(system.middleman().actor_handle(), timeout, caf::connect_atom::value, where.host,
+                  where.port)
+        .receive(
+            [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& got) {
+                if (!ptr)
+                    error = "no actor published at " + address;
+                else if (!system.assignable(got, wanted))
+                    error = "the actor at " + address + " is not a coordinator";
+                else
+                    out = caf::actor_cast<coordinator_actor>(std::move(ptr));
+            },
+            [&](caf::error& e) {
+                error = e == caf::sec::request_timeout
+                            ? "no CAF handshake from " + address + " within " +
+                                  std::to_string(timeout.count()) + " ms"
+                            : system.render(e);
+            });
+    if (!out) throw std::runtime_error("cannot reach " + address + ": " + error);
+    return out;
+}
+
 coordinator_actor connect_coordinator(caf::actor_system& system, const std::string& address,
                                       std::chrono::milliseconds timeout) {
     const host_port where = parse_host_port(address);
     const auto until = std::chrono::steady_clock::now() + timeout;
     std::string last_error;
     for (;;) {
-        auto remote = system.middleman().remote_actor<coordinator_actor>(where.host, where.port);
-        if (remote) return *remote;
-        last_error = system.render(remote.error());
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            until - std::chrono::steady_clock::now());
+        try {
+            return remote_coordinator(system, where,
+                                      std::max(left, std::chrono::milliseconds(100)));
+        } catch (const std::runtime_error& e) {
+            last_error = e.what();
+        }
         if (std::chrono::steady_clock::now() >= until) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }

@@ -53,8 +53,15 @@ host_port parse_host_port(const std::string& text);
 // returns the bound port or throws std::runtime_error naming the address.
 uint16_t publish_coordinator(caf::actor_system& system, const coordinator_actor& coordinator,
                              const std::string& host, uint16_t port);
-// remote_actor<coordinator_actor> to "HOST:PORT", retried every 100 ms until `timeout` (the
-// coordinator may start after its members). Throws std::runtime_error with CAF's last error.
+// The coordinator at host:port, one attempt bounded by `timeout` (CAF's remote_actor waits
+// without limit for a peer that accepts the TCP connection and never answers the handshake,
+// e.g. a stopped process). Throws std::runtime_error naming the address and what went wrong.
+coordinator_actor remote_coordinator(caf::actor_system& system, const host_port& where,
+                                     std::chrono::milliseconds timeout);
+
+// remote_coordinator to "HOST:PORT", retried every 100 ms until `timeout` (the coordinator may
+// start after its members); every attempt ends by the deadline. Throws std::runtime_error with
+// the last error.
 coordinator_actor connect_coordinator(caf::actor_system& system, const std::string& address,
                                       std::chrono::milliseconds timeout);
 

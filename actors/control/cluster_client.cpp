@@ -25,14 +25,18 @@ proto::expected<Result, std::string> ask(const std::string& address, Message mes
     runtime.scheduler_threads = 1;
     auto config = make_caf_config(runtime);
     caf::actor_system system{*config};
-    auto coordinator = system.middleman().remote_actor<coordinator_actor>(where.host, where.port);
-    if (!coordinator)
-        return failure("cannot reach the coordinator at " + address + ": " +
-                       system.render(coordinator.error()));
+    coordinator_actor coordinator;
+    try {
+        coordinator =
+            remote_coordinator(system, where, std::min(timeout, std::chrono::milliseconds(10'000)));
+    } catch (const std::exception& e) {
+        return failure(std::string("coordinator: ") +
+                       e.what());  // "…: cannot reach HOST:PORT: why"
+    }
     proto::expected<Result, std::string> out = failure("no answer");
     {
         caf::scoped_actor self{system};
-        self->request(*coordinator, timeout, std::move(message))
+        self->request(coordinator, timeout, std::move(message))
             .receive([&](Result& reply) { out = std::move(reply); },
                      [&](caf::error& error) {
                          out = failure("coordinator at " + address + ": " + system.render(error));

@@ -10,15 +10,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "model/config.hpp"
 
@@ -163,13 +163,29 @@ std::string read_link(const std::string& path) {
     return out;
 }
 
-// Alive and still running `binary` (a zombie or a reused pid is not ours).
+// When pid started, in clock ticks after boot (/proc/PID/stat field 22), or 0 if it is gone.
+uint64_t process_start_time(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
+    if (paren == std::string::npos) return 0;
+    std::istringstream fields(stat.substr(paren + 1));
+    std::string field;
+    for (int idx = 3; idx <= 22 && fields >> field; ++idx)
+        if (idx == 22) return std::strtoull(field.c_str(), nullptr, 10);
+    return 0;
+}
+
+// Alive, still running `binary`, and (when recorded) the process that started then: a zombie or
+// a reused pid is not ours — not even one running the same binary for another cluster.
 bool is_our_process(const launched_process& process) {
     if (process.pid <= 0) return false;
     const std::string exe = read_link("/proc/" + std::to_string(process.pid) + "/exe");
     if (exe.empty()) return false;
     std::error_code ec;
-    return fs::equivalent(exe, process.binary, ec) || exe == process.binary;
+    if (!fs::equivalent(exe, process.binary, ec) && exe != process.binary) return false;
+    return process.start_time == 0 || process_start_time(process.pid) == process.start_time;
 }
 
 std::string log_tail(const std::string& file, size_t max_lines = 15) {
@@ -236,9 +252,14 @@ json to_json(const cluster_state& state) {
     if (!state.gateway_url.empty()) out["gateway_url"] = state.gateway_url;
     out["processes"] = json::array();
     for (const auto& p : state.processes)
-        out["processes"].push_back({{"name", p.name}, {"role", p.role}, {"pid", p.pid},
-                                    {"binary", p.binary}, {"metrics_port", p.metrics_port},
-                                    {"control_port", p.control_port}, {"log_file", p.log_file},
+        out["processes"].push_back({{"name", p.name},
+                                    {"role", p.role},
+                                    {"pid", p.pid},
+                                    {"binary", p.binary},
+                                    {"metrics_port", p.metrics_port},
+                                    {"control_port", p.control_port},
+                                    {"log_file", p.log_file},
+                                    {"start_time", p.start_time},
                                     {"metrics_url", p.metrics_url()}});
     return out;
 }
@@ -286,6 +307,50 @@ void stop_processes(std::vector<launched_process>& processes, std::chrono::milli
     }
 }
 
+// Topology fields, checked before anything starts; an error names the field by its path.
+// Absent (or null) → fallback.
+int64_t int_field(const json& obj, const std::string& key, int64_t fallback, int64_t lo, int64_t hi,
+                  const std::string& where) {
+    const auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return fallback;
+    const std::string name = "topology " + where + key;
+    if (!it->is_number_integer())
+        throw std::runtime_error(name + " must be an integer, got " + it->dump());
+    const bool too_big =
+        it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(hi);
+    const int64_t value = too_big ? hi : it->get<int64_t>();
+    if (too_big || value < lo || value > hi)
+        throw std::runtime_error(name + " must be " + std::to_string(lo) + ".." +
+                                 std::to_string(hi) + ", got " + it->dump());
+    return value;
+}
+
+std::string string_field(const json& obj, const std::string& key, const std::string& fallback,
+                         const std::string& where) {
+    const auto it = obj.find(key);
+    if (it == obj.end() || it->is_null()) return fallback;
+    if (!it->is_string())
+        throw std::runtime_error("topology " + where + key + " must be a string, got " +
+                                 it->dump());
+    return it->get<std::string>();
+}
+
+// An array of objects (attention workers, expert groups).
+const json& object_array(const json& topo, const std::string& key) {
+    const auto it = topo.find(key);
+    if (it == topo.end() || !it->is_array())
+        throw std::runtime_error("topology " + key + " must be an array of objects");
+    for (size_t idx = 0; idx < it->size(); ++idx)
+        if (!(*it)[idx].is_object())
+            throw std::runtime_error("topology " + key + "[" + std::to_string(idx) +
+                                     "] must be an object, got " + (*it)[idx].dump());
+    return *it;
+}
+
+uint16_t port_field(const json& obj, const std::string& key, const std::string& where) {
+    return static_cast<uint16_t>(int_field(obj, key, 0, 0, 65535, where));  // 0: pick a free one
+}
+
 struct topology_group {
     std::string name;
     std::string experts;  // explicit list, or empty
@@ -328,6 +393,7 @@ proto::expected<cluster_state, std::string> read_cluster_state(const fs::path& s
             process.metrics_port = p.at("metrics_port").get<uint16_t>();
             process.control_port = p.at("control_port").get<uint16_t>();
             process.log_file = p.at("log_file").get<std::string>();
+            process.start_time = p.value("start_time", uint64_t{0});  // 0: a state file from before
             state.processes.push_back(process);
         }
         return state;
@@ -343,6 +409,9 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         std::ifstream in(opts.topology);
         if (!in) return failure("cannot read topology " + opts.topology.string());
         const json topo = json::parse(in);
+        if (!topo.is_object())
+            return failure("topology " + opts.topology.string() + " must be a JSON object, got " +
+                           topo.type_name());
         const model::model_config model = model::load_model_config(opts.model_dir / "config.json");
         if (fs::exists(opts.state_file)) {
             auto old = read_cluster_state(opts.state_file);
@@ -355,18 +424,22 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         }
         const fs::path dir = fs::absolute(opts.state_file).parent_path();
         fs::create_directories(dir);
-        state.topology = topo.value("name", opts.topology.stem().string());
+        state.topology = string_field(topo, "name", opts.topology.stem().string(), "");
         state.model_dir = fs::absolute(opts.model_dir).string();
-        state.host = topo.value("host", "127.0.0.1");
-        const int threads = topo.value("threads_per_service", 1);
-        const int max_batch = topo.value("max_batch", 8);
+        // Every service binds this address; an empty one would mean all interfaces.
+        state.host = string_field(topo, "host", "127.0.0.1", "");
+        if (state.host.empty())
+            return failure("topology host must name an address (e.g. 127.0.0.1)");
+        const int threads =
+            static_cast<int>(int_field(topo, "threads_per_service", 1, 1, 1024, ""));
+        const int max_batch = static_cast<int>(int_field(topo, "max_batch", 8, 1, 1 << 20, ""));
         std::vector<std::string> env = {"UCX_NET_DEVICES=lo", "UCX_TCP_CM_REUSEADDR=y",
                                         "UCX_WARN_UNUSED_ENV_VARS=n",
                                         "OMP_NUM_THREADS=" + std::to_string(threads)};
         // The data plane's transports (actors/transport/README.md): "tcp" keeps UCX's peer error
         // handling (which makes UCX 1.13 skip shared memory); "shm" turns it off so that
         // shared memory (sysv, cma) is used, dead peers being found by CAF + deadlines.
-        const std::string transport = topo.value("transport", "tcp");
+        const std::string transport = string_field(topo, "transport", "tcp", "");
         std::string error_mode = "peer";
         if (transport == "shm") {
             env.push_back("UCX_TLS=sm,self,tcp");
@@ -376,15 +449,12 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         } else {
             return failure("topology transport must be \"tcp\" or \"shm\", got \"" + transport + "\"");
         }
-        const int64_t kv_pages = topo.value("kv_pages", int64_t{1024});
-        const int64_t page_size = topo.value("page_size", int64_t{16});
-        const int64_t prefill_chunk = topo.value("prefill_chunk", int64_t{256});
-        const int pipeline_depth = topo.value("pipeline_depth", 3);
-        if (kv_pages < 1 || page_size < 1 || prefill_chunk < 0)
-            return failure("topology kv_pages and page_size must be >= 1 and prefill_chunk >= 0");
-        const int micro_batches = topo.value("micro_batches", 1);
-        if (micro_batches < 1 || micro_batches > 4)
-            return failure("topology micro_batches must be 1..4, got " + std::to_string(micro_batches));
+        const int64_t kv_pages = int_field(topo, "kv_pages", 1024, 1, int64_t{1} << 31, "");
+        const int64_t page_size = int_field(topo, "page_size", 16, 1, 1 << 16, "");
+        const int64_t prefill_chunk =
+            int_field(topo, "prefill_chunk", 256, 0, int64_t{1} << 31, "");
+        const int pipeline_depth = static_cast<int>(int_field(topo, "pipeline_depth", 3, 1, 4, ""));
+        const int micro_batches = static_cast<int>(int_field(topo, "micro_batches", 1, 1, 4, ""));
         // The caller's own UCX_NET_DEVICES / UCX_TLS win over the topology's (set last).
         for (const char* keep : {"UCX_NET_DEVICES", "UCX_TLS"})
             if (const char* value = std::getenv(keep)) env.push_back(std::string(keep) + "=" + value);
@@ -393,9 +463,18 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         // Expert placement: explicit lists, or contiguous runs in proportion to `share` — within
         // each pool when the groups are in pools (each pool holds every expert).
         std::vector<topology_group> groups;
-        for (const auto& g : topo.at("expert_groups"))
-            groups.push_back({g.at("name").get<std::string>(), g.value("experts", ""), g.value("share", 1),
-                              g.value("pool", "")});
+        const json& group_list = object_array(topo, "expert_groups");
+        for (size_t idx = 0; idx < group_list.size(); ++idx) {
+            const json& g = group_list[idx];
+            const std::string where = "expert_groups[" + std::to_string(idx) + "].";
+            topology_group group{string_field(g, "name", "", where),
+                                 string_field(g, "experts", "", where),
+                                 static_cast<int>(int_field(g, "share", 1, 1, 1000000, where)),
+                                 string_field(g, "pool", "", where)};
+            if (group.name.empty())
+                return failure("topology " + where + "name must be a non-empty string");
+            groups.push_back(std::move(group));
+        }
         if (groups.empty()) return failure("topology has no expert_groups");
         std::set<std::string> pools, roles;
         for (const auto& g : groups) {
@@ -407,7 +486,22 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                                ": either every group names a pool or none does");
             pools.insert(g.pool);
         }
-        for (const auto& w : topo.at("attention")) roles.insert(w.value("role", "decode"));
+        const json& workers = object_array(topo, "attention");
+        if (workers.empty()) return failure("topology has no attention workers");
+        for (size_t idx = 0; idx < workers.size(); ++idx) {
+            const json& w = workers[idx];
+            const std::string where = "attention[" + std::to_string(idx) + "].";
+            if (string_field(w, "name", "", where).empty())
+                return failure("topology " + where + "name must be a non-empty string");
+            const std::string role = string_field(w, "role", "decode", where);
+            if (role != "prefill" && role != "decode")
+                return failure("topology " + where +
+                               "role must be \"prefill\" or \"decode\", got \"" + role + "\"");
+            string_field(w, "tp_group", "tp-0", where);
+            const int64_t tp_size = int_field(w, "tp_size", 1, 1, 1024, where);
+            int_field(w, "tp_rank", 0, 0, tp_size - 1, where);
+            roles.insert(role);
+        }
         if (!groups.front().pool.empty()) {
             for (const std::string& role : roles)
                 if (pools.count(role) == 0)
@@ -416,32 +510,47 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                 if (roles.count(pool) == 0)
                     return failure("expert pool " + pool + " has no attention worker with role " + pool);
         }
-        std::map<std::string, int> total_share, cumulative;
+        std::map<std::string, int64_t> total_share, cumulative;
         for (const auto& g : groups) total_share[g.pool] += g.experts.empty() ? g.share : 0;
         std::string placement;
-        const int num_experts = static_cast<int>(model.n_routed_experts);
+        const int64_t num_experts = model.n_routed_experts;
         for (const auto& g : groups) {
             std::string experts = g.experts;
             if (experts.empty()) {
-                const int shares = std::max(1, total_share[g.pool]);
-                const int begin = cumulative[g.pool] * num_experts / shares;
+                const int64_t shares = std::max<int64_t>(1, total_share[g.pool]);
+                const int64_t begin = cumulative[g.pool] * num_experts / shares;
                 cumulative[g.pool] += g.share;
-                const int end = cumulative[g.pool] * num_experts / shares;
+                const int64_t end = cumulative[g.pool] * num_experts / shares;
                 if (end <= begin) return failure("expert group " + g.name + " would hold no expert");
                 experts = std::to_string(begin) + "-" + std::to_string(end - 1);
             }
             placement += (placement.empty() ? "" : ";") + g.name + "=" + experts;
         }
-        const auto& workers = topo.at("attention");
-        if (workers.empty()) return failure("topology has no attention workers");
 
         auto log_of = [&](const std::string& name) { return (dir / (name + ".log")).string(); };
         // Nothing binds before the children start: no port twice, and none that the topology
         // fixes (the coordinator's and the gateway's, if set).
         std::set<uint16_t> picked;
-        const uint16_t fixed_coordinator = topo.value("coordinator_port", 0);
-        const uint16_t fixed_gateway =
-            topo.contains("gateway") && topo.at("gateway").is_object() ? topo.at("gateway").value("port", 0) : 0;
+        const uint16_t fixed_coordinator = port_field(topo, "coordinator_port", "");
+        const std::string coordinator_name =
+            string_field(topo, "coordinator_name", "coordinator", "");
+        // The gateway (optional): an object of gateway options, passed on as --key value, except
+        // those the launcher sets itself (the address it binds, where its metrics are, the
+        // coordinator, the model) — a topology overriding them would leave the state file wrong.
+        const json* gateway = nullptr;
+        if (const auto it = topo.find("gateway"); it != topo.end() && !it->is_null()) {
+            if (!it->is_object())
+                return failure("topology gateway must be an object of gateway options, got " +
+                               it->dump());
+            gateway = &*it;
+            for (const auto& [key, value] : gateway->items())
+                if (key == "host" || key == "metrics-address" || key == "coordinators" ||
+                    key == "model-dir")
+                    return failure("topology gateway." + key +
+                                   " is set by the launcher and cannot be given");
+            string_field(*gateway, "name", "gateway", "gateway.");
+        }
+        const uint16_t fixed_gateway = gateway ? port_field(*gateway, "port", "gateway.") : 0;
         if (fixed_coordinator != 0) picked.insert(fixed_coordinator);
         if (fixed_gateway != 0 && !picked.insert(fixed_gateway).second)
             return failure("topology gives the coordinator and the gateway the same port " +
@@ -458,11 +567,11 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
 
         // coordinator
         launched_process coordinator;
-        coordinator.name = topo.value("coordinator_name", "coordinator");
+        coordinator.name = coordinator_name;
         coordinator.role = "coordinator";
         coordinator.binary = find_binary(opts.bin_dir, "longcat-coordinator", "coordinator").string();
         coordinator.metrics_port = metrics_port();
-        coordinator.control_port = topo.value("coordinator_port", 0);
+        coordinator.control_port = fixed_coordinator;
         if (coordinator.control_port == 0) coordinator.control_port = metrics_port();
         coordinator.log_file = log_of(coordinator.name);
         state.coordinator = state.host + ":" + std::to_string(coordinator.control_port);
@@ -476,6 +585,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                                  std::to_string(pipeline_depth),
                                  "--drain-grace-ms", "8000"},  // below `down`'s default 10 s grace
                                 env, coordinator.log_file);
+        coordinator.start_time = process_start_time(coordinator.pid);
         started.push_back(coordinator);
 
         const std::string experts_binary = find_binary(opts.bin_dir, "longcat-experts", "experts").string();
@@ -492,6 +602,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                            state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
                            "--data-plane-error-mode", error_mode, "--pool", g.pool},
                           env, p.log_file);
+            p.start_time = process_start_time(p.pid);
             started.push_back(p);
         }
         // "prefill" | "decode" (default) → the service's role (prefill/decode disaggregation).
@@ -520,19 +631,19 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                            "--kv-pages", std::to_string(kv_pages), "--page-size", std::to_string(page_size),
                            "--role", role_of(w)},
                           env, p.log_file);
+            p.start_time = process_start_time(p.pid);
             started.push_back(p);
         }
         // The OpenAI-compatible gateway (optional): its router talks to the coordinator over CAF.
         // Keys of the topology's "gateway" object other than "port" are passed as --key value.
-        if (topo.contains("gateway") && !topo.at("gateway").is_null()) {
-            const json& g = topo.at("gateway");
-            if (!g.is_object()) return failure("topology gateway must be an object of gateway options");
+        if (gateway) {
+            const json& g = *gateway;
             launched_process p;
-            p.name = g.value("name", "gateway");
+            p.name = string_field(g, "name", "gateway", "gateway.");
             p.role = "gateway";
             p.binary = find_binary(opts.bin_dir, "longcat-gateway", "gateway").string();
             p.metrics_port = metrics_port();
-            p.control_port = g.value("port", 0);
+            p.control_port = fixed_gateway;
             if (p.control_port == 0) p.control_port = metrics_port();
             p.log_file = log_of(p.name);
             std::vector<std::string> args{"--model-dir", model_dir, "--coordinators", state.coordinator, "--host",
@@ -545,6 +656,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             }
             p.pid = spawn(p.binary, args, env, p.log_file);
             state.gateway_url = "http://" + state.host + ":" + std::to_string(p.control_port);
+            p.start_time = process_start_time(p.pid);
             started.push_back(p);
         }
         write_state(opts.state_file, state);

@@ -33,6 +33,7 @@ struct launched_process {
     uint16_t metrics_port = 0;
     uint16_t control_port = 0;  // coordinator: its CAF port
     std::string log_file;
+    uint64_t start_time = 0;  // /proc/PID/stat's start time: tells a reused pid apart; 0 unknown
     std::string metrics_url() const;
 };
 

@@ -34,6 +34,23 @@ int run_member_until_stopped(const member_status& status,
     return 0;
 }
 
+void stop_member(caf::actor_system& system, const caf::actor& member,
+                 std::chrono::milliseconds timeout, const std::function<void()>& stop_compute,
+                 const std::function<void(const std::string&)>& log) {
+    bool gone = false;
+    {
+        caf::scoped_actor self{system};
+        self->monitor(member);  // already gone: the down message comes at once
+        self->send_exit(member, caf::exit_reason::user_shutdown);
+        self->receive([&](const caf::down_msg&) { gone = true; }, caf::after(timeout) >> [] {});
+    }
+    if (gone)
+        stop_compute();
+    else
+        log("the member was still busy " + std::to_string(timeout.count()) +
+            " ms after the exit; its compute stops with the actor system");
+}
+
 void member_status::fail(std::string reason) {
     std::lock_guard lock(mutex_);
     if (!failure_) failure_ = std::move(reason);

@@ -17,6 +17,7 @@
 #include "actors/control/member_compute.hpp"
 
 namespace caf {
+class actor;
 class actor_system;
 }
 
@@ -65,6 +66,14 @@ struct member_options {
 int run_member_until_stopped(const member_status& status,
                              const std::function<void(bool ready, const std::string& detail)>& report,
                              const std::function<void(const std::string&)>& log);
+
+// Sends the member actor an exit and waits, until `timeout`, for it to be gone; then runs
+// stop_compute. The member's step or placement change runs on its own thread, so the compute
+// behind it may be stopped only once the actor is gone; if it still runs at the deadline, this
+// logs so and leaves the compute to the actor system's shutdown, which waits for the actor first.
+void stop_member(caf::actor_system& system, const caf::actor& member,
+                 std::chrono::milliseconds timeout, const std::function<void()>& stop_compute,
+                 const std::function<void(const std::string&)>& log);
 
 // proto::placement_map → the validated runtime form (cluster::placement_map + workers).
 proto::expected<member_placement, std::string> to_member_placement(const proto::placement_map& map);

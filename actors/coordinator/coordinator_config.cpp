@@ -29,6 +29,8 @@ void coordinator_config::declare(control::service_options& o) {
 
 std::optional<std::string> coordinator_config::validate() const {
     if (model.empty()) return "model: a model directory is required";
+    if (listen_host.empty())
+        return "listen-host must be an IPv4 address (empty would bind every interface)";
     if (expected_attention_workers < 1) return "expected-attention-workers must be >= 1";
     if (expert_placement.empty() && expected_expert_groups < 1)
         return "expected-expert-groups must be >= 1";

@@ -1,9 +1,9 @@
 #include "actors/coordinator/coordinator_state.hpp"
 
-#include <limits>
-
 #include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -12,24 +12,37 @@ namespace longcat::coordinator {
 // -- expert lists ------------------------------------------------------------------------------
 
 std::vector<int32_t> parse_expert_list(const std::string& text) {
+    // Ids are bounded before a range is expanded: "0-2000000000" would otherwise allocate
+    // gigabytes before any check against the model's expert count.
+    constexpr int32_t kMaxExpertId = 65535;  // model_config's bound on routed + zero experts
+    const auto bad = [&](const std::string& why) {
+        return std::invalid_argument("bad expert list \"" + text + "\" (" + why +
+                                     "; expected e.g. 0-3,7)");
+    };
+    const auto number = [&](const std::string& digits) {
+        int64_t value = 0;
+        const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+        if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size())
+            throw bad("\"" + digits + "\" is not an expert id");
+        if (value < 0 || value > kMaxExpertId)
+            throw bad("expert id " + digits + " outside 0.." + std::to_string(kMaxExpertId));
+        return static_cast<int32_t>(value);
+    };
     std::vector<int32_t> out;
     std::stringstream in(text);
     std::string item;
-    try {
-        while (std::getline(in, item, ',')) {
-            if (item.empty()) continue;
-            const auto dash = item.find('-');
-            if (dash == std::string::npos) {
-                out.push_back(std::stoi(item));
-            } else {
-                const int first = std::stoi(item.substr(0, dash));
-                const int last = std::stoi(item.substr(dash + 1));
-                if (last < first) throw std::invalid_argument("range");
-                for (int expert_idx = first; expert_idx <= last; ++expert_idx) out.push_back(expert_idx);
-            }
+    while (std::getline(in, item, ',')) {
+        if (item.empty()) continue;
+        const auto dash = item.find('-');
+        if (dash == std::string::npos) {
+            out.push_back(number(item));
+        } else {
+            const int32_t first = number(item.substr(0, dash));
+            const int32_t last = number(item.substr(dash + 1));
+            if (last < first) throw bad("range " + item + " runs backwards");
+            for (int32_t expert_idx = first; expert_idx <= last; ++expert_idx)
+                out.push_back(expert_idx);
         }
-    } catch (const std::exception&) {
-        throw std::invalid_argument("bad expert list \"" + text + "\" (expected e.g. 0-3,7)");
     }
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());

@@ -287,9 +287,11 @@ void poke(const std::string& host, int port) {
     ::freeaddrinfo(found);
 }
 
+// The host of "host:port"; empty for a bare port (refused by the constructor: civetweb would
+// take it for every interface, and a service binds only the address it is given).
 std::string host_of(const std::string& listen_address) {
     const std::size_t colon = listen_address.rfind(':');
-    if (colon == std::string::npos || colon == 0) return "0.0.0.0";
+    if (colon == std::string::npos || colon == 0) return "";
     return listen_address.substr(0, colon);
 }
 
@@ -297,9 +299,10 @@ std::string host_of(const std::string& listen_address) {
 
 metrics_server::metrics_server(const metrics_registry& registry, const metrics_server_options& opts)
     : registry_(registry), host_(host_of(opts.listen_address)) {
-    if (opts.listen_address.empty() || opts.listen_address.find(',') != std::string::npos) {
+    if (host_.empty() || opts.listen_address.find(',') != std::string::npos) {
         throw metrics_error("metrics_server: listen_address '" + opts.listen_address +
-                            "' must be one host:port");
+                            "' must be one host:port (e.g. 127.0.0.1:9464; 0.0.0.0:9464 for every "
+                            "interface)");
     }
     if (opts.num_threads < 1) throw metrics_error("metrics_server: num_threads must be >= 1");
     init_civetweb_once();

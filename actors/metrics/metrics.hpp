@@ -269,7 +269,8 @@ metrics_registry& process_registry();
 // -- server -----------------------------------------------------------------------------------
 
 struct metrics_server_options {
-    // IPv4 host:port ("127.0.0.1:0", "0.0.0.0:9464"; a bare port means all interfaces); port 0
+    // IPv4 host:port ("127.0.0.1:0", "0.0.0.0:9464" for every interface; a bare port is
+    // refused: the address is always said); port 0
     // lets the kernel pick a free port, read it back with port(). No IPv6: Debian's civetweb
     // 1.15 is built without it.
     std::string listen_address = "127.0.0.1:0";

@@ -74,7 +74,7 @@ transport_status faulty_data_plane::send(peer_id peer, const proto::frame_header
         const auto wake = clock::now() + delay;
         if (wake > until) {
             std::this_thread::sleep_until(until);
-            return make_failure(transport_error::timeout, "send to " + to_string(peer) +
+            return make_failure(transport_error::timeout, "send to " + describe(*inner_, peer) +
                                                               ": injected delay past the deadline");
         }
         std::this_thread::sleep_until(wake);

@@ -190,7 +190,9 @@ transport_status inproc_data_plane::send(peer_id peer, const proto::frame_header
     }
     if (clock::now() > until) {
         self_->fail_link(peer, "send missed its deadline");
-        return make_failure(transport_error::timeout, "send to " + to_string(peer));
+        const auto info = this->peer(peer);
+        return make_failure(transport_error::timeout,
+                            "send to " + (info ? describe_peer(*info) : to_string(peer)));
     }
     const proto::frame_header_bytes bytes = proto::encode_frame_header(stamped);
     return send_raw(peer, bytes, payload);

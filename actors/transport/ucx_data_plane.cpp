@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <new>
 #include <regex>
 #include <set>
 #include <thread>
@@ -862,6 +863,12 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
         auto decoded = proto::decode_frame_header(header_span, config.limits);
         if (!decoded) {
             bad_frame(*record, decoded.error().message);
+            // Before the handshake is done nothing of this peer can be read: refuse it now, by
+            // name, rather than leave connect() to its deadline.
+            if (record->state != peer_state::ready)
+                fail_peer(*record, make_failure(transport_error::bad_frame,
+                                                describe(*record) + ": " + decoded.error().message)
+                                       .error());
             return UCS_OK;
         }
         if (auto size = proto::check_payload_size(*decoded, length)) {
@@ -909,7 +916,15 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
                 length >= kKeepInPlaceMinBytes &&
                 reinterpret_cast<uintptr_t>(data) % byte_buffer::kAdoptedAlignment == 0;
             if (!keep) {
-                inbox.push_frame(record->id, *decoded, byte_buffer::copy_of(payload), false);
+                try {
+                    inbox.push_frame(record->id, *decoded, byte_buffer::copy_of(payload), false);
+                } catch (const std::bad_alloc&) {  // never through UCX's C frames
+                    inbox.push_error(
+                        record->id, make_failure(transport_error::bad_frame,
+                                                 "cannot allocate " + std::to_string(length) +
+                                                     " bytes for a frame from " + describe(*record))
+                                        .error());
+                }
                 return UCS_OK;
             }
             count([](data_plane_stats& s) { ++s.frames_received_in_place; });
@@ -970,7 +985,21 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
         context->id = next_context++;
         context->peer = id;
         context->slot = slot;
-        context->buffer = byte_buffer(length);
+        try {
+            context->buffer = byte_buffer(length);
+        } catch (const std::bad_alloc&) {
+            // A frame this process cannot hold (memory limit, strict overcommit): the frame is an
+            // error entry, UCX gets its descriptor back, the plane and the peer carry on.
+            ucp_am_data_release(worker, descriptor);
+            peer_record* record = find_peer(id);
+            inbox.abort(slot,
+                        make_failure(transport_error::bad_frame,
+                                     "cannot allocate " + std::to_string(length) +
+                                         " bytes for a frame from " +
+                                         (record != nullptr ? describe(*record) : to_string(id)))
+                            .error());
+            return;
+        }
         ucp_request_param_t params{};
         params.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                               UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_MEMORY_TYPE;

@@ -116,7 +116,8 @@ void linear_large_m(const matrix_view& w, const float* x, int64_t m, float* y) {
     }
     // bf16: widen a block of rows at a time (≤ 4 MiB), then one sgemm per block.
     const bf16_t* wd = static_cast<const bf16_t*>(w.data);
-    const int64_t block = std::max<int64_t>(1, std::min<int64_t>(rows, (1 << 20) / cols));
+    const int64_t block =
+        std::max<int64_t>(1, std::min<int64_t>(rows, (1 << 20) / std::max<int64_t>(1, cols)));
     std::vector<float> wf(static_cast<size_t>(block * cols));
     for (int64_t r0 = 0; r0 < rows; r0 += block) {
         const int64_t nr = std::min(block, rows - r0);
@@ -190,6 +191,10 @@ void linear_small_m_dispatch(const matrix_view& w, const float* x, int64_t m, fl
 void linear(const matrix_view& w, const float* x, int64_t num_tokens, float* y) {
     require_cpu(w, "linear");
     if (num_tokens <= 0) return;
+    if (w.cols == 0) {  // the empty sum (BLAS would refuse a leading dimension of 0)
+        std::fill(y, y + num_tokens * w.rows, 0.0f);
+        return;
+    }
     if (num_tokens >= kBlasM) {
         linear_large_m(w, x, num_tokens, y);
         return;
@@ -279,6 +284,9 @@ void rope_interleaved(float* x, int64_t num_tokens, int64_t rows_per_token, int6
 void moe_gate(const float* h, const float* gate_w, const float* bias, int64_t num_tokens,
               int64_t hidden, int64_t num_experts, int64_t top_k, float scale, int32_t* topk_idx,
               float* topk_w) {
+    if (top_k < 1 || top_k > num_experts)
+        throw std::invalid_argument("moe_gate: top_k " + std::to_string(top_k) + " outside 1.." +
+                                    std::to_string(num_experts) + " experts");
     std::vector<float> probs(static_cast<size_t>(num_tokens * num_experts));
     linear(matrix_view{gate_w, dtype::f32, num_experts, hidden}, h, num_tokens, probs.data());
 #pragma omp parallel if (num_tokens > 8)

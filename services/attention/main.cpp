@@ -191,9 +191,12 @@ int main(int argc, char** argv) {
             },
             log);
         server.set_not_ready("stopping");
-        caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
-        compute->stop();
+        // The member may be inside a step (or a placement change) on its own thread.
+        control::stop_member(
+            system, caf::actor_cast<caf::actor>(actor), std::chrono::seconds(5),
+            [&] { compute->stop(); }, log);
         server.stop();
+        log("stopped");
     } catch (const std::exception& e) {
         log(std::string("fatal: ") + e.what());
         return 1;

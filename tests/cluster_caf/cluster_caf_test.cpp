@@ -491,6 +491,33 @@ TEST_F(ClusterCaf, SpareGroupRegistersServesNothingAndExitsZeroOnSigterm) {
     EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 6));
 }
 
+// SIGTERM while a step runs on the member's own thread: the service waits for the member actor
+// to be gone before it stops the compute under it (it reset the executor mid-step before), exits
+// by itself with its last log line "stopped", and the request it served ends instead of hanging.
+TEST_F(ClusterCaf, AttentionWorkerStopsCleanlyOnSigtermMidStep) {
+    const cluster_state state = up("minimal");
+    cluster_generate_options o;
+    o.prompt = prompt();
+    o.max_tokens = 400;
+    auto running =
+        std::async(std::launch::async, [&] { return cluster_generate(state.coordinator, o); });
+    std::this_thread::sleep_for(150ms);
+    ASSERT_EQ(running.wait_for(0s), std::future_status::timeout)
+        << "the request ended before SIGTERM";
+    const launched_process& worker = find(state, "attention-0");
+    ASSERT_EQ(::kill(worker.pid, SIGTERM), 0);
+    const auto until = clock_type::now() + 10s;
+    while (alive(worker)) {
+        ASSERT_LT(clock_type::now(), until) << "still running 10 s after SIGTERM";
+        std::this_thread::sleep_for(50ms);
+    }
+    const std::string log = slurp(worker.log_file);
+    EXPECT_NE(log.find("[attention-0] stopped\n"), std::string::npos) << log;
+    EXPECT_EQ(log.find("fatal"), std::string::npos) << log;
+    EXPECT_EQ(log.find("AddressSanitizer"), std::string::npos) << log;
+    ASSERT_EQ(running.wait_for(60s), std::future_status::ready) << "the request hangs";
+}
+
 void ClusterCaf::default_topology(const nlohmann::json& overrides) {
     const cluster_state state = up("default", overrides);
     ASSERT_EQ(state.processes.size(), 7u);  // + the gateway

@@ -70,6 +70,31 @@ TEST(PlacementSpec, ParsesAndFormatsExpertLists) {
     EXPECT_THROW(parse_placement_spec("nonsense"), std::invalid_argument);
 }
 
+// Bad lists are refused with the reason, and ids are bounded before a range is expanded (a range
+// to 2e9 allocated gigabytes, and one to INT_MAX overflowed the loop counter).
+TEST(PlacementSpec, RefusesBadListsBeforeExpandingThem) {
+    const std::pair<std::string, std::string> cases[] = {
+        {"0-2000000000", "expert id 2000000000 outside 0..65535"},
+        {"0-2147483647", "outside 0..65535"},
+        {"0-99999999999999999999", "is not an expert id"},
+        {"3abc", "\"3abc\" is not an expert id"},
+        {"-3", "\"\" is not an expert id"},
+        {"7-5", "range 7-5 runs backwards"},
+        {"1,,x", "\"x\" is not an expert id"},
+    };
+    for (const auto& [text, why] : cases) {
+        try {
+            parse_expert_list(text);
+            ADD_FAILURE() << text << " accepted";
+        } catch (const std::invalid_argument& e) {
+            EXPECT_NE(std::string(e.what()).find(why), std::string::npos)
+                << text << ": " << e.what();
+            EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+        }
+    }
+    EXPECT_EQ(parse_expert_list("65535").size(), 1u);
+}
+
 TEST(CoordinatorState, ServesOnlyOnceEveryMemberIsReadyAndPaired) {
     coordinator_config config;
     config.model = "unused";

@@ -129,7 +129,7 @@ INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
 // prefetch streams wrap into the next blocks' rows and stop at the end of each thread's chunk
 // (rows enough for several chunks); with 12 and 16 tokens (AVX2's outer-product and broadcast
 // panels) the panels prefetched from within the FMA loop. And no columns at all: every output is
-// the empty sum, 0.
+// the empty sum, 0 (also from 128 tokens on, where BLAS would refuse the leading dimension).
 TEST(Linear, LongRowsAndNoColumns) {
     for (const cpu_isa isa :
          {cpu_isa::scalar, cpu_isa::avx2, cpu_isa::avx512, cpu_isa::avx512bf16}) {
@@ -143,7 +143,7 @@ TEST(Linear, LongRowsAndNoColumns) {
             const std::vector<bf16_t> none_wb(1);
             matrix_view empty{use_bf16 ? static_cast<const void*>(none_wb.data()) : none_w.data(),
                               use_bf16 ? dtype::bf16 : dtype::f32, 9, 0};
-            for (const int64_t m : {4, 1, 12, 16}) {  // row tiles, then both panel paths
+            for (const int64_t m : {4, 1, 12, 16, 130}) {  // row tiles, both panel paths, BLAS
                 std::vector<float> y(static_cast<size_t>(9 * m), 1.0f);
                 linear(empty, none_x.data(), m, y.data());
                 EXPECT_EQ(y, std::vector<float>(static_cast<size_t>(9 * m), 0.0f)) << "m " << m;
@@ -277,6 +277,26 @@ TEST(MoeGate, SoftmaxOverAllExpertsBiasOnlySelects) {
         EXPECT_EQ(idx[t * K + 1], order[0]);
         EXPECT_EQ(idx[t * K + 2], order[1]);
         EXPECT_NEAR(wt[t * K + 1], 6.0 * p[order[0]], 1e-6);
+    }
+}
+
+// A top-k of 0 or of more than the experts is refused, naming both (past the experts the partial
+// sort would run off the end of its array).
+TEST(MoeGate, TopKOutsideTheExpertsIsRefused) {
+    const int64_t T = 2, H = 8, E = 4;
+    const auto h = randn(static_cast<size_t>(T * H), 6);
+    const auto gw = randn(static_cast<size_t>(E * H), 7);
+    std::vector<int32_t> idx(static_cast<size_t>(T * (E + 1)));
+    std::vector<float> wt(idx.size());
+    for (const int64_t k : {int64_t{0}, E + 1}) {
+        try {
+            moe_gate(h.data(), gw.data(), nullptr, T, H, E, k, 1.0f, idx.data(), wt.data());
+            ADD_FAILURE() << "top_k " << k << " accepted";
+        } catch (const std::invalid_argument& e) {
+            EXPECT_NE(std::string(e.what()).find("top_k " + std::to_string(k) + " outside 1..4"),
+                      std::string::npos)
+                << e.what();
+        }
     }
 }
 

@@ -361,6 +361,17 @@ TEST(metrics_server, port_in_use_is_an_error) {
     EXPECT_THROW((void)metrics_server(registry, {.listen_address = address}), metrics_error);
     EXPECT_THROW((void)metrics_server(registry, {.listen_address = "127.0.0.1:0,127.0.0.1:0"}),
                  metrics_error);
+    // A bare port would be every interface: refused, the address must be said.
+    for (const std::string bare : {"9464", ":9464", ""}) {
+        try {
+            (void)metrics_server(registry, {.listen_address = bare});
+            ADD_FAILURE() << "'" << bare << "' accepted";
+        } catch (const metrics_error& e) {
+            EXPECT_NE(std::string(e.what()).find("'" + bare + "' must be one host:port"),
+                      std::string::npos)
+                << e.what();
+        }
+    }
     EXPECT_THROW(
         (void)metrics_server(registry, {.listen_address = "127.0.0.1:0", .num_threads = 0}),
         metrics_error);

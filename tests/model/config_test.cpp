@@ -309,6 +309,32 @@ TEST(model_config_errors, negative_and_zero_values) {
     expect_config_error({{"eos_token_id", 131072}}, {"`eos_token_id`"});
 }
 
+// Counts that size tables before any tensor is read: a config asking for millions of layers or
+// experts is refused by name instead of allocating gigabytes (the real model: 28 x 512 + 256).
+TEST(model_config_errors, table_sizes_are_bounded) {
+    expect_config_error({{"num_layers", 1025}}, {"`num_layers`", "1025"});
+    expect_config_error({{"num_layers", 16777216}}, {"`num_layers`"});
+    expect_config_error({{"n_routed_experts", 65536}}, {"`n_routed_experts`", "65792"});
+    expect_config_error({{"num_layers", 1024}, {"n_routed_experts", 2048}},
+                        {"`n_routed_experts`", "1024 x 2048"});
+    // The largest allowed still parse.
+    json cfg = base_config();
+    cfg.merge_patch({{"num_layers", 1024}, {"n_routed_experts", 1024}});
+    EXPECT_EQ(parse_model_config(cfg.dump(), "big.json").num_layers, 1024);
+}
+
+// A number past a double's range is malformed JSON, reported with the file (nlohmann throws
+// out_of_range for it, not parse_error).
+TEST(model_config_errors, number_overflowing_a_double) {
+    try {
+        parse_model_config(R"({"rms_norm_eps": 1e400})", "ckpt/config.json");
+        FAIL();
+    } catch (const model_error& e) {
+        EXPECT_NE(std::string(e.what()).find("ckpt/config.json: malformed"), std::string::npos)
+            << e.what();
+    }
+}
+
 TEST(model_config_errors, alias_conflict) {
     expect_config_error({{"intermediate_size", 4096}},
                         {"`ffn_hidden_size`", "`intermediate_size`"});

@@ -221,5 +221,45 @@ TEST_F(EngineTest, OutOfPagesIsAnErrorAndChangesNothing) {
     EXPECT_NO_THROW(e.step({&s}, {tokens(16, 2)}));
 }
 
+// A token id outside the vocabulary is refused before any page is taken (it used to be refused
+// in the forward pass, after the pages were reserved, leaving them in the sequence's table).
+TEST_F(EngineTest, BadTokenIdIsAnErrorAndChangesNothing) {
+    engine e = make_engine(4);
+    const int64_t vocab = e.config().vocab_size;
+    for (const int32_t bad : {static_cast<int32_t>(vocab), -1}) {
+        sequence s;
+        std::vector<int32_t> ids = tokens(5, 3);
+        ids[2] = bad;
+        try {
+            e.step({&s}, {ids});
+            ADD_FAILURE() << "id " << bad << " accepted";
+        } catch (const model_error& err) {
+            EXPECT_NE(std::string(err.what()).find("token id " + std::to_string(bad)),
+                      std::string::npos)
+                << err.what();
+        }
+        EXPECT_TRUE(s.page_table.empty());
+        EXPECT_TRUE(s.tokens.empty());
+        EXPECT_EQ(e.cache().num_free_pages(), 4);
+    }
+}
+
+TEST_F(EngineTest, GenerateRefusesMaxTokensBelowOne) {
+    engine e = make_engine();
+    for (const int64_t max_tokens : {int64_t{0}, int64_t{-5}}) {
+        try {
+            e.generate(tokens(4, 1), max_tokens, sampling_params{});
+            ADD_FAILURE() << "max_tokens " << max_tokens << " accepted";
+        } catch (const model_error& err) {
+            EXPECT_NE(std::string(err.what())
+                          .find("max_tokens must be at least 1, got " + std::to_string(max_tokens)),
+                      std::string::npos)
+                << err.what();
+        }
+    }
+    EXPECT_EQ(e.cache().num_free_pages(), 256);
+    EXPECT_EQ(e.generate(tokens(4, 1), 1, sampling_params{}).size(), 1u);
+}
+
 }  // namespace
 }  // namespace longcat::model

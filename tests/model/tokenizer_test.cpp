@@ -787,6 +787,63 @@ TEST(tokenizer_errors, bad_vocab_id) {
     EXPECT_TRUE(contains(message, "/model/vocab/b: expected an integer")) << message;
 }
 
+// Sequences nested past 16 levels are refused at the level that goes too deep (each level
+// recursed and copied its path: a megabyte of nesting overflowed the stack). 16 still load.
+TEST(tokenizer_errors, sequence_nested_too_deep) {
+    const auto nested = [](int levels) {
+        json node = {{"type", "ByteLevel"}};
+        for (int i = 0; i < levels; ++i)
+            node = {{"type", "Sequence"}, {"decoders", json::array({node})}};
+        return node;
+    };
+    json doc = minimal_doc();
+    doc["decoder"] = nested(16);
+    EXPECT_NO_THROW(tokenizer::from_json(doc.dump(), "tokenizer.json"));
+    doc["decoder"] = nested(17);
+    std::string message = load_error("nested_decoder", doc.dump());
+    EXPECT_TRUE(contains(message, "/type: Sequence nested deeper than 16 levels")) << message;
+    // 20000 levels as text (a json value that deep cannot even be copied or dumped: nlohmann's
+    // copy and dump recurse); the loader refuses it at level 17 without copying it.
+    std::string deep;
+    for (int i = 0; i < 20000; ++i) deep += R"({"type": "Sequence", "decoders": [)";
+    deep += R"({"type": "ByteLevel"})";
+    for (int i = 0; i < 20000; ++i) deep += "]}";
+    doc["decoder"] = nullptr;
+    std::string text = doc.dump();
+    const std::string slot = R"("decoder":null)";
+    ASSERT_NE(text.find(slot), std::string::npos) << text;
+    text.replace(text.find(slot), slot.size(), "\"decoder\":" + deep);
+    message = load_error("nested_decoder_deep", text);
+    EXPECT_TRUE(contains(message, "Sequence nested deeper than 16 levels")) << message;
+    doc = minimal_doc();
+    json norm = {{"type", "NFC"}};
+    for (int i = 0; i < 17; ++i)
+        norm = {{"type", "Sequence"}, {"normalizers", json::array({norm})}};
+    doc["normalizer"] = norm;
+    message = load_error("nested_normalizer", doc.dump());
+    EXPECT_TRUE(contains(message, "Sequence nested deeper than 16 levels")) << message;
+}
+
+// Ids far sparser than any vocabulary are refused before the id-indexed tables are sized (a
+// 30-byte vocabulary with id 16777215 allocated 16M strings).
+TEST(tokenizer_errors, sparse_vocab_ids) {
+    json doc = minimal_doc();
+    doc["model"]["merges"] = json::array();
+    doc["model"]["vocab"] = {{"a", 0}, {"b", 16777215}};
+    const std::string message = load_error("sparse_ids", doc.dump());
+    EXPECT_TRUE(contains(message, "token id 16777215 for 2 entries")) << message;
+    doc["model"]["vocab"] = {{"a", 0}, {"b", 60000}};  // a gap, but not an absurd one
+    EXPECT_NO_THROW(tokenizer::from_json(doc.dump(), "tokenizer.json"));
+}
+
+TEST(tokenizer_errors, number_overflowing_a_double) {
+    json doc = minimal_doc();
+    std::string text = doc.dump();
+    text.insert(1, R"("extra": 1e400, )");
+    const std::string message = load_error("huge_number", text);
+    EXPECT_TRUE(contains(message, "malformed JSON")) << message;
+}
+
 TEST(tokenizer_errors, invalid_regex) {
     json doc = minimal_doc();
     doc["pre_tokenizer"] = json::parse(
