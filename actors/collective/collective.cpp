@@ -10,7 +10,20 @@ using transport::transport_status;
 namespace {
 constexpr uint32_t kAllGather = 0;
 constexpr uint32_t kReduceScatter = 1;
+constexpr int kSequenceBits = 20;  // operations per step: 2 per dense FFN, far below 2^20
 }  // namespace
+
+void data_plane_collective::begin_step(uint64_t step_id) {
+    step_ = step_id;
+    sequence_ = 0;
+    transport::frame_filter stale;
+    stale.kind = proto::frame_kind::collective;
+    stale.request_id = group_tag_;
+    stale.predicate = [step_id](transport::peer_id, const proto::frame_header& h) {
+        return (h.step_id >> kSequenceBits) < step_id;
+    };
+    plane_.discard(stale);
+}
 
 data_plane_collective::data_plane_collective(transport::data_plane& plane, int rank,
                                              std::vector<transport::peer_id> peers,
@@ -27,7 +40,7 @@ transport_status data_plane_collective::send_rows(int to, uint32_t op, const flo
                                                    static_cast<uint32_t>(num_rows),
                                                    static_cast<uint32_t>(width));
     h.request_id = group_tag_;
-    h.step_id = sequence_;
+    h.step_id = (step_ << kSequenceBits) | sequence_;
     h.layer = op;
     h.micro_batch = static_cast<uint16_t>(rank_);
     const auto* bytes = reinterpret_cast<const std::byte*>(rows);
@@ -41,7 +54,7 @@ transport::transport_result<transport::received_frame> data_plane_collective::re
     transport::frame_filter f;
     f.kind = proto::frame_kind::collective;
     f.request_id = group_tag_;
-    f.step_id = sequence_;
+    f.step_id = (step_ << kSequenceBits) | sequence_;
     f.layer = op;
     f.micro_batch = static_cast<uint16_t>(from);
     auto r = plane_.receive(until, f);

@@ -21,6 +21,12 @@ public:
     virtual int rank() const = 0;
     virtual int size() const = 0;
 
+    // Called by every rank before the operations of coordinator step `step_id` (step ids grow).
+    // The operations of a step are told apart from another step's: a step that failed part-way on
+    // some rank (one rank ran no collectives, another timed out on its first) leaves nothing that
+    // a later step could take for its own.
+    virtual void begin_step(uint64_t step_id) = 0;
+
     // Concatenates every rank's rows [n_r, width] in rank order into `all`; rows_per_rank[r] = n_r.
     virtual transport::transport_status all_gather(std::span<const float> mine, int64_t width,
                                                    std::vector<float>& all,
@@ -36,14 +42,16 @@ public:
 
 // Over a data_plane: peers[r] is a peer this data plane connected to rank r (peers[rank()] is
 // ignored).  Frames are kind `collective`, dtype f32, one row per token:
-//   request_id = group_tag, step_id = operation sequence number, layer = operation
-//   (0 all-gather, 1 reduce-scatter), micro_batch = sender rank.
+//   request_id = group_tag, step_id = (coordinator step << 20) | operation sequence number within
+//   the step, layer = operation (0 all-gather, 1 reduce-scatter), micro_batch = sender rank.
+// begin_step drops what is left of earlier steps (frames a failed step's peers sent).
 class data_plane_collective final : public collective {
 public:
     data_plane_collective(transport::data_plane& plane, int rank,
                           std::vector<transport::peer_id> peers, uint64_t group_tag);
     int rank() const override { return rank_; }
     int size() const override { return static_cast<int>(peers_.size()); }
+    void begin_step(uint64_t step_id) override;
     transport::transport_status all_gather(std::span<const float> mine, int64_t width,
                                            std::vector<float>& all,
                                            std::vector<int64_t>& rows_per_rank,
@@ -64,7 +72,8 @@ private:
     int rank_;
     std::vector<transport::peer_id> peers_;
     uint64_t group_tag_;
-    uint64_t sequence_ = 0;
+    uint64_t step_ = 0;      // the coordinator step whose operations run now
+    uint64_t sequence_ = 0;  // operations of this step so far
 };
 
 // The dense-FFN runner of a TP rank (for model::stage_mid / stage_back): all-gathers the

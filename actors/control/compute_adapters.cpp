@@ -158,6 +158,7 @@ public:
         std::function<void()> first_wait) override {
         using failure = proto::unexpected<std::string>;
         if (!executor_) return failure("no placement applied yet");
+        if (collective_) collective_->begin_step(step_id);  // nothing of a failed step is taken
         executor_->set_wait_task(std::move(first_wait));
         struct clear_task {
             attention::worker_executor& executor;

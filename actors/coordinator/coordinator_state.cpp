@@ -391,19 +391,37 @@ std::optional<refusal> coordinator_state::admit(uint64_t request_id,
         return refusal{request_error::not_serving, "not serving: " + reason};
     if (request.prompt.empty()) return refusal{request_error::invalid_request, "empty prompt"};
     if (request.max_tokens < 1) return refusal{request_error::invalid_request, "max_tokens must be >= 1"};
-    // A request must fit, alone, in some worker's pool: else preempting others cannot help.
-    const int64_t tokens = static_cast<int64_t>(request.prompt.size()) + request.max_tokens;
-    const member_record* roomiest = nullptr;
-    for (const member_record* w : ready_workers())
-        if (w->kv_pages == 0 || !roomiest || (roomiest->kv_pages != 0 && w->kv_pages > roomiest->kv_pages))
-            roomiest = w;
-    if (roomiest && roomiest->kv_pages > 0 && pages_for(*roomiest, tokens) > roomiest->kv_pages)
+    // A request must fit, alone, in some worker's pool: else preempting others cannot help (and
+    // at the head of the FIFO queue it would hold up every request behind it). With
+    // prefill/decode disaggregation: prompt + max_tokens in a decode pool, and prompt + 1 (the
+    // prefill and its first token) in a prefill pool.
+    const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+    const bool pd = pd_mode();
+    const auto check_fit = [&](bool prefill_role, int64_t tokens,
+                               const std::string& what) -> std::optional<refusal> {
+        const member_record* roomiest = nullptr;
+        for (const member_record* w : ready_workers()) {
+            if (pd && w->is_prefill() != prefill_role) continue;
+            if (w->kv_pages == 0 || !roomiest ||
+                (roomiest->kv_pages != 0 && w->kv_pages > roomiest->kv_pages))
+                roomiest = w;
+        }
+        if (!roomiest || roomiest->kv_pages <= 0 ||
+            pages_for(*roomiest, tokens) <= roomiest->kv_pages)
+            return std::nullopt;
         return refusal{request_error::invalid_request,
-                       "prompt (" + std::to_string(request.prompt.size()) + " tokens) + max_tokens (" +
-               std::to_string(request.max_tokens) + ") need " +
-               std::to_string(pages_for(*roomiest, tokens)) + " KV pages of " +
-               std::to_string(roomiest->kv_page_size) + " tokens; the largest attention worker pool (" +
-               roomiest->greeting.name + ") has " + std::to_string(roomiest->kv_pages)};
+                       "prompt (" + std::to_string(prompt) + " tokens) + " + what + " need " +
+                           std::to_string(pages_for(*roomiest, tokens)) + " KV pages of " +
+                           std::to_string(roomiest->kv_page_size) + " tokens; the largest " +
+                           (pd ? (prefill_role ? "prefill " : "decode ") : "") +
+                           "attention worker pool (" + roomiest->greeting.name + ") has " +
+                           std::to_string(roomiest->kv_pages)};
+    };
+    if (auto no = check_fit(false, prompt + request.max_tokens,
+                            "max_tokens (" + std::to_string(request.max_tokens) + ")"))
+        return no;
+    if (pd)
+        if (auto no = check_fit(true, prompt + 1, "its first token")) return no;
     request_record record;
     record.id = request_id;
     record.request = request;

@@ -151,10 +151,13 @@ std::string expert_group::missing_workers(const std::vector<std::optional<receiv
     return out;
 }
 
-void expert_group::record_failure(const unit_key& key, const cluster_failure& failure) {
-    failed_units_.insert(key);
-    while (failed_units_.size() > kMaxRememberedFailedUnits)
-        failed_units_.erase(failed_units_.begin());
+void expert_group::record_failure(const unit_key& key, const cluster_failure& failure,
+                                  bool unit_fails) {
+    if (unit_fails) {
+        failed_units_.insert(key);
+        while (failed_units_.size() > kMaxRememberedFailedUnits)
+            failed_units_.erase(failed_units_.begin());
+    }
     {
         std::lock_guard lock(mutex_);
         failures_.push_back(failure);
@@ -413,7 +416,8 @@ void expert_group::serve(std::stop_token stop) {
                                                         (info ? transport::describe_peer(*info)
                                                               : transport::to_string(got->peer)) +
                                                         ", which is not a paired worker")
-                                   .error());
+                                   .error(),
+                               /*unit_fails=*/false);
             }
             std::lock_guard lock(mutex_);
             ++stats_.frames_dropped;

@@ -120,7 +120,10 @@ class expert_group {
     cluster::cluster_result<unit_report> compute_and_reply(
         const cluster::unit_key& key,
         std::vector<std::optional<transport::received_frame>>& frames);
-    void record_failure(const cluster::unit_key& key, const cluster::cluster_failure& failure);
+    // A failure of unit `key`; unless `unit_fails` is false (a stray frame from a peer that is
+    // not paired: the unit itself is fine), the unit's frames are dropped from then on.
+    void record_failure(const cluster::unit_key& key, const cluster::cluster_failure& failure,
+                        bool unit_fails = true);
 
     std::shared_ptr<const model::model_weights> weights_;
     cluster::placement_map map_;

@@ -72,13 +72,24 @@ proto::expected<std::vector<std::string>, std::string> gateway_config::load_api_
     std::stringstream list(api_keys);
     for (std::string key; std::getline(list, key, ',');)
         if (!trim(key).empty()) keys.push_back(trim(key));
+    // Asking for keys and getting none (an empty file: a secret that was not mounted; a list of
+    // only commas) would turn authentication off: refused instead.
+    if (!api_keys.empty() && keys.empty())
+        return proto::unexpected<std::string>("api-keys: \"" + api_keys + "\" holds no key");
     if (!api_keys_file.empty()) {
         std::ifstream in(api_keys_file);
         if (!in) return proto::unexpected<std::string>("api_keys_file: cannot read " + api_keys_file);
+        size_t from_file = 0;
         for (std::string line; std::getline(in, line);) {
             line = trim(line);
-            if (!line.empty() && line[0] != '#') keys.push_back(line);
+            if (!line.empty() && line[0] != '#') {
+                keys.push_back(line);
+                ++from_file;
+            }
         }
+        if (from_file == 0)
+            return proto::unexpected<std::string>("api_keys_file: " + api_keys_file +
+                                                  " holds no key (only blank lines and comments)");
     }
     return keys;
 }

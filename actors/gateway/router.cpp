@@ -122,16 +122,27 @@ void router::state::start(const std::shared_ptr<routed_request>& request) {
     const auto backend = backends[static_cast<size_t>(request->backend_idx)];
     // The callback holds the state weakly: a backend must not keep the router (and so itself)
     // alive. Once the router is gone, events still reach the client, without bookkeeping.
-    auto inner = backend->submit(request->request,
-                                 [weak = weak_from_this(), request](generation_event event) {
-                                     if (const auto self = weak.lock()) {
-                                         self->on_backend_event(request, std::move(event));
-                                     } else if (request->on_event) {
-                                         const bool finished = event.finished;
-                                         request->on_event(std::move(event));
-                                         if (finished) request->on_event = nullptr;
-                                     }
-                                 });
+    std::shared_ptr<generation_handle> inner;
+    try {
+        inner = backend->submit(request->request,
+                                [weak = weak_from_this(), request](generation_event event) {
+                                    if (const auto self = weak.lock()) {
+                                        self->on_backend_event(request, std::move(event));
+                                    } else if (request->on_event) {
+                                        const bool finished = event.finished;
+                                        request->on_event(std::move(event));
+                                        if (finished) request->on_event = nullptr;
+                                    }
+                                });
+    } catch (const std::exception& e) {
+        // A backend that throws instead of answering with an error event: the request ends
+        // with that error and its slot is given back (it was counted as running already, and
+        // no finished event would ever have come to uncount it).
+        on_backend_event(request,
+                         make_error_event(backend_error::internal,
+                                          std::string("backend submit failed: ") + e.what()));
+        return;
+    }
     bool cancel_now = false;
     {
         std::lock_guard lock(mutex);

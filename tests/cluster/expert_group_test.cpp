@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "tests/cluster/cluster_fixture.hpp"
 
 namespace longcat::experts {
@@ -302,6 +304,45 @@ TEST_F(ExpertGroupUnit, ExpertNotHeldIsABadDispatchNamingTheWorker) {
     EXPECT_NE(served.error().message.find("attention-1"), std::string::npos)
         << served.error().message;
     EXPECT_NE(served.error().message.find("expert " + std::to_string(foreign)), std::string::npos);
+}
+
+// A dispatch from a peer that is not paired (a stale worker, a stray process) is reported and
+// dropped, and the unit it named is still served for the paired workers (the unit was marked
+// failed before, and both workers' frames dropped: each waited for its combine deadline).
+TEST_F(ExpertGroupUnit, StrayDispatchDoesNotFailThePairedWorkersUnit) {
+    auto group = make_group();
+    ASSERT_TRUE(group);
+    const auto& model = shared_tiny_model();
+    const int64_t hidden = model.config().hidden_size;
+    const unit_key key{5, 1, 0};
+    const model::layer_activations act =
+        make_activations(4, hidden, static_cast<int32_t>(model.config().n_routed_experts), 6);
+    auto stranger = std::make_unique<transport::inproc_data_plane>(
+        fabric_, transport::inproc_data_plane_config{"stranger"});
+    auto to_group = stranger->connect(group_plane_->address(), transport::deadline_after(2s));
+    ASSERT_TRUE(to_group.has_value());
+    std::vector<cluster::dispatch_rows> per_group;
+    cluster::split_dispatch(map_, static_cast<int32_t>(key.layer), 0, act, hidden, per_group);
+    const cluster::encoded_frame stray = cluster::encode_dispatch(key, per_group[1]);
+    ASSERT_TRUE(
+        stranger->send(*to_group, stray.header, {stray.payload}, transport::deadline_after(2s)));
+    std::jthread serving([&](std::stop_token stop) { group->serve(stop); });
+    const auto until = transport::clock::now() + 2s;
+    while (group->stats().frames_dropped == 0 && transport::clock::now() < until)
+        std::this_thread::sleep_for(5ms);
+    ASSERT_EQ(group->stats().frames_dropped, 1u) << "the stray frame was not seen first";
+    send(0, key, act);
+    send(1, key, act);
+    for (size_t worker_idx = 0; worker_idx < 2; ++worker_idx) {
+        auto combine = worker_planes_[worker_idx]->receive(transport::deadline_after(2s),
+                                                           {.peer = peers_[worker_idx]});
+        ASSERT_TRUE(combine.has_value())
+            << "worker " << worker_idx << ": " << combine.error().message;
+        EXPECT_EQ(cluster::unit_of(combine->header), key);
+    }
+    serving.request_stop();
+    serving.join();
+    EXPECT_EQ(group->stats().units_served, 1u);
 }
 
 }  // namespace

@@ -457,20 +457,21 @@ struct pd_fixture {
     std::unique_ptr<coordinator_state> state;
     uint64_t prefill_a = 0, prefill_b = 0, decode = 0;
 
-    explicit pd_fixture(int64_t prefill_chunk = 256) {
+    explicit pd_fixture(int64_t prefill_chunk = 256, int64_t prefill_pages = 64,
+                        int64_t decode_pages = 64) {
         config.model = "unused";
         config.prefill_chunk = prefill_chunk;
         config.expected_attention_workers = 3;
         state = std::make_unique<coordinator_state>(config, kLayers, kExperts, kEos);
-        auto pw = [](const std::string& name) {
+        auto pw = [prefill_pages](const std::string& name) {
             auto m = worker(name);
             m.greeting.role = proto::node_role::attention_prefill;
-            m.kv_pages = 64;
+            m.kv_pages = prefill_pages;
             m.kv_page_size = 4;
             return m;
         };
         auto dw = worker("decode-0");
-        dw.kv_pages = 64;
+        dw.kv_pages = decode_pages;
         dw.kv_page_size = 4;
         prefill_a = state->register_member(pw("prefill-a")).member_id;
         prefill_b = state->register_member(pw("prefill-b")).member_id;
@@ -488,6 +489,35 @@ struct pd_fixture {
         return r;
     }
 };
+
+// A prompt that fits the decode pool but no prefill pool is refused at admission, naming the
+// prefill pool; before, it was queued, could never be placed, and held up every request behind
+// it at the head of the FIFO queue.
+TEST(Disaggregation, PromptThatFitsNoPrefillPoolIsRefusedAndHoldsUpNothing) {
+    pd_fixture f(256, /*prefill_pages=*/8, /*decode_pages=*/64);  // 32 and 256 tokens
+    std::vector<int32_t> long_prompt(40, 5);
+    const auto refused = f.state->admit(1, request_of(long_prompt, 10));
+    ASSERT_TRUE(refused.has_value()) << "a prompt of 11 pages admitted beside prefill pools of 8";
+    EXPECT_EQ(refused->kind, proto::request_error::invalid_request);
+    EXPECT_NE(
+        refused->message.find("prompt (40 tokens) + its first token need 11 KV pages of 4 tokens"),
+        std::string::npos)
+        << refused->message;
+    EXPECT_NE(refused->message.find("largest prefill attention worker pool (prefill-"),
+              std::string::npos)
+        << refused->message;
+    // Too long for the decode pool: named as such.
+    const auto too_long = f.state->admit(2, request_of({5, 6, 7}, 300));
+    ASSERT_TRUE(too_long.has_value());
+    EXPECT_NE(too_long->message.find("largest decode attention worker pool (decode-0) has 64"),
+              std::string::npos)
+        << too_long->message;
+    // A request that fits is placed at the next step.
+    ASSERT_FALSE(f.state->admit(3, request_of({5, 6, 7, 8}, 3)).has_value());
+    const step_batch s1 = f.state->plan_step();
+    EXPECT_EQ(s1.plans.at(f.prefill_a).sequences.size() + s1.plans.at(f.prefill_b).sequences.size(),
+              1u);
+}
 
 TEST(Disaggregation, PrefillStreamsItsKvThenTheDecodeWorkerImportsAndDecodes) {
     pd_fixture f;

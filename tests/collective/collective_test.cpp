@@ -76,6 +76,35 @@ TEST(Collective, AllGatherConcatenatesInRankOrderAndReduceScatterSums) {
     }
 }
 
+// Step 1 fails part-way: rank 0 runs no collective (its step failed before the forward), rank 1
+// sends its all-gather rows and times out. In step 2 both run an all-gather of the same shape:
+// rank 0 must get rank 1's step-2 rows, not the frame left over from step 1 (which it took before
+// operations were tagged by step: wrong sums, no error), and that frame is dropped.
+TEST(Collective, AFailedStepLeavesNothingForTheNext) {
+    group_fixture g(2);
+    const int64_t width = 3;
+    const std::vector<float> stale = {-1, -1, -1}, fresh0 = {1, 2, 3}, fresh1 = {4, 5, 6};
+    std::vector<float> all;
+    std::vector<int64_t> counts;
+    g.ranks[1]->begin_step(1);
+    const auto failed =
+        g.ranks[1]->all_gather(stale, width, all, counts, transport::deadline_after(100ms));
+    ASSERT_FALSE(failed);
+    EXPECT_EQ(failed.error().code, transport::transport_error::timeout) << failed.error().message;
+    std::vector<std::vector<float>> gathered(2);
+    g.run([&](int r, collective& c) {
+        c.begin_step(2);
+        std::vector<int64_t> n;
+        ASSERT_TRUE(c.all_gather(r == 0 ? fresh0 : fresh1, width, gathered[r], n,
+                                 transport::deadline_after(2s)));
+    });
+    for (int r = 0; r < 2; ++r)
+        EXPECT_EQ(gathered[r], (std::vector<float>{1, 2, 3, 4, 5, 6})) << "rank " << r;
+    // Nothing is left queued on either side.
+    transport::frame_filter any;
+    EXPECT_EQ(g.planes[0]->discard(any) + g.planes[1]->discard(any), 0u);
+}
+
 TEST(Collective, MissingRankTimesOutByItsDeadline) {
     group_fixture g(2);
     std::vector<float> all;

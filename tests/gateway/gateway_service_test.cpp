@@ -249,6 +249,21 @@ TEST(GatewayConfig, FileThenCommandLineThenEnvironment) {
     EXPECT_FALSE(gateway_options(other).parse({"--port"}, env).has_value());  // no value
     EXPECT_FALSE(gateway_options(other).parse({"stray"}, env).has_value());
     EXPECT_FALSE(*gateway_options(other).parse({"--help"}, env));
+
+    // Keys asked for and none found would turn authentication off: refused, naming the source.
+    gateway_config empty_file;
+    std::ofstream(keys) << "# only a comment\n\n   \n";
+    empty_file.api_keys_file = keys.string();
+    auto none = empty_file.load_api_keys();
+    ASSERT_FALSE(none.has_value()) << "an empty key file turned authentication off";
+    EXPECT_NE(none.error().find(keys.string() + " holds no key"), std::string::npos)
+        << none.error();
+    gateway_config commas;
+    commas.api_keys = " , ,";
+    none = commas.load_api_keys();
+    ASSERT_FALSE(none.has_value()) << "a list of commas turned authentication off";
+    EXPECT_NE(none.error().find("holds no key"), std::string::npos) << none.error();
+    EXPECT_TRUE(gateway_config{}.load_api_keys().has_value());  // none asked for: no auth
 }
 
 }  // namespace

@@ -35,6 +35,35 @@ router_config config(int64_t max_running, int64_t queue_bound) {
     return out;
 }
 
+// A backend whose submit throws (instead of answering with an error event).
+class throwing_backend final : public generation_backend {
+  public:
+    std::shared_ptr<generation_handle> submit(generation_request,
+                                              std::function<void(generation_event)>) override {
+        throw std::runtime_error("out of descriptors");
+    }
+    backend_readiness readiness() const override { return {true, ""}; }
+    backend_load load() const override { return {}; }
+};
+
+// The request ends with the backend's error and its slot is given back: before, the slot stayed
+// counted as running for good (a thrown submit delivers no finished event), and with a limit of
+// one running request the backend never took another.
+TEST(Router, BackendThatThrowsEndsTheRequestAndGivesBackItsSlot) {
+    metrics::metrics_registry registry;
+    router r({std::make_shared<throwing_backend>()}, config(1, 4), make_router_metrics(registry));
+    for (int attempt = 0; attempt < 3; ++attempt) {
+        auto events = std::make_shared<event_collector>();
+        r.submit(make_request(prompt_of(attempt), 4), event_collector::callback(events));
+        ASSERT_TRUE(events->wait_finished(2s)) << "attempt " << attempt << " never ended";
+        EXPECT_EQ(events->finished->error, backend_error::internal);
+        EXPECT_NE(events->finished->error_message.find("out of descriptors"), std::string::npos)
+            << events->finished->error_message;
+        EXPECT_EQ(r.load().running, 0) << "attempt " << attempt;
+        EXPECT_EQ(r.load().queued, 0) << "attempt " << attempt;
+    }
+}
+
 TEST(Router, LeastLoadQueueOverloadAndCancelWhileQueued) {
     two_backends backends;
     backends.a->pause();
