@@ -36,6 +36,7 @@ struct actor_state {
     std::vector<caf::typed_response_promise<proto::cluster_status>> drain_waiters;
     double cpu_since_step = 0.0;  // coordinator CPU seconds since the last step completed
     bool continuing = false;      // drive() runs in answer to a completed step
+    bool wake_pending = false;    // a wake-up (cancel_request for id 0) is on its way
 };
 
 using self_ptr = control::coordinator_actor::stateful_pointer<actor_state>;
@@ -123,15 +124,21 @@ bool apply_placement(self_ptr self) {
         self->request(member, timeout, proto::placement_update{s.core->placement_for(member_id)})
             .then(
                 [=](proto::placement_ack& ack) {
-                    if (!ack.error.empty()) log(self, "placement ack from " + ack.name + ": " + ack.error);
+                    if (!ack.error.empty()) {
+                        log(self, "placement ack from " + ack.name + ": " + ack.error);
+                        reply_finished(self,
+                                       self->state.core->placement_failed(member_id, ack.error));
+                    }
                     self->state.core->placement_acked(ack, member_id);
                     --self->state.acks_pending;
                     notify(self);
                     drive(self);
                 },
                 [=](caf::error& error) {
+                    const std::string why = self->system().render(error);
                     log(self, "placement update to member " + std::to_string(member_id) +
-                                  " failed: " + self->system().render(error));
+                                  " failed: " + why);
+                    reply_finished(self, self->state.core->placement_failed(member_id, why));
                     --self->state.acks_pending;
                     notify(self);
                     drive(self);
@@ -237,15 +244,35 @@ void answer_drain_waiters(self_ptr self) {
     s.drain_waiters.clear();
 }
 
+// The loop has no timer of its own: drive() runs on messages. When it must act later (a map to
+// send again after a failed one, deadlines of requests waiting while not serving), it sends
+// itself a wake-up: a cancel_request for request 0, which no request has.
+void wake_at(self_ptr self, clock::time_point when) {
+    auto& s = self->state;
+    if (s.wake_pending) return;
+    s.wake_pending = true;
+    const auto delay = std::max(clock::duration::zero(), when - clock::now());
+    self->delayed_send(self, delay, proto::cancel_request{0, "wake-up"});
+}
+
 void drive(self_ptr self) {
     answer_drain_waiters(self);
     auto& s = self->state;
     if (s.acks_pending > 0) return;
     if (s.core->placement_pending()) {
         if (!s.steps.empty()) return;  // a new map waits for the steps in flight
+        if (clock::now() < s.core->placement_retry_at()) {  // after a failed map: back off
+            wake_at(self, s.core->placement_retry_at());
+            return;
+        }
         if (apply_placement(self)) return;
     }
-    if (!s.core->serving()) return;
+    if (!s.core->serving()) {
+        // Requests waiting meanwhile still end by their deadlines.
+        if (s.core->queued_requests() + s.core->running_requests() > 0)
+            wake_at(self, clock::now() + std::chrono::seconds(1));
+        return;
+    }
     const size_t depth = static_cast<size_t>(s.core->config().pipeline_depth);
     for (const std::string& lane : s.core->lanes()) {
         while (steps_of(s, lane) < depth) {
@@ -354,6 +381,13 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
         [self](proto::cancel_request& cancel) {
             cpu_meter meter(self);
             auto& s = self->state;
+            if (cancel.request_id == 0) {  // wake_at()
+                s.wake_pending = false;
+                if (s.steps.empty()) reply_finished(self, s.core->expire_deadlines());
+                notify(self);
+                drive(self);
+                return;
+            }
             if (!s.core->cancel(cancel.request_id)) return;
             log(self, "request " + std::to_string(cancel.request_id) + " cancelled" +
                           (cancel.reason.empty() ? "" : ": " + cancel.reason));

@@ -264,6 +264,45 @@ void coordinator_state::member_ready(uint64_t member_id) {
 void coordinator_state::placement_acked(const proto::placement_ack& ack, uint64_t member_id) {
     if (auto it = members_.find(member_id); it != members_.end() && ack.error.empty())
         it->second.acked_version = std::max(it->second.acked_version, ack.version);
+    bool all = map_.version != 0;
+    for (const auto& [id, m] : members_) all = all && m.acked_version >= map_.version;
+    if (all) placement_failures_ = 0;
+}
+
+std::vector<finished_request> coordinator_state::placement_failed(uint64_t member_id,
+                                                                  const std::string& why) {
+    const auto it = members_.find(member_id);
+    const std::string name =
+        it != members_.end() ? it->second.greeting.name : "member " + std::to_string(member_id);
+    const std::string error =
+        name + " could not apply placement v" + std::to_string(map_.version) + ": " + why;
+    membership_changed_ = true;  // a map is sent again ...
+    ++placement_failures_;       // ... after a back-off
+    const auto backoff = std::chrono::milliseconds(
+        std::min<int64_t>(10'000, int64_t{500} << std::min(placement_failures_ - 1, 5)));
+    placement_retry_at_ = clock::now() + backoff;
+    std::vector<finished_request> out;
+    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
+        out.push_back(end_request(request_id, "error", error));
+    return out;
+}
+
+std::vector<finished_request> coordinator_state::expire_deadlines() {
+    const auto now = clock::now();
+    std::vector<finished_request> out;
+    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
+        if (requests_.at(request_id).deadline < now)
+            out.push_back(
+                end_request(request_id, "error",
+                            "request " + std::to_string(request_id) + " missed its deadline",
+                            proto::request_error::deadline));
+    for (uint64_t request_id : std::vector<uint64_t>(queue_.begin(), queue_.end()))
+        if (requests_.at(request_id).deadline < now)
+            out.push_back(end_request(
+                request_id, "error",
+                "request " + std::to_string(request_id) + " missed its deadline while queued",
+                proto::request_error::deadline));
+    return out;
 }
 
 const member_record* coordinator_state::member(uint64_t member_id) const {
@@ -669,19 +708,7 @@ void coordinator_state::fill_sequences(step_batch& batch) {
 }
 
 step_batch coordinator_state::plan_step(const std::string& lane) {
-    const auto now = clock::now();
-    for (uint64_t request_id : std::vector<uint64_t>(running_.begin(), running_.end()))
-        if (requests_.at(request_id).deadline < now)
-            finished_.push_back(end_request(request_id, "error",
-                                            "request " + std::to_string(request_id) +
-                                                " missed its deadline",
-                                            proto::request_error::deadline));
-    for (uint64_t request_id : std::vector<uint64_t>(queue_.begin(), queue_.end()))
-        if (requests_.at(request_id).deadline < now)
-            finished_.push_back(end_request(request_id, "error",
-                                            "request " + std::to_string(request_id) +
-                                                " missed its deadline while queued",
-                                            proto::request_error::deadline));
+    for (finished_request& f : expire_deadlines()) finished_.push_back(std::move(f));
     admit_queued();  // preemptions first, then admissions: the boundary's scheduling
     step_batch batch;
     batch.step_id = next_step_id_++;

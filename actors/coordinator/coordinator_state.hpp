@@ -240,6 +240,16 @@ public:
     // True when membership changed since the last map (the actor stops planning, lets the steps
     // in flight finish, then applies a new map).
     bool placement_pending() const { return membership_changed_; }
+    // A member could not apply the current map (its ack carried an error, or the update timed
+    // out): the running requests end with `why`, naming the member (a worker that failed to
+    // re-pair may have dropped its KV; every running request needs every member), queued ones
+    // stay queued, and the map is sent again from placement_retry_at() on (0.5 s, doubling up to
+    // 10 s while the failures go on; reset once every member acks a map).
+    std::vector<finished_request> placement_failed(uint64_t member_id, const std::string& why);
+    clock::time_point placement_retry_at() const { return placement_retry_at_; }
+    // Ends the queued and running requests past their deadline (plan_step does it too; the actor
+    // calls this while no step runs, e.g. while the cluster is not serving).
+    std::vector<finished_request> expire_deadlines();
 
     proto::cluster_status status() const;
     const proto::placement_map& placement() const { return map_; }
@@ -294,6 +304,8 @@ private:
     std::map<uint64_t, member_record> members_;
     uint64_t next_member_id_ = 1;
     bool membership_changed_ = false;
+    int placement_failures_ = 0;  // in a row (placement_failed)
+    clock::time_point placement_retry_at_{};
     bool draining_ = false;
     std::map<std::string, std::string> down_groups_;  // name → description while not replaced
     proto::placement_map map_;

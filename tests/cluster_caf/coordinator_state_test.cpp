@@ -6,11 +6,14 @@
 
 #include <deque>
 #include <set>
+#include <thread>
 #include <utility>
 #include <vector>
 
 namespace longcat::coordinator {
 namespace {
+
+using namespace std::chrono_literals;
 
 constexpr int32_t kLayers = 2;
 constexpr int32_t kExperts = 8;
@@ -161,6 +164,72 @@ TEST(CoordinatorState, StepLoopPrefillsThenDecodesAndPlansTheNextStepAhead) {
     // The next step frees its pages on the worker.
     step_batch step5 = f.state->plan_step();
     EXPECT_EQ(step5.plans.at(f.worker_id).released, std::vector<uint64_t>{1});
+}
+
+// A member that cannot apply a map (its ack carries an error, or the update times out): the
+// running requests end naming it and the reason, queued ones wait, and the map is sent again
+// after a back-off that doubles while the failures go on. Before, the error ack was dropped: the
+// cluster stayed "waiting for attention-0 to pair" for good and every request hung.
+TEST(CoordinatorState, FailedPlacementEndsRunningRequestsByNameAndIsRetriedAfterABackOff) {
+    fixture f;
+    ASSERT_FALSE(f.state->admit(1, request_of({5, 6, 7}, 50)).has_value());
+    const step_batch s1 = f.state->plan_step();
+    EXPECT_TRUE(f.state->emit_tokens(s1.step_id, {f.result(s1, 40)}).empty());
+    const uint64_t spare = f.state->register_member(group("experts-c")).member_id;
+    f.state->member_ready(spare);
+    const auto v2 = f.state->apply_placement();
+    ASSERT_TRUE(v2.has_value());
+    ASSERT_FALSE(f.state->admit(2, request_of({8, 9}, 5)).has_value());  // queued meanwhile
+    auto start = clock::now();
+    const auto failed = f.state->placement_failed(f.worker_id, "cannot reach experts-c");
+    ASSERT_EQ(failed.size(), 1u);
+    EXPECT_EQ(failed[0].id, 1u);
+    EXPECT_EQ(failed[0].reply.finish_reason, "error");
+    EXPECT_NE(failed[0].reply.error.find(
+                  "attention-0 could not apply placement v2: cannot reach experts-c"),
+              std::string::npos)
+        << failed[0].reply.error;
+    for (uint64_t id : {f.group_a, f.group_b, spare})
+        f.state->placement_acked({v2->version, "", ""}, id);
+    EXPECT_TRUE(f.state->placement_pending());
+    EXPECT_EQ(f.state->not_serving_reason(), "placement update pending");
+    EXPECT_GE(f.state->placement_retry_at() - start, 500ms);
+    EXPECT_LT(f.state->placement_retry_at() - start, 1500ms);
+    EXPECT_EQ(f.state->queued_requests(), 1u);
+    // Failing again doubles the back-off.
+    const auto v3 = f.state->apply_placement();
+    ASSERT_TRUE(v3.has_value());
+    start = clock::now();
+    EXPECT_TRUE(f.state->placement_failed(f.worker_id, "request timed out").empty());  // none runs
+    EXPECT_GE(f.state->placement_retry_at() - start, 1000ms);
+    // The next map is acked by everyone: serving again, and the queued request runs.
+    const auto v4 = f.state->apply_placement();
+    ASSERT_TRUE(v4.has_value());
+    for (uint64_t id : {f.worker_id, f.group_a, f.group_b, spare})
+        f.state->placement_acked({v4->version, "", ""}, id);
+    EXPECT_TRUE(f.state->serving()) << f.state->not_serving_reason();
+    const step_batch s2 = f.state->plan_step();
+    ASSERT_EQ(s2.plans.at(f.worker_id).sequences.size(), 1u);
+    EXPECT_EQ(s2.plans.at(f.worker_id).sequences[0].request_id, 2u);
+}
+
+// Deadlines end waiting requests also while the cluster is not serving (no step is planned
+// then; the actor calls expire_deadlines on a timer).
+TEST(CoordinatorState, DeadlinesEndRequestsWhileNotServing) {
+    fixture f;
+    const uint64_t spare = f.state->register_member(group("experts-c")).member_id;  // a map pends
+    (void)spare;
+    ASSERT_FALSE(f.state->serving());
+    proto::generate_request request = request_of({5, 6}, 4);
+    request.deadline_ms = 1;
+    ASSERT_FALSE(f.state->admit(1, request).has_value());
+    std::this_thread::sleep_for(5ms);
+    const auto ended = f.state->expire_deadlines();
+    ASSERT_EQ(ended.size(), 1u);
+    EXPECT_EQ(ended[0].reply.error_kind, proto::request_error::deadline);
+    EXPECT_NE(ended[0].reply.error.find("request 1 missed its deadline while queued"),
+              std::string::npos);
+    EXPECT_EQ(f.state->queued_requests(), 0u);
 }
 
 TEST(CoordinatorState, RequestEndingByEosInAPipelinedStepDropsTheExtraToken) {
