@@ -1,5 +1,6 @@
 #include "actors/gateway/cluster_backend.hpp"
 
+#include <condition_variable>
 #include <mutex>
 #include <stdexcept>
 
@@ -28,6 +29,9 @@ struct cluster_backend::readiness_cache {
     std::mutex mutex;
     clock::time_point asked{};
     backend_readiness last{false, "not asked yet"};
+    bool refreshing = false;  // one caller asks the coordinator; the others take `last` ...
+    bool answered = false;    // ... once there is one (before the first answer they wait for it)
+    std::condition_variable changed;
 };
 
 backend_error error_for(proto::request_error kind) {
@@ -90,20 +94,42 @@ std::shared_ptr<generation_handle> cluster_backend::submit(generation_request re
     return std::make_shared<session_handle>(session_, id);
 }
 
+// The status call may take up to status_timeout (a coordinator that is connected but stuck): it
+// runs outside the lock, by one caller at a time, and every other caller (the router on each
+// submit and poll, /ready) takes the last answer instead of queueing behind it.
 backend_readiness cluster_backend::readiness() const {
-    std::lock_guard lock(cache_->mutex);
-    const auto now = clock::now();
-    if (now - cache_->asked < opts_.status_cache) return cache_->last;
-    cache_->asked = now;
-    if (!session_->connected()) {
-        cache_->last = {false, "coordinator " + opts_.coordinator + " is gone"};
-        return cache_->last;
+    {
+        std::unique_lock lock(cache_->mutex);
+        cache_->changed.wait(lock, [&] { return cache_->answered || !cache_->refreshing; });
+        const auto now = clock::now();
+        if (now - cache_->asked < opts_.status_cache || cache_->refreshing) return cache_->last;
+        cache_->asked = now;
+        cache_->refreshing = true;
     }
-    auto status = session_->status(opts_.status_timeout);
-    if (!status) cache_->last = {false, status.error()};
-    else if (!status->serving) cache_->last = {false, "coordinator " + opts_.coordinator + ": " + status->reason};
-    else cache_->last = {true, ""};
-    return cache_->last;
+    backend_readiness fresh;
+    try {
+        if (!session_->connected()) {
+            fresh = {false, "coordinator " + opts_.coordinator + " is gone"};
+        } else {
+            auto status = session_->status(opts_.status_timeout);
+            if (!status)
+                fresh = {false, status.error()};
+            else if (!status->serving)
+                fresh = {false, "coordinator " + opts_.coordinator + ": " + status->reason};
+            else
+                fresh = {true, ""};
+        }
+    } catch (const std::exception& e) {  // never leave `refreshing` set: the waiters below
+        fresh = {false, "coordinator " + opts_.coordinator + ": " + e.what()};
+    }
+    {
+        std::lock_guard lock(cache_->mutex);
+        cache_->refreshing = false;
+        cache_->answered = true;
+        cache_->last = fresh;
+    }
+    cache_->changed.notify_all();
+    return fresh;
 }
 
 backend_load cluster_backend::load() const {
