@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -214,6 +215,18 @@ fs::path find_binary(const fs::path& bin_dir, const std::string& name, const std
                              (bin_dir.empty() ? "" : " and in " + bin_dir.string()) + ")");
 }
 
+// The environment variable through which a service would take option `option`
+// (LONGCAT_<SERVICE>_<OPTION>, service_options.hpp): the service is the binary's name after
+// "longcat-".
+std::string option_env_name(const fs::path& binary, const std::string& option) {
+    std::string service = binary.filename().string();
+    if (service.rfind("longcat-", 0) == 0) service = service.substr(8);
+    std::string out = "LONGCAT_" + service + "_" + option;
+    for (char& c : out)
+        c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return out;
+}
+
 int spawn(const fs::path& binary, const std::vector<std::string>& args,
           const std::vector<std::string>& env, const std::string& log_file) {
     std::vector<std::string> argv_storage{binary.string()};
@@ -221,6 +234,13 @@ int spawn(const fs::path& binary, const std::vector<std::string>& args,
     std::vector<char*> argv;
     for (auto& a : argv_storage) argv.push_back(a.data());
     argv.push_back(nullptr);
+    // A service's environment layer wins over its command line: a LONGCAT_<SERVICE>_<OPTION> in
+    // the caller's environment would override what the launcher sets here (the address a
+    // service binds, its metrics port, its name, the coordinator) and leave the state file wrong.
+    // Those variables are removed in the child; any other option can still come from there.
+    std::vector<std::string> overriding;
+    for (const std::string& arg : args)
+        if (arg.rfind("--", 0) == 0) overriding.push_back(option_env_name(binary, arg.substr(2)));
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
     if (pid == 0) {
@@ -232,6 +252,7 @@ int spawn(const fs::path& binary, const std::vector<std::string>& args,
             ::dup2(log, STDERR_FILENO);
         }
         if (null >= 0) ::dup2(null, STDIN_FILENO);
+        for (const std::string& name : overriding) ::unsetenv(name.c_str());
         for (const std::string& kv : env) {
             const auto eq = kv.find('=');
             if (eq != std::string::npos) ::setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);

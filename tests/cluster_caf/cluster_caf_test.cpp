@@ -466,6 +466,29 @@ TEST_F(ClusterCaf, DownDrainsTheRunningRequestThenStopsEverything) {
     }
 }
 
+// A LONGCAT_<SERVICE>_<OPTION> in the caller's environment overrides a service's command line:
+// it must not override what the launcher sets (here the worker's metrics address, where the
+// launcher looks for its readiness, and the group's name). Before, up waited for a worker whose
+// metrics were elsewhere until its deadline, and the group registered under another name.
+TEST_F(ClusterCaf, EnvironmentCannotOverrideWhatTheLauncherSets) {
+    struct scoped_env {
+        std::vector<std::string> names;
+        ~scoped_env() {
+            for (const auto& n : names) ::unsetenv(n.c_str());
+        }
+    } env{{"LONGCAT_ATTENTION_METRICS_ADDRESS", "LONGCAT_EXPERTS_NAME"}};
+    ::setenv("LONGCAT_ATTENTION_METRICS_ADDRESS", "127.0.0.1:1", 1);
+    ::setenv("LONGCAT_EXPERTS_NAME", "someone-else", 1);
+    const cluster_state state = up("minimal");
+    auto status = cluster_status_of(state.coordinator, 5s);
+    ASSERT_TRUE(status.has_value()) << status.error();
+    EXPECT_TRUE(status->serving) << status->reason;
+    std::string members;
+    for (const auto& m : status->members) members += m + "\n";
+    EXPECT_NE(members.find("experts-0 (expert_group"), std::string::npos) << members;
+    EXPECT_EQ(members.find("someone-else"), std::string::npos) << members;
+}
+
 TEST_F(ClusterCaf, SpareGroupRegistersServesNothingAndExitsZeroOnSigterm) {
     const cluster_state state = up("minimal");
     const fs::path log = dir_.path() / "experts-spare.log";
