@@ -148,12 +148,12 @@ transport_result<received_frame> frame_inbox::receive(deadline until, const fram
             entries_.erase(it);
             return frame;
         }
+        // A failed peer's frames that had arrived were returned above, in order; one still
+        // landing does not hold its failure back (with error mode none UCX cannot cancel the
+        // receive, and it may never complete).
         if (filter.peer && !filter.frames_only) {
             auto failed = failed_peers_.find(*filter.peer);
-            if (failed != failed_peers_.end() &&
-                std::find(blocked.begin(), blocked.end(), *filter.peer) == blocked.end()) {
-                return proto::unexpected(failed->second);
-            }
+            if (failed != failed_peers_.end()) return proto::unexpected(failed->second);
         }
         if (clock::now() >= until) {
             std::string what = "no matching frame";

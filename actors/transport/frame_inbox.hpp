@@ -32,7 +32,8 @@ class frame_inbox {
     // An error entry (bad frame, refused handshake, ...); `from` may be peer_id{} (no peer yet).
     void push_error(peer_id from, transport_failure failure);
 
-    // From now on a receive naming `peer` that finds nothing queued for it returns `failure`;
+    // From now on a receive naming `peer` that finds nothing queued for it returns `failure` (a
+    // frame of it still landing does not hold that back);
     // also queues one error entry (so a receive naming no peer hears of it once). Only the first
     // call per peer counts. Returns whether this call was the first.
     bool fail_peer(peer_id peer, transport_failure failure);

@@ -302,6 +302,35 @@ TEST(FrameInbox, CloseDropsQueuedFramesAndLaterOnes) {
     EXPECT_EQ(got.error().code, transport_error::closed);
 }
 
+// A failed peer with a frame still landing (error mode none: UCX cannot cancel the receive, so
+// it may never complete): a receive naming it gets the failure at once, after the frame that had
+// arrived before, instead of waiting for its deadline behind the unfinished one (each later
+// receive timed out the same way, and the failure was never seen).
+TEST(FrameInbox, FailedPeerIsNotHeldBackByAFrameStillLanding) {
+    frame_inbox inbox;
+    const peer_id from{1};
+    inbox.push_frame(from, make_test_header(1, 64), byte_buffer(64));
+    const frame_inbox::slot_id landing = inbox.reserve(from, make_test_header(2, 64));
+    inbox.push_frame(from, make_test_header(3, 64), byte_buffer(64));
+    inbox.fail_peer(from, {transport_error::peer_failed, "experts-0 (ucx://127.0.0.1:1): gone"});
+    const frame_filter of_peer{.peer = from};
+    auto first = inbox.receive(deadline_after(2s), of_peer);
+    ASSERT_TRUE(first.has_value()) << first.error().message;
+    EXPECT_EQ(first->header.step_id, 1u);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        const auto start = clock::now();
+        auto failed = inbox.receive(deadline_after(2s), of_peer);
+        ASSERT_FALSE(failed.has_value()) << "attempt " << attempt;
+        EXPECT_EQ(failed.error().code, transport_error::peer_failed) << failed.error().message;
+        EXPECT_LT(clock::now() - start, 1s) << "waited for its deadline";
+    }
+    // Should the frame land after all, it is delivered (in order), then the failure again.
+    inbox.complete(landing, byte_buffer(64));
+    auto late = inbox.receive(deadline_after(2s), of_peer);
+    ASSERT_TRUE(late.has_value()) << late.error().message;
+    EXPECT_EQ(late->header.step_id, 2u);
+}
+
 TEST(FrameInbox, DiscardedFrameStillLandingIsDroppedWhenItLandsOrFails) {
     frame_inbox inbox;
     const peer_id from{1};
