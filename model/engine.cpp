@@ -17,6 +17,11 @@ forward_output engine::step(const std::vector<sequence*>& seqs,
     if (seqs.size() != new_tokens.size())
         throw model_error("engine: step got " + std::to_string(seqs.size()) + " sequences and " +
                           std::to_string(new_tokens.size()) + " token lists");
+    for (size_t i = 0; i < seqs.size(); ++i)
+        for (size_t j = 0; j < i; ++j)
+            if (seqs[i] == seqs[j])
+                throw model_error("engine: sequences " + std::to_string(j) + " and " +
+                                  std::to_string(i) + " of the step are the same sequence");
     // Token ids first (embed would refuse them too, but after the pages below were taken).
     const int64_t vocab = config().vocab_size;
     for (const std::vector<int32_t>& tokens : new_tokens)

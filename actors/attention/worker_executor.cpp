@@ -430,6 +430,15 @@ cluster_result<worker_step_output> worker_executor::step(
                                         " sequences and " + std::to_string(new_tokens.size()) +
                                         " token lists");
     }
+    // The same sequence twice (a plan naming a request twice) would write the same KV positions
+    // from two slices and append its tokens twice: refused before anything is reserved.
+    for (size_t i = 0; i < seqs.size(); ++i)
+        for (size_t j = 0; j < i; ++j)
+            if (seqs[i] == seqs[j])
+                return make_cluster_failure(cluster_error::bad_batch,
+                                            plane_.name() + ": sequences " + std::to_string(j) +
+                                                " and " + std::to_string(i) +
+                                                " of the step are the same sequence");
     std::vector<size_t> before(seqs.size());
     auto give_back = [&](size_t count) {
         for (size_t j = 0; j < count; ++j) {

@@ -488,5 +488,29 @@ TEST(Cluster, EmptyBatchStillSendsHeaderOnlyFrames) {
     EXPECT_EQ(out->stats.combine_frames, out->stats.dispatch_frames);
 }
 
+// A plan naming a request twice reaches the executor as the same sequence twice: refused by
+// name before any page is reserved (it wrote the same KV positions from two slices and appended
+// the tokens twice).
+TEST(Cluster, SameSequenceTwiceInAStepIsABadBatch) {
+    const tiny_model& model = shared_tiny_model();
+    auto map = three_group_map(model.config());
+    auto fabric = std::make_shared<inproc_fabric>();
+    inproc_groups groups(fabric, model, map, {"attention-0"});
+    ASSERT_TRUE(groups.ok());
+    inproc_worker worker = make_inproc_worker(fabric, model.attention, map, "attention-0", {});
+    ASSERT_TRUE(worker.executor);
+    const int64_t free_before = worker.executor->cache().num_free_pages();
+    model::sequence s;
+    auto out = worker.executor->step({&s, &s}, {{5, 6, 7}, {8}}, 1);
+    ASSERT_FALSE(out.has_value());
+    EXPECT_EQ(out.error().code, cluster::cluster_error::bad_batch);
+    EXPECT_NE(out.error().message.find(
+                  "attention-0: sequences 0 and 1 of the step are the same sequence"),
+              std::string::npos)
+        << out.error().message;
+    EXPECT_TRUE(s.page_table.empty());
+    EXPECT_EQ(worker.executor->cache().num_free_pages(), free_before);
+}
+
 }  // namespace
 }  // namespace longcat::testing

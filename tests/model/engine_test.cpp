@@ -244,6 +244,25 @@ TEST_F(EngineTest, BadTokenIdIsAnErrorAndChangesNothing) {
     }
 }
 
+// The same sequence twice in one step would write the same KV positions from two slices and
+// append its tokens twice: refused, nothing changed.
+TEST_F(EngineTest, SameSequenceTwiceInAStepIsRefused) {
+    engine e = make_engine(16);
+    sequence s;
+    try {
+        e.step({&s, &s}, {tokens(3, 1), tokens(2, 2)});
+        ADD_FAILURE() << "the same sequence twice accepted";
+    } catch (const model_error& err) {
+        EXPECT_NE(
+            std::string(err.what()).find("sequences 0 and 1 of the step are the same sequence"),
+            std::string::npos)
+            << err.what();
+    }
+    EXPECT_TRUE(s.page_table.empty());
+    EXPECT_TRUE(s.tokens.empty());
+    EXPECT_EQ(e.cache().num_free_pages(), 16);
+}
+
 TEST_F(EngineTest, GenerateRefusesMaxTokensBelowOne) {
     engine e = make_engine();
     for (const int64_t max_tokens : {int64_t{0}, int64_t{-5}}) {
