@@ -199,12 +199,18 @@ struct step_sequence {
     // Planned before the previous step's result reached the coordinator: new_tokens is empty
     // and the worker decodes the token it sampled for this request in its previous step.
     bool decode_last_sampled = false;
+    // Tokens of this request the worker must already hold in its KV cache (the position of the
+    // first new token): 0 for a first prefill chunk, the chunks before it, the prompt and the
+    // decoded tokens after. A worker that holds another count (it never saw the request, or it
+    // lost a step) fails the request by name instead of starting an empty sequence.
+    int64_t cached_tokens = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, step_sequence& x) {
     return f(caf::meta::type_name("longcat.step_sequence"), x.request_id, x.new_tokens,
-             x.token_index, x.temperature, x.top_p, x.top_k, x.seed, x.decode_last_sampled);
+             x.token_index, x.temperature, x.top_p, x.top_k, x.seed, x.decode_last_sampled,
+             x.cached_tokens);
 }
 
 // Prefill/decode disaggregation (ARCHITECTURE.md §6), inside a step plan. A prefill worker

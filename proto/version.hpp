@@ -13,7 +13,8 @@ namespace longcat::proto {
 
 // Bump on any change to a frame layout, the hello payload or a CAF message's fields.
 // 3: a row-kind payload carries all rows' values, then all rows' metadata (was row by row).
-inline constexpr uint16_t kProtocolVersion = 3;
+// 4: step_sequence carries cached_tokens.
+inline constexpr uint16_t kProtocolVersion = 4;
 
 struct ucx_version {
     uint32_t major = 0;

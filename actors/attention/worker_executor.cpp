@@ -206,6 +206,9 @@ cluster_status worker_executor::send_dispatch(int64_t layer_idx, size_t mb_idx, 
         auto sent = plane_.send(group_peers_[group_id], f.header, {f.payload},
                                 transport::deadline_after(config_.send_timeout));
         if (!sent) {
+            // UCX may still read the payload: its buffer is never reused or freed.
+            if (sent.error().payload_held)
+                transport::retain_payload_buffer(std::move(mb.dispatches[group_id].payload));
             stats.dispatch_seconds += seconds_since(start);
             return make_cluster_failure(cluster_error::send_failed,
                                         plane_.name() + " " + cluster::to_string(key) +

@@ -140,15 +140,23 @@ model::dense_ffn_runner tp_dense_ffn(collective& group, int64_t hidden,
         const auto until = transport::deadline_after(timeout);
         std::vector<float> all, partial, mine;
         std::vector<int64_t> rows;
-        if (auto s = group.all_gather({h, static_cast<size_t>(num_tokens * hidden)}, hidden, all, rows, until); !s)
+        // Sent from a copy this call owns (one pass over the rows, small beside the FFN): a
+        // payload the transport still holds after a failed send is kept for good
+        // (transport::retain_payload), which the caller's buffer could not be.
+        std::vector<float> x(h, h + num_tokens * hidden);
+        if (auto s = group.all_gather(x, hidden, all, rows, until); !s) {
+            if (s.error().payload_held) transport::retain_payload_buffer(std::move(x));
             throw collective_error("TP all-gather (rank " + std::to_string(group.rank()) + "): " +
                                    s.error().message);
+        }
         const int64_t total = static_cast<int64_t>(all.size()) / hidden;
         partial.assign(all.size(), 0.0f);
         model::dense_ffn(w, all.data(), total, hidden, partial.data());
-        if (auto s = group.reduce_scatter(partial, rows, hidden, mine, until); !s)
+        if (auto s = group.reduce_scatter(partial, rows, hidden, mine, until); !s) {
+            if (s.error().payload_held) transport::retain_payload_buffer(std::move(partial));
             throw collective_error("TP reduce-scatter (rank " + std::to_string(group.rank()) + "): " +
                                    s.error().message);
+        }
         for (int64_t i = 0; i < num_tokens * hidden; ++i) out[i] += mine[i];
     };
 }

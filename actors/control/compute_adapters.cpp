@@ -176,6 +176,13 @@ public:
             std::vector<model::sequence*> seqs;
             std::vector<std::vector<int32_t>> new_tokens;
             for (const compute_sequence& seq : sequences) {
+                if (const int64_t held = cached_tokens(seq.request_id); held != seq.cached_tokens)
+                    return failure("request " + std::to_string(seq.request_id) +
+                                   ": this worker holds " + std::to_string(held) +
+                                   " cached tokens of it, the step expects " +
+                                   std::to_string(seq.cached_tokens));
+            }
+            for (const compute_sequence& seq : sequences) {
                 seqs.push_back(&sequences_[seq.request_id]);
                 new_tokens.push_back(seq.new_tokens);
             }
@@ -195,6 +202,11 @@ public:
         out.kv_pages_free = executor_->cache().num_free_pages();
         out.kv_pages_used = executor_->cache().num_pages() - out.kv_pages_free;
         return out;
+    }
+
+    int64_t cached_tokens(uint64_t request_id) const override {
+        auto it = sequences_.find(request_id);
+        return it == sequences_.end() ? 0 : it->second.num_cached();
     }
 
     void release(const std::vector<uint64_t>& request_ids) override {
@@ -275,18 +287,26 @@ public:
                 if (begin + count == num_tokens && pool + 1 == cache.num_pools()) header.flags |= proto::kFrameFlagLast;
                 auto sent = plane_->send(known->second, header, {rows},
                                          transport::deadline_after(opts_.combine_timeout));
-                if (!sent) error = "KV transfer to " + to_name + ": " + sent.error().message;
+                if (!sent) {
+                    error = "KV transfer to " + to_name + ": " + sent.error().message;
+                    if (sent.error().payload_held)
+                        transport::retain_payload_buffer(std::move(rows));
+                }
             }
         }
         if (!error && done) {
-            const auto row = proto::encode_prefill_done(*done);
+            const auto row = std::make_shared<const decltype(proto::encode_prefill_done(*done))>(
+                proto::encode_prefill_done(*done));
             proto::frame_header header = proto::make_row_header(proto::frame_kind::prefill_done, proto::wire_dtype::none,
                                                                 1, 0, proto::kPrefillDoneRowBytes);
             header.request_id = request_id;
             header.sequence = attempt;
-            auto sent = plane_->send(known->second, header, {std::span<const std::byte>(row)},
+            auto sent = plane_->send(known->second, header, {std::span<const std::byte>(*row)},
                                      transport::deadline_after(opts_.combine_timeout));
-            if (!sent) error = "prefill_done to " + to_name + ": " + sent.error().message;
+            if (!sent) {
+                error = "prefill_done to " + to_name + ": " + sent.error().message;
+                if (sent.error().payload_held) transport::retain_payload(row, row->size());
+            }
         }
         free_pages();
         return error;

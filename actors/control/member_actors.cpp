@@ -243,8 +243,24 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                     compute->release({seq.request_id});
                     continue;
                 }
+                if (const int64_t held = compute->cached_tokens(seq.request_id);
+                    held != seq.cached_tokens) {
+                    // Another count than the plan's (a request this worker never saw, or one
+                    // whose step it lost): running it would start or extend the wrong sequence.
+                    const std::string error = "request " + std::to_string(seq.request_id) +
+                                              ": this worker holds " + std::to_string(held) +
+                                              " cached tokens of it, the plan expects " +
+                                              std::to_string(seq.cached_tokens);
+                    log_line(self, opts, "step " + std::to_string(plan.step_id) + ": " + error);
+                    result.failed_requests.push_back(seq.request_id);
+                    result.failed_reasons.push_back(opts.greeting.name + ": " + error);
+                    compute->release({seq.request_id});
+                    last_sampled->erase(seq.request_id);
+                    continue;
+                }
                 compute_sequence s;
                 s.request_id = seq.request_id;
+                s.cached_tokens = seq.cached_tokens;
                 s.new_tokens = std::move(seq.new_tokens);
                 if (seq.decode_last_sampled) {
                     auto it = last_sampled->find(seq.request_id);

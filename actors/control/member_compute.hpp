@@ -37,6 +37,7 @@ struct compute_sequence {
     uint64_t request_id = 0;
     std::vector<int32_t> new_tokens;
     uint64_t token_index = 0;  // request-local index of the token sampled after this step
+    int64_t cached_tokens = 0;  // what the worker must hold of it before (proto::step_sequence)
     model::sampling_params sampling;
 };
 
@@ -63,6 +64,8 @@ public:
     // Frees these requests' pages. A plan's releases go first, before its KV moves and its
     // forward, so that both find the pages the coordinator counted on.
     virtual void release(const std::vector<uint64_t>& request_ids) = 0;
+    // Tokens of this request in this worker's KV cache (0 for a request it does not hold).
+    virtual int64_t cached_tokens(uint64_t request_id) const = 0;
     // One step: runs the sequences, samples one token each. An error names the peer (expert
     // group, TP peer) or what failed. `first_wait`, when set, runs on this thread at the step's
     // first combine wait, or not at all (the caller then runs it).

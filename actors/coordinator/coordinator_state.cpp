@@ -652,6 +652,7 @@ void coordinator_state::admit_queued() {
 proto::step_sequence coordinator_state::sequence_for(const request_record& record, planned_run& run) const {
     proto::step_sequence seq;
     seq.request_id = record.id;
+    seq.cached_tokens = record.planned_cached();
     run = {};
     run.epoch = record.epoch;
     run.tokens = next_step_tokens(record);
@@ -824,24 +825,32 @@ std::vector<finished_request> coordinator_state::emit_tokens(
     }
     step_lanes_.erase(step_id);  // a last KV chunk sent by it may be imported now (kv_sent)
     std::vector<finished_request> out;
-    // KV imports that failed (disaggregation): once more from a prefill on another prefill
-    // worker, then a named error.
+    // Requests a worker failed (a KV import or transfer under disaggregation, or a sequence the
+    // worker does not hold as planned): once more from a prefill (on another prefill worker),
+    // then a named error. A failure reported by a step planned before the request was requeued
+    // (the pipelined step after the one that failed it) is that same failure: it is dropped.
     for (const proto::step_result& result : results) {
         for (size_t idx = 0; idx < result.failed_requests.size(); ++idx) {
             const uint64_t request_id = result.failed_requests[idx];
             const std::string reason = idx < result.failed_reasons.size() ? result.failed_reasons[idx] : "";
             auto it = requests_.find(request_id);
             if (it == requests_.end() || running_.count(request_id) == 0) continue;
-            planned.erase(request_id);
             request_record& record = it->second;
+            if (auto run = planned.find(request_id);
+                run != planned.end() && run->second.epoch != record.epoch)
+                continue;
+            planned.erase(request_id);
             if (record.transfer_failures++ == 0) {
                 requeue(request_id, false);
                 continue;
             }
             const member_record* from = member(record.transfer_from);
+            const std::string what = from ? "KV transfer from " + from->greeting.name
+                                     : record.on_prefill || record.transfer_from != 0
+                                         ? "KV transfer from its prefill worker"
+                                         : "its worker";
             out.push_back(end_request(request_id, "error",
-                                      "request " + std::to_string(request_id) + ": KV transfer from " +
-                                          (from ? from->greeting.name : "its prefill worker") +
+                                      "request " + std::to_string(request_id) + ": " + what +
                                           " failed twice: " + reason));
         }
     }

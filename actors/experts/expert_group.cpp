@@ -281,6 +281,18 @@ cluster_result<unit_report> expert_group::compute_and_reply(
             static_cast<size_t>(num_rows * hidden) * sizeof(float)};
         auto sent = plane_.send(frames[worker_idx]->peer, reply, {payload},
                                 transport::deadline_after(config_.send_timeout));
+        if (!sent && sent.error().payload_held) {
+            // UCX may still read the answer: its buffer is never reused or freed.
+            if (config_.identity_experts) {
+                transport::byte_buffer& held = frames[worker_idx]->payload;
+                const size_t held_bytes = held.size();
+                transport::retain_payload(std::make_shared<transport::byte_buffer>(std::move(held)),
+                                          held_bytes);
+            } else if (!out_.empty()) {
+                transport::retain_payload_buffer(std::move(out_));  // the other answers stay valid
+                out_ = {};
+            }
+        }
         if (!sent && !send_failure) {
             send_failure =
                 make_cluster_failure(cluster_error::send_failed,

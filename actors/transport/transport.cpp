@@ -34,6 +34,35 @@ proto::unexpected<transport_failure> make_failure(transport_error code, std::str
     return proto::unexpected(transport_failure{code, std::move(text)});
 }
 
+namespace {
+
+struct payload_graveyard {
+    std::mutex mutex;
+    std::vector<std::shared_ptr<const void>> owners;
+    retained_payload_stats stats;
+};
+
+payload_graveyard& graveyard() {
+    static auto* yard = new payload_graveyard;  // never destroyed: UCX may read until exit
+    return *yard;
+}
+
+}  // namespace
+
+void retain_payload(std::shared_ptr<const void> owner, size_t num_bytes) {
+    payload_graveyard& yard = graveyard();
+    std::lock_guard lock(yard.mutex);
+    yard.owners.push_back(std::move(owner));
+    ++yard.stats.payloads;
+    yard.stats.bytes += num_bytes;
+}
+
+retained_payload_stats retained_payloads() {
+    payload_graveyard& yard = graveyard();
+    std::lock_guard lock(yard.mutex);
+    return yard.stats;
+}
+
 std::string_view to_string(memory_type memory) {
     switch (memory) {
         case memory_type::host: return "host";

@@ -27,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "proto/expected.hpp"
 #include "proto/frames.hpp"
@@ -57,6 +58,11 @@ std::string_view to_string(transport_error error);
 struct transport_failure {
     transport_error code = transport_error::timeout;
     std::string message;  // "<code>: <what happened>, naming the peer"
+    // send() only: the transport may still read the payload after send() returned (a send that
+    // missed its deadline which UCX had not released by the teardown grace: error mode none,
+    // where a stalled peer's endpoint cannot be force-closed). The caller must keep those bytes
+    // alive and unchanged for the life of the process: hand their owner to retain_payload().
+    bool payload_held = false;
 };
 
 template <class T>
@@ -71,7 +77,24 @@ proto::unexpected<transport_failure> make_failure(transport_error code, std::str
 enum class memory_type : uint8_t { host, cuda };
 std::string_view to_string(memory_type memory);
 
-// Bytes to send; the caller keeps them alive and unchanged until send() returns.
+// Keeps the owner of a payload that send() reported as held (transport_failure::payload_held)
+// until the process exits, so that a stalled peer that wakes up later cannot make UCX read freed
+// or reused memory. Counted in retained_payloads().
+void retain_payload(std::shared_ptr<const void> owner, size_t num_bytes);
+struct retained_payload_stats {
+    uint64_t payloads = 0;
+    uint64_t bytes = 0;
+};
+retained_payload_stats retained_payloads();
+// retain_payload() of a buffer moved in (its heap storage stays where UCX saw it).
+template <class Buffer>
+void retain_payload_buffer(Buffer&& buffer) {
+    const size_t num_bytes = buffer.size() * sizeof(typename std::decay_t<Buffer>::value_type);
+    retain_payload(std::make_shared<std::decay_t<Buffer>>(std::forward<Buffer>(buffer)), num_bytes);
+}
+
+// Bytes to send; the caller keeps them alive and unchanged until send() returns (or, when it
+// fails with payload_held, for good: retain_payload).
 struct payload_view {
     std::span<const std::byte> bytes;
     memory_type memory = memory_type::host;

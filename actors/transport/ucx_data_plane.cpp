@@ -1217,7 +1217,10 @@ transport_status ucx_data_plane::send_raw(peer_id peer, std::span<const std::byt
     });
     const bool released = op->wait_until(clock::now() + impl_->config.teardown_grace);
     if (released && !op->failure) return {};
-    if (!released) failure.message += " (UCX has not released the payload yet)";
+    if (!released) {
+        failure.message += " (UCX has not released the payload: it stays held)";
+        failure.payload_held = true;
+    }
     return proto::unexpected(std::move(failure));
 }
 

@@ -103,11 +103,17 @@ void kv_write(const kv_pool_view& pool, const int32_t* page_table, int64_t first
               int64_t num_tokens, const float* src);
 
 // Prefill/extend form: keys and values are expanded per head through kv_b_proj for every cached
-// position 0..first_pos+num_tokens-1, then causal softmax attention.
-//   q: [num_tokens, num_heads, nope + rope] (rope part already rotated); out: [num_tokens, num_heads, v]
+// position 0..first_pos+num_tokens-1, then causal softmax attention. The context is expanded a
+// block of positions at a time, each block's gathered rows and expanded keys/values within
+// `block_bytes` (at least one position), with an online softmax across blocks: the scratch stays
+// bounded at any context length.
+//   q: [num_tokens, num_heads, nope + rope] (rope part already rotated); out: [num_tokens,
+//   num_heads, v]
+inline constexpr int64_t kMlaPrefillBlockBytes = int64_t{64} << 20;
 void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const int32_t* page_table,
                            int64_t first_pos, int64_t num_tokens, const float* q,
-                           const matrix_view& kv_b_proj, float* out);
+                           const matrix_view& kv_b_proj, float* out,
+                           int64_t block_bytes = kMlaPrefillBlockBytes);
 
 // Weight-absorbed decode form for one new token per sequence at position pos (its own row is
 // already written): q̃ = W_UKᵀ q_nope, scores over c_kv and k_rope, o = W_UV · Σ p·c_kv.

@@ -406,42 +406,78 @@ void kv_write(const kv_pool_view& pool, const int32_t* page_table, int64_t first
 
 void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const int32_t* page_table,
                            int64_t first_pos, int64_t num_tokens, const float* q,
-                           const matrix_view& kv_b_proj, float* out) {
+                           const matrix_view& kv_b_proj, float* out, int64_t block_bytes) {
     const int64_t ctx = first_pos + num_tokens;
     const int64_t H = d.num_heads, nope = d.qk_nope_head_dim, rope = d.qk_rope_head_dim,
                   vd = d.v_head_dim, lora = d.kv_lora_rank;
     const int64_t qk = nope + rope, kvw = nope + vd;
-    std::vector<float> rows(static_cast<size_t>(ctx * pool.row_dim));
-    kv_gather(pool, page_table, ctx, rows.data());
-    // c_kv rows are strided inside the cache rows: compact them for the expansion GEMM.
-    std::vector<float> ckv(static_cast<size_t>(ctx * lora));
-    for (int64_t p = 0; p < ctx; ++p)
-        std::memcpy(ckv.data() + p * lora, rows.data() + p * pool.row_dim, sizeof(float) * lora);
-    std::vector<float> kv(static_cast<size_t>(ctx * H * kvw));  // [ctx, H, nope | v]
-    linear(kv_b_proj, ckv.data(), ctx, kv.data());
+    if (num_tokens <= 0) return;
+    // The context runs in blocks of positions whose expanded keys and values fit block_bytes
+    // (at 64 heads, 1024 positions in 64 MiB; expanding all of a 128k context at once took 8 GiB),
+    // with an online softmax across the blocks: per (token, head) a running max and sum, and the
+    // output accumulated unnormalised, rescaled when the max grows, divided by the sum at the end.
+    const int64_t per_position =
+        (H * kvw + pool.row_dim + lora) * static_cast<int64_t>(sizeof(float));
+    const int64_t block = std::clamp<int64_t>(block_bytes / per_position, 1, ctx);
+    std::vector<float> rows(static_cast<size_t>(block * pool.row_dim));
+    std::vector<float> ckv(static_cast<size_t>(block * lora));
+    std::vector<float> kv(static_cast<size_t>(block * H * kvw));  // [block, H, nope | v]
+    const int64_t jobs = num_tokens * H;
+    std::vector<float> run_max(static_cast<size_t>(jobs), -std::numeric_limits<float>::infinity());
+    std::vector<float> run_sum(static_cast<size_t>(jobs), 0.0f);
+    std::fill(out, out + jobs * vd, 0.0f);
+    for (int64_t b0 = 0; b0 < ctx; b0 += block) {
+        const int64_t n = std::min(block, ctx - b0);
+        // c_kv rows are strided inside the cache rows: compact them for the expansion GEMM.
+#pragma omp parallel for schedule(static) if (n > 64)
+        for (int64_t p = 0; p < n; ++p) {
+            kv_read_row(pool, page_table, b0 + p, rows.data() + p * pool.row_dim);
+            std::memcpy(ckv.data() + p * lora, rows.data() + p * pool.row_dim,
+                        sizeof(float) * lora);
+        }
+        linear(kv_b_proj, ckv.data(), n, kv.data());
+        // Tokens before this block see none of it (causal).
+        const int64_t first_t = std::max<int64_t>(0, b0 - first_pos);
 #pragma omp parallel
-    {
-        std::vector<float> scores(static_cast<size_t>(ctx));
-#pragma omp for collapse(2) schedule(static)
-        for (int64_t t = 0; t < num_tokens; ++t) {
-            for (int64_t hd = 0; hd < H; ++hd) {
+        {
+            std::vector<float> scores(static_cast<size_t>(n));
+#pragma omp for schedule(static)
+            for (int64_t job = first_t * H; job < jobs; ++job) {
+                const int64_t t = job / H, hd = job % H;
                 const int64_t pos = first_pos + t;
+                const int64_t m = std::min(n, pos + 1 - b0);  // positions of the block it sees
                 const float* qh = q + (t * H + hd) * qk;
-                for (int64_t s = 0; s <= pos; ++s) {
+                float block_max = -std::numeric_limits<float>::infinity();
+                for (int64_t s = 0; s < m; ++s) {
                     const float* kn = kv.data() + (s * H + hd) * kvw;
                     const float* kr = rows.data() + s * pool.row_dim + lora;
                     scores[s] = (dot(qh, kn, nope) + dot(qh + nope, kr, rope)) * d.softmax_scale;
+                    block_max = std::max(block_max, scores[s]);
                 }
-                softmax_inplace(scores.data(), pos + 1);
-                float* o = out + (t * H + hd) * vd;
-                std::fill(o, o + vd, 0.0f);
-                for (int64_t s = 0; s <= pos; ++s) {
+                float* o = out + job * vd;
+                const float new_max = std::max(run_max[job], block_max);
+                const float rescale = std::exp(run_max[job] - new_max);  // 0 on the first block
+                if (rescale != 1.0f) {
+                    for (int64_t j = 0; j < vd; ++j) o[j] *= rescale;
+                    run_sum[job] *= rescale;
+                }
+                run_max[job] = new_max;
+                float sum = 0.0f;
+                for (int64_t s = 0; s < m; ++s) {
+                    const float p = std::exp(scores[s] - new_max);
+                    sum += p;
                     const float* v = kv.data() + (s * H + hd) * kvw + nope;
-                    const float p = scores[s];
                     for (int64_t j = 0; j < vd; ++j) o[j] += p * v[j];
                 }
+                run_sum[job] += sum;
             }
         }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < jobs; ++job) {
+        const float inv = 1.0f / run_sum[job];
+        float* o = out + job * vd;
+        for (int64_t j = 0; j < vd; ++j) o[j] *= inv;
     }
 }
 

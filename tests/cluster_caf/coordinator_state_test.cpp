@@ -148,10 +148,14 @@ TEST(CoordinatorState, StepLoopPrefillsThenDecodesAndPlansTheNextStepAhead) {
     EXPECT_TRUE(step2.plans.at(f.worker_id).sequences[0].decode_last_sampled);
     EXPECT_TRUE(step2.plans.at(f.worker_id).sequences[0].new_tokens.empty());
     EXPECT_EQ(step2.plans.at(f.worker_id).sequences[0].token_index, 1u);
+    // What the worker holds before each step: nothing, then the prompt, then one more.
+    EXPECT_EQ(step1.plans.at(f.worker_id).sequences[0].cached_tokens, 0);
+    EXPECT_EQ(step2.plans.at(f.worker_id).sequences[0].cached_tokens, 3);
     EXPECT_EQ(f.state->steps_in_flight(), 2u);
     EXPECT_TRUE(f.state->emit_tokens(step1.step_id, {f.result(step1, 40)}).empty());
     step_batch step3 = f.state->plan_step();
     EXPECT_EQ(step3.plans.at(f.worker_id).sequences[0].token_index, 2u);
+    EXPECT_EQ(step3.plans.at(f.worker_id).sequences[0].cached_tokens, 4);
     // max_tokens 3 is reached in step 3: no step 4 for it.
     EXPECT_TRUE(f.state->emit_tokens(step2.step_id, {f.result(step2, 41)}).empty());
     step_batch step4 = f.state->plan_step();
@@ -164,6 +168,43 @@ TEST(CoordinatorState, StepLoopPrefillsThenDecodesAndPlansTheNextStepAhead) {
     // The next step frees its pages on the worker.
     step_batch step5 = f.state->plan_step();
     EXPECT_EQ(step5.plans.at(f.worker_id).released, std::vector<uint64_t>{1});
+}
+
+// A worker that does not hold a request as the plan says (step_sequence::cached_tokens) fails
+// it by name in its result. The coordinator recomputes it once from a prefill; the same failure
+// reported again by the step planned before that (pipelined) does not count a second time; a
+// second real failure ends it naming the worker's reason.
+TEST(CoordinatorState, RequestAWorkerDoesNotHoldIsRecomputedOnceThenFailsByName) {
+    fixture f;
+    ASSERT_FALSE(f.state->admit(1, request_of({5, 6, 7}, 10)).has_value());
+    const step_batch s1 = f.state->plan_step();
+    const step_batch s2 = f.state->plan_step();  // pipelined: decodes what s1 samples
+    ASSERT_EQ(s2.plans.at(f.worker_id).sequences.size(), 1u);
+    EXPECT_EQ(s2.plans.at(f.worker_id).sequences[0].cached_tokens, 3);
+    auto lost = [&](const step_batch& b) {
+        proto::step_result r;
+        r.step_id = b.step_id;
+        r.failed_requests = {1};
+        r.failed_reasons = {
+            "attention-0: request 1: this worker holds 0 cached tokens of it, the plan expects 3"};
+        return r;
+    };
+    EXPECT_TRUE(f.state->emit_tokens(s1.step_id, {lost(s1)}).empty());
+    EXPECT_TRUE(f.state->emit_tokens(s2.step_id, {lost(s2)}).empty());  // the same failure
+    // Recomputed from the prompt: the worker frees what it held, the prefill starts at 0.
+    const step_batch s3 = f.state->plan_step();
+    ASSERT_EQ(s3.plans.at(f.worker_id).sequences.size(), 1u);
+    EXPECT_EQ(s3.plans.at(f.worker_id).released, std::vector<uint64_t>{1});
+    EXPECT_EQ(s3.plans.at(f.worker_id).sequences[0].new_tokens, (std::vector<int32_t>{5, 6, 7}));
+    EXPECT_EQ(s3.plans.at(f.worker_id).sequences[0].cached_tokens, 0);
+    const auto done = f.state->emit_tokens(s3.step_id, {lost(s3)});
+    ASSERT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].reply.finish_reason, "error");
+    EXPECT_NE(done[0].reply.error.find(
+                  "request 1: its worker failed twice: attention-0: request 1: this worker "
+                  "holds 0 cached tokens"),
+              std::string::npos)
+        << done[0].reply.error;
 }
 
 // A member that cannot apply a map (its ack carries an error, or the update times out): the
@@ -333,6 +374,14 @@ struct simulated_worker {
             last.erase(id);
         }
         for (const auto& seq : plan.sequences) {
+            // The plan states what the worker holds of the request (as the real one checks).
+            const auto held = tokens.find(seq.request_id);
+            if ((held == tokens.end() ? 0 : held->second) != seq.cached_tokens) {
+                r.error = "request " + std::to_string(seq.request_id) + ": holds " +
+                          std::to_string(held == tokens.end() ? 0 : held->second) +
+                          ", plan expects " + std::to_string(seq.cached_tokens);
+                return r;
+            }
             if (seq.decode_last_sampled && last.count(seq.request_id) == 0) {
                 r.error = "no sampled token for request " + std::to_string(seq.request_id);
                 return r;
@@ -630,6 +679,8 @@ TEST(Disaggregation, PrefillStreamsItsKvThenTheDecodeWorkerImportsAndDecodes) {
     // prefill_done frame (the sampler's counter there must match token_index).
     EXPECT_TRUE(s3.plans.at(f.decode).sequences[0].decode_last_sampled);
     EXPECT_EQ(s3.plans.at(f.decode).sequences[0].token_index, 1u);
+    EXPECT_EQ(s3.plans.at(f.decode).sequences[0].cached_tokens, 5);  // the imported prompt
+    EXPECT_EQ(s1.plans.at(prefill).sequences[0].cached_tokens, 0);
     // Planned while the import runs: no decode yet (if the import fails, that decode's input
     // would not exist and the whole step would fail).
     step_batch s4 = f.state->plan_step();

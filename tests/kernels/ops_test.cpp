@@ -553,6 +553,24 @@ TEST_P(MlaTest, PrefillAndAbsorbedDecodeMatchExpandedReference) {
     mla_case shifted = c;
     shifted.q.erase(shifted.q.begin(), shifted.q.begin() + 4 * c.d.num_heads * qk);
     EXPECT_LT(rel_err(out, shifted.reference(4, 7)), 1e-5);
+    // The context in blocks of 1, 3 and 4 positions (online softmax across blocks; blocks that
+    // start before, at and after the first query position 4): the same attention.
+    const int64_t per_position =
+        (c.d.num_heads * (c.d.qk_nope_head_dim + c.d.v_head_dim) + row_dim + c.d.kv_lora_rank) *
+        static_cast<int64_t>(sizeof(float));
+    for (int64_t block : {1, 3, 4}) {
+        std::vector<float> blocked(out.size(), -7.0f);
+        mla_attention_prefill(c.d, pv, c.pages.data(), 4, 7, c.q.data() + 4 * c.d.num_heads * qk,
+                              kvb, blocked.data(), block * per_position + per_position / 2);
+        EXPECT_LT(rel_err(blocked, shifted.reference(4, 7)), 1e-5) << "blocks of " << block;
+        EXPECT_LT(rel_err(blocked, std::vector<double>(out.begin(), out.end())), 1e-6)
+            << "blocks of " << block;
+    }
+    // A whole prefill (first_pos 0) in blocks of 2.
+    std::vector<float> whole(c.ctx * c.d.num_heads * c.d.v_head_dim);
+    mla_attention_prefill(c.d, pv, c.pages.data(), 0, c.ctx, c.q.data(), kvb, whole.data(),
+                          2 * per_position);
+    EXPECT_LT(rel_err(whole, c.reference(0, c.ctx)), 1e-5);
     // Decode at the last position.
     std::vector<float> dec(c.d.num_heads * c.d.v_head_dim);
     mla_attention_decode(c.d, pv, c.pages.data(), 10, c.q.data() + 10 * c.d.num_heads * qk, kvb,

@@ -280,6 +280,27 @@ TEST(ByteBuffer, TheExtentCacheIsBoundedAndKeepsTheNewest) {
 
 // close(): queued frames can no longer be received, so they are dropped at once (their buffers,
 // possibly a transport's, go back), and so is any frame pushed afterwards.
+// A payload the transport still holds after a failed send (transport_failure::payload_held) is
+// kept for the life of the process: the buffer moved in keeps its storage, which stays readable.
+TEST(RetainedPayload, MovedBufferKeepsItsStorageUntilExit) {
+    const retained_payload_stats before = retained_payloads();
+    std::vector<float> rows(1 << 18, 1.5f);  // 1 MiB: its own mapping, unmapped when freed
+    const float* where = rows.data();
+    retain_payload_buffer(std::move(rows));
+    rows = std::vector<float>(1 << 18, -2.0f);  // the caller's next step allocates anew
+    EXPECT_NE(rows.data(), where);
+    EXPECT_EQ(where[0], 1.5f);  // still mapped, unchanged (ASan: not freed)
+    EXPECT_EQ(where[(1 << 18) - 1], 1.5f);
+    const retained_payload_stats after = retained_payloads();
+    EXPECT_EQ(after.payloads, before.payloads + 1);
+    EXPECT_EQ(after.bytes, before.bytes + (uint64_t{1} << 20));
+    auto owner = std::make_shared<std::array<std::byte, 24>>();
+    std::weak_ptr<std::array<std::byte, 24>> watch = owner;
+    retain_payload(std::move(owner), 24);
+    EXPECT_FALSE(watch.expired());
+    EXPECT_EQ(retained_payloads().bytes, after.bytes + 24);
+}
+
 TEST(FrameInbox, CloseDropsQueuedFramesAndLaterOnes) {
     frame_inbox inbox;
     alignas(byte_buffer::kAdoptedAlignment) std::array<std::byte, 64> storage{};

@@ -462,6 +462,13 @@ TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
     std::printf("[ %s ] 4 MiB send to a stalled peer: %s after %.3f s\n", GetParam().label.c_str(),
                 sent.error().message.c_str(), seconds(elapsed));
     EXPECT_EQ(sent.error().code, transport_error::timeout) << sent.error().message;
+    // Peer mode force-closes the endpoint, which cancels the rendezvous: the payload is free.
+    // Error mode none cannot: UCX keeps the request (and may read the payload if the peer
+    // wakes up), and says so, so that the caller keeps the bytes for good.
+    const bool none_mode = GetParam().error_mode == ucx_error_mode::none;
+    EXPECT_EQ(sent.error().payload_held, none_mode) << sent.error().message;
+    EXPECT_EQ(sent.error().message.find("it stays held") != std::string::npos, none_mode)
+        << sent.error().message;
     EXPECT_GE(elapsed, kDeadline - 10ms);
     EXPECT_LT(elapsed, kDeadline + config.teardown_grace + 1s);
     // The timeout failed the peer: a receive naming it fails at once.
