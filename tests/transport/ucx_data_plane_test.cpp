@@ -4,9 +4,12 @@
 // must end in named errors by their deadlines, never in a hang or a crash.
 #include "actors/transport/ucx_data_plane.hpp"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -514,12 +517,22 @@ TEST_P(UcxTwoProcess, EagerSendsToAStalledPeerTimeOutAndClosingDoesNotAbort) {
 TEST_P(UcxTwoProcess, ConnectToNobodyFailsByTheDeadline) {
     auto plane = make_plane(parent_config(GetParam()));
     ASSERT_TRUE(plane);
-    // A port that was just free: nobody listens there.
-    std::string address = plane->address();
-    auto other = make_plane(parent_config(GetParam()));
-    ASSERT_TRUE(other);
-    const std::string dead_address = other->address();
-    other->close();
+    // A port held by a socket that is bound but never listens: nobody answers there, and no
+    // test running beside this one can take the port (a plane's port closed just before could
+    // be taken by another test's listener under ctest -j, and the connect then succeeded).
+    const int holder = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(holder, 0);
+    sockaddr_in bound{};
+    bound.sin_family = AF_INET;
+    bound.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t bound_len = sizeof(bound);
+    ASSERT_EQ(::bind(holder, reinterpret_cast<sockaddr*>(&bound), sizeof(bound)), 0);
+    ASSERT_EQ(::getsockname(holder, reinterpret_cast<sockaddr*>(&bound), &bound_len), 0);
+    struct close_holder {
+        int fd;
+        ~close_holder() { ::close(fd); }
+    } close_it{holder};
+    const std::string dead_address = "ucx://127.0.0.1:" + std::to_string(ntohs(bound.sin_port));
     const auto start = clock::now();
     auto peer = plane->connect(dead_address, deadline_after(2s));
     ASSERT_FALSE(peer.has_value());
