@@ -126,7 +126,10 @@ model_weights load_model_weights(const std::filesystem::path& model_dir, const w
     const int64_t H = c.hidden_size, E = c.num_experts_total();
     if (sel.attention) {
         w.embed_tokens = ld.matrix("model.embed_tokens.weight", c.vocab_size, H);
-        w.lm_head = ld.matrix("lm_head.weight", c.vocab_size, H);
+        // Tied (HF's tie_word_embeddings): the output projection is the embedding matrix itself,
+        // and a checkpoint need not carry lm_head.weight.
+        w.lm_head =
+            c.tie_word_embeddings ? w.embed_tokens : ld.matrix("lm_head.weight", c.vocab_size, H);
         w.final_norm = ld.vec("model.norm.weight", {H});
     }
     w.layers.resize(static_cast<size_t>(c.num_layers));

@@ -1,14 +1,17 @@
 // Engine invariants on a generated checkpoint: prefill-then-decode equals token-by-token
 // decode, a request alone equals the same request inside a batch of 16, and a fragmented
 // page pool gives bitwise the logits of a fresh one.
+#include "model/engine.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
-#include <string>
+#include <fstream>
+#include <iterator>
 #include <memory>
+#include <string>
 
-#include "model/engine.hpp"
 #include "model/error.hpp"
 #include "model/mkmodel.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -73,6 +76,37 @@ TEST_F(EngineTest, PrefillThenDecodeEqualsTokenByToken) {
     ASSERT_EQ(la.size(), lb.size());
     for (size_t p = 0; p < toks.size(); ++p)
         EXPECT_LT(rel_err(la.data() + p * V, lb.data() + p * V, V), 1e-5) << "position " << p;
+}
+
+// tie_word_embeddings (HF ties lm_head to embed_tokens: one parameter): the output projection
+// is the embedding matrix itself, so the logits change and no lm_head.weight is asked for.
+TEST_F(EngineTest, TiedWordEmbeddingsProjectThroughTheEmbeddingMatrix) {
+    longcat::testing::temp_dir dir;
+    make_model({"tiny-b", dir.path(), 3, checkpoint_dtype::bf16});
+    const auto config_path = dir.path() / "config.json";
+    std::ifstream in(config_path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    model_config cfg = parse_model_config(text, config_path.string());
+    ASSERT_FALSE(cfg.tie_word_embeddings);
+    cfg.tie_word_embeddings = true;
+    std::ofstream(config_path) << model_config_to_json(cfg);
+    auto tied = std::make_shared<model_weights>(load_model_weights(dir.path()));
+    EXPECT_EQ(tied->lm_head.data, tied->embed_tokens.data);
+    EXPECT_EQ(tied->lm_head.rows, tied->embed_tokens.rows);
+    EXPECT_EQ(tied->lm_head.cols, tied->embed_tokens.cols);
+    EXPECT_NE(weights_->lm_head.data, weights_->embed_tokens.data);
+    engine_options o;
+    o.kv.page_size = 4;
+    o.kv.num_pages = 64;
+    engine a(tied, o), b = make_engine(64);
+    sequence sa, sb;
+    const auto toks = tokens(9, 4);
+    const auto la = a.step({&sa}, {toks}).logits;
+    const auto lb = b.step({&sb}, {toks}).logits;
+    ASSERT_EQ(la.size(), lb.size());
+    for (float v : la) ASSERT_TRUE(std::isfinite(v));
+    EXPECT_GT(rel_err(la.data(), lb.data(), static_cast<int64_t>(la.size())), 0.1);
 }
 
 TEST_F(EngineTest, AloneEqualsInsideBatchOf16) {
