@@ -176,13 +176,6 @@ public:
             std::vector<model::sequence*> seqs;
             std::vector<std::vector<int32_t>> new_tokens;
             for (const compute_sequence& seq : sequences) {
-                if (const int64_t held = cached_tokens(seq.request_id); held != seq.cached_tokens)
-                    return failure("request " + std::to_string(seq.request_id) +
-                                   ": this worker holds " + std::to_string(held) +
-                                   " cached tokens of it, the step expects " +
-                                   std::to_string(seq.cached_tokens));
-            }
-            for (const compute_sequence& seq : sequences) {
                 seqs.push_back(&sequences_[seq.request_id]);
                 new_tokens.push_back(seq.new_tokens);
             }

@@ -260,7 +260,6 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
                 }
                 compute_sequence s;
                 s.request_id = seq.request_id;
-                s.cached_tokens = seq.cached_tokens;
                 s.new_tokens = std::move(seq.new_tokens);
                 if (seq.decode_last_sampled) {
                     auto it = last_sampled->find(seq.request_id);

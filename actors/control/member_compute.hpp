@@ -37,7 +37,6 @@ struct compute_sequence {
     uint64_t request_id = 0;
     std::vector<int32_t> new_tokens;
     uint64_t token_index = 0;  // request-local index of the token sampled after this step
-    int64_t cached_tokens = 0;  // what the worker must hold of it before (proto::step_sequence)
     model::sampling_params sampling;
 };
 
@@ -66,7 +65,8 @@ public:
     virtual void release(const std::vector<uint64_t>& request_ids) = 0;
     // Tokens of this request in this worker's KV cache (0 for a request it does not hold).
     virtual int64_t cached_tokens(uint64_t request_id) const = 0;
-    // One step: runs the sequences, samples one token each. An error names the peer (expert
+    // One step: runs the sequences (each held as the plan says: the caller checked
+    // cached_tokens()), samples one token each. An error names the peer (expert
     // group, TP peer) or what failed. `first_wait`, when set, runs on this thread at the step's
     // first combine wait, or not at all (the caller then runs it).
     virtual proto::expected<compute_step_output, std::string> run_step(
