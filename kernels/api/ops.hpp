@@ -106,7 +106,8 @@ void kv_write(const kv_pool_view& pool, const int32_t* page_table, int64_t first
 // position 0..first_pos+num_tokens-1, then causal softmax attention. The context is expanded a
 // block of positions at a time, each block's gathered rows and expanded keys/values within
 // `block_bytes` (at least one position), with an online softmax across blocks: the scratch stays
-// bounded at any context length.
+// bounded at any context length (plus a score tile of up to 256 tokens × the block's positions).
+// Scores and the weighted values are sgemms per head and tile of query tokens.
 //   q: [num_tokens, num_heads, nope + rope] (rope part already rotated); out: [num_tokens,
 //   num_heads, v]
 inline constexpr int64_t kMlaPrefillBlockBytes = int64_t{64} << 20;

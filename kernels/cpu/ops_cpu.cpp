@@ -141,11 +141,6 @@ inline void kv_read_row(const kv_pool_view& pool, const int32_t* page_table, int
     }
 }
 
-void kv_gather(const kv_pool_view& pool, const int32_t* page_table, int64_t count, float* dst) {
-#pragma omp parallel for schedule(static) if (count > 64)
-    for (int64_t p = 0; p < count; ++p) kv_read_row(pool, page_table, p, dst + p * pool.row_dim);
-}
-
 void softmax_inplace(float* s, int64_t n) {
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < n; ++i) mx = std::max(mx, s[i]);
@@ -404,6 +399,10 @@ void kv_write(const kv_pool_view& pool, const int32_t* page_table, int64_t first
     }
 }
 
+// Tokens per score tile of mla_attention_prefill: large enough that OpenBLAS threads its
+// sgemms, small enough that the masked half of the tile on the diagonal stays a small share.
+constexpr int64_t kPrefillTokenTile = 256;
+
 void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const int32_t* page_table,
                            int64_t first_pos, int64_t num_tokens, const float* q,
                            const matrix_view& kv_b_proj, float* out, int64_t block_bytes) {
@@ -422,6 +421,7 @@ void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const in
     std::vector<float> rows(static_cast<size_t>(block * pool.row_dim));
     std::vector<float> ckv(static_cast<size_t>(block * lora));
     std::vector<float> kv(static_cast<size_t>(block * H * kvw));  // [block, H, nope | v]
+    std::vector<float> scores(static_cast<size_t>(std::min(kPrefillTokenTile, num_tokens) * block));
     const int64_t jobs = num_tokens * H;
     std::vector<float> run_max(static_cast<size_t>(jobs), -std::numeric_limits<float>::infinity());
     std::vector<float> run_sum(static_cast<size_t>(jobs), 0.0f);
@@ -436,40 +436,52 @@ void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const in
                         sizeof(float) * lora);
         }
         linear(kv_b_proj, ckv.data(), n, kv.data());
-        // Tokens before this block see none of it (causal).
+        // Tokens before this block see none of it (causal). Per head and tile of up to
+        // kPrefillTokenTile tokens, the scores are two sgemms (nope and rope parts, the scale as
+        // alpha) over the block's positions the tile's last token sees; each row is masked past
+        // its own position, folded into the online softmax (its output row rescaled when the max
+        // grows), and the probabilities times the head's values are added into the output by a
+        // third sgemm. Only the tile on the diagonal computes scores it then masks.
         const int64_t first_t = std::max<int64_t>(0, b0 - first_pos);
-#pragma omp parallel
-        {
-            std::vector<float> scores(static_cast<size_t>(n));
-#pragma omp for schedule(static)
-            for (int64_t job = first_t * H; job < jobs; ++job) {
-                const int64_t t = job / H, hd = job % H;
-                const int64_t pos = first_pos + t;
-                const int64_t m = std::min(n, pos + 1 - b0);  // positions of the block it sees
-                const float* qh = q + (t * H + hd) * qk;
-                float block_max = -std::numeric_limits<float>::infinity();
-                for (int64_t s = 0; s < m; ++s) {
-                    const float* kn = kv.data() + (s * H + hd) * kvw;
-                    const float* kr = rows.data() + s * pool.row_dim + lora;
-                    scores[s] = (dot(qh, kn, nope) + dot(qh + nope, kr, rope)) * d.softmax_scale;
-                    block_max = std::max(block_max, scores[s]);
+        for (int64_t hd = 0; hd < H; ++hd) {
+            for (int64_t t0 = first_t; t0 < num_tokens; t0 += kPrefillTokenTile) {
+                const int64_t nt = std::min(kPrefillTokenTile, num_tokens - t0);
+                const int64_t ncols = std::min(n, first_pos + t0 + nt - b0);
+                float* sc = scores.data();
+                const float* qh = q + (t0 * H + hd) * qk;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nt),
+                            static_cast<int>(ncols), static_cast<int>(nope), d.softmax_scale, qh,
+                            static_cast<int>(H * qk), kv.data() + hd * kvw,
+                            static_cast<int>(H * kvw), 0.0f, sc, static_cast<int>(ncols));
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nt),
+                            static_cast<int>(ncols), static_cast<int>(rope), d.softmax_scale,
+                            qh + nope, static_cast<int>(H * qk), rows.data() + lora,
+                            static_cast<int>(pool.row_dim), 1.0f, sc, static_cast<int>(ncols));
+#pragma omp parallel for schedule(static) if (nt * ncols > 16384)
+                for (int64_t i = 0; i < nt; ++i) {
+                    const int64_t t = t0 + i, job = t * H + hd;
+                    const int64_t m = std::min(ncols, first_pos + t + 1 - b0);  // positions it sees
+                    float* row = sc + i * ncols;
+                    float block_max = -std::numeric_limits<float>::infinity();
+                    for (int64_t s = 0; s < m; ++s) block_max = std::max(block_max, row[s]);
+                    float* o = out + job * vd;
+                    const float new_max = std::max(run_max[job], block_max);
+                    const float rescale = std::exp(run_max[job] - new_max);  // 0 on the first block
+                    if (rescale != 1.0f) {
+                        for (int64_t j = 0; j < vd; ++j) o[j] *= rescale;
+                        run_sum[job] *= rescale;
+                    }
+                    run_max[job] = new_max;
+                    float sum = 0.0f;
+                    for (int64_t s = 0; s < m; ++s) sum += (row[s] = std::exp(row[s] - new_max));
+                    std::fill(row + m, row + ncols, 0.0f);
+                    run_sum[job] += sum;
                 }
-                float* o = out + job * vd;
-                const float new_max = std::max(run_max[job], block_max);
-                const float rescale = std::exp(run_max[job] - new_max);  // 0 on the first block
-                if (rescale != 1.0f) {
-                    for (int64_t j = 0; j < vd; ++j) o[j] *= rescale;
-                    run_sum[job] *= rescale;
-                }
-                run_max[job] = new_max;
-                float sum = 0.0f;
-                for (int64_t s = 0; s < m; ++s) {
-                    const float p = std::exp(scores[s] - new_max);
-                    sum += p;
-                    const float* v = kv.data() + (s * H + hd) * kvw + nope;
-                    for (int64_t j = 0; j < vd; ++j) o[j] += p * v[j];
-                }
-                run_sum[job] += sum;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nt),
+                            static_cast<int>(vd), static_cast<int>(ncols), 1.0f, sc,
+                            static_cast<int>(ncols), kv.data() + hd * kvw + nope,
+                            static_cast<int>(H * kvw), 1.0f, out + (t0 * H + hd) * vd,
+                            static_cast<int>(H * vd));
             }
         }
     }

@@ -484,7 +484,14 @@ struct mla_case {
     std::vector<int32_t> pages = {5, 2, 7};  // fragmented, out of order
     std::vector<float> pool;
 
-    explicit mla_case(dtype t) {
+    // A longer context: its pages spread over a pool of `pool_pages` (prime) in a scrambled order.
+    static constexpr int32_t kPoolPages = 151;
+    explicit mla_case(dtype t, int64_t context = 11) : ctx(context) {
+        if (ctx != 11) {
+            pages.clear();
+            for (int64_t i = 0; i < (ctx + page_size - 1) / page_size; ++i)
+                pages.push_back(static_cast<int32_t>((i * 37 + 5) % kPoolPages));
+        }
         const int64_t row_dim = d.kv_lora_rank + d.qk_rope_head_dim;
         rows = randn(ctx * row_dim, 50);
         if (t == dtype::bf16)
@@ -534,6 +541,40 @@ struct mla_case {
 };
 
 class MlaTest : public ::testing::TestWithParam<dtype> {};
+
+// A prompt longer than a score tile (256 tokens) over a context split into blocks that do not
+// line up with the tiles: rows masked inside a tile, tiles that see only part of a block, blocks
+// that a tile's first rows do not see at all.
+TEST_P(MlaTest, LongPrefillOverSeveralTokenTilesAndBlocksMatchesReference) {
+    const dtype t = GetParam();
+    mla_case c(t, 600);
+    const int64_t row_dim = c.d.kv_lora_rank + c.d.qk_rope_head_dim;
+    ASSERT_LE(static_cast<int64_t>(c.pages.size()), mla_case::kPoolPages);
+    std::vector<uint8_t> pool(mla_case::kPoolPages * c.page_size * row_dim * dtype_size(t));
+    kv_pool_view pv{pool.data(), t, c.page_size, row_dim};
+    kv_write(pv, c.pages.data(), 0, c.ctx, c.rows.data());
+    matrix_view kvb{c.kvb.data(), dtype::f32,
+                    c.d.num_heads * (c.d.qk_nope_head_dim + c.d.v_head_dim), c.d.kv_lora_rank};
+    const int64_t qk = c.d.qk_nope_head_dim + c.d.qk_rope_head_dim;
+    const int64_t first = 40, n = c.ctx - first;  // 560 tokens: tiles of 256, 256 and 48
+    mla_case shifted = c;
+    shifted.q.erase(shifted.q.begin(), shifted.q.begin() + first * c.d.num_heads * qk);
+    const std::vector<double> ref = shifted.reference(first, n);
+    const int64_t per_position =
+        (c.d.num_heads * (c.d.qk_nope_head_dim + c.d.v_head_dim) + row_dim + c.d.kv_lora_rank) *
+        static_cast<int64_t>(sizeof(float));
+    for (int64_t block : {int64_t{0}, int64_t{100}, int64_t{257}}) {  // 0: the default (one block)
+        std::vector<float> out(n * c.d.num_heads * c.d.v_head_dim, -3.0f);
+        if (block == 0)
+            mla_attention_prefill(c.d, pv, c.pages.data(), first, n,
+                                  c.q.data() + first * c.d.num_heads * qk, kvb, out.data());
+        else
+            mla_attention_prefill(c.d, pv, c.pages.data(), first, n,
+                                  c.q.data() + first * c.d.num_heads * qk, kvb, out.data(),
+                                  block * per_position + per_position / 2);
+        EXPECT_LT(rel_err(out, ref), 1e-5) << "blocks of " << block;
+    }
+}
 
 TEST_P(MlaTest, PrefillAndAbsorbedDecodeMatchExpandedReference) {
     const dtype t = GetParam();

@@ -3,7 +3,8 @@
 // Measures, in one run with the same threads (OMP_NUM_THREADS, OMP_PROC_BIND/OMP_PLACES):
 //   - memory read bandwidth: best of 5 read-only sweeps over a ≥ 4 GiB buffer (and STREAM triad),
 //     at the start and again right before each timed decode run (the same buffer);
-//   - decode tokens/s at batch 1, 4, 16 and prefill tokens/s for 512-token prompts;
+//   - decode tokens/s at batch 1, 4, 16 and prefill tokens/s for 512-token prompts
+//   (--prefill-tokens);
 //   - the bytes a decode step touches (counted by the engine), roofline = bandwidth ÷ bytes per
 //     token, and achieved ÷ roofline: once against the bandwidth at the start (median tokens/s),
 //     and per run against the bandwidth measured just before it ("paired": median, min..max);
@@ -212,7 +213,8 @@ int main(int argc, char** argv) {
     if (model_dir.empty()) {
         std::fprintf(stderr,
                      "usage: longcat_bench_decode --model DIR [--json OUT] [--bandwidth-gib 4] "
-                     "[--steps 6] [--runs 9] [--batches 1,4,16]\n");
+                     "[--steps 6] [--runs 9] [--batches 1,4,16] [--prefill-tokens 512] "
+                     "[--prefill-runs RUNS]\n");
         return 2;
     }
     const std::string json_out = arg(argc, argv, "--json", "bench-decode.json");
@@ -223,6 +225,13 @@ int main(int argc, char** argv) {
     // 3 of the 10 values all the repeat's: 1/12, the bottom 3: 1/12); with 9 runs one time in
     // 34 (the top or bottom 5 of 18: 2 · 126/8568).
     const int runs = std::stoi(arg(argc, argv, "--runs", "9"));
+    const int64_t prefill_tokens = std::stoll(arg(argc, argv, "--prefill-tokens", "512"));
+    const int prefill_runs = std::stoi(arg(argc, argv, "--prefill-runs", std::to_string(runs)));
+    if (steps < 1 || runs < 1 || prefill_tokens < 1 || prefill_runs < 1) {
+        std::fprintf(stderr,
+                     "--steps, --runs, --prefill-tokens and --prefill-runs must be at least 1\n");
+        return 2;
+    }
     std::vector<int> batches;
     {
         const std::string list = arg(argc, argv, "--batches", "1,4,16");
@@ -365,9 +374,10 @@ int main(int argc, char** argv) {
                     d["speedup_vs_batch1"].get<double>(), s.median, s.min, s.max);
     }
 
-    const stats pf = bench_prefill(weights, 512, runs);
-    std::printf("prefill (512-token prompt): %.1f tokens/s (%.1f..%.1f)\n", pf.median, pf.min, pf.max);
-    j["prefill"] = {{"prompt_tokens", 512}, {"tokens_per_s", to_json(pf)}};
+    const stats pf = bench_prefill(weights, prefill_tokens, prefill_runs);
+    std::printf("prefill (%ld-token prompt): %.1f tokens/s (%.1f..%.1f)\n",
+                static_cast<long>(prefill_tokens), pf.median, pf.min, pf.max);
+    j["prefill"] = {{"prompt_tokens", prefill_tokens}, {"tokens_per_s", to_json(pf)}};
 
     const stats zero = bench_post_gate(*weights, true, 20);
     const stats real = bench_post_gate(*weights, false, 20);
