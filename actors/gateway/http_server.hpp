@@ -26,7 +26,8 @@
 //
 // NOTES: a client that half-closes its socket (shutdown(SHUT_WR)) after sending the request is
 // treated as gone, like vLLM does; no common HTTP client does that. Pipelined requests are
-// buffered (up to 64 KiB) and served after the current one.
+// buffered (up to 64 KiB) and served after the current one; past 64 KiB nothing more is read
+// until the current response ends, and the socket is polled for a hang-up every 250 ms instead.
 #pragma once
 
 #include <chrono>

@@ -475,6 +475,29 @@ TEST_F(HttpServer, ClientDisconnectCancelsTheBackendRequest) {
         << registry_.expose();
 }
 
+// A client that pipelines more than the server buffers (64 KiB) behind a running request, then
+// leaves: nothing more is read from its socket, and its hang-up is still seen well before the
+// request would have ended (400 tokens at 20 ms a step: 8 s).
+TEST_F(HttpServer, ClientGoneAfterPipeliningPastTheLimitIsStillNoticed) {
+    start(setup([](server_setup& s) { s.step_delay = 20ms; }));
+    std::string pipelined;
+    while (pipelined.size() < 80 * 1024) pipelined += "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    auto client = std::make_unique<raw_client>(server_->port());
+    ASSERT_TRUE(client->send(
+        raw_post("/v1/completions", R"({"model":"tiny","prompt":"abc","max_tokens":400})") +
+        pipelined));
+    ASSERT_TRUE(fixture::eventually([&] { return log_contains(" bytes pipelined"); }));
+    EXPECT_EQ(backend_->statistics().cancelled, 0);
+    const auto left = clock::now();
+    client.reset();  // closes the socket
+    EXPECT_TRUE(fixture::eventually(
+        [&] { return backend_->statistics().cancelled == 1 && backend_clean(); }, 3s));
+    EXPECT_LT(clock::now() - left, 3s);
+    EXPECT_TRUE(log_contains("client gone"));
+    // The server carries on.
+    EXPECT_EQ(http_call("GET", url("/health")).status, 200);
+}
+
 TEST_F(HttpServer, RequestDeadline) {
     start(setup([](server_setup& s) {
         s.step_delay = 30ms;
