@@ -1,8 +1,13 @@
 #include "actors/gateway/http_server.hpp"
 
-#include <poll.h>
-
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -13,13 +18,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <condition_variable>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <optional>
-#include <random>
-#include <thread>
-#include <unordered_map>
 
 #include "actors/gateway/output_stream.hpp"
 
@@ -35,9 +34,6 @@ namespace {
 constexpr size_t kHeaderLimit = 16 * 1024;     // request line + headers
 constexpr size_t kPipelineLimit = 64 * 1024;   // bytes buffered after a request while it runs
 constexpr size_t kWatchReadSize = 4096;
-// How often a connection that stopped reading (kPipelineLimit bytes pipelined) polls its socket
-// for a client that left.
-constexpr auto kHangupPoll = std::chrono::milliseconds(250);
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr auto kStopWait = std::chrono::seconds(2);  // stop(): io threads finishing on their own
 
@@ -213,16 +209,15 @@ void request_link::response_finished() {
 
 class connection : public std::enable_shared_from_this<connection> {
 public:
-  connection(tcp::socket socket, std::shared_ptr<server_core> core)
-      : core_(std::move(core)),
-        socket_(std::move(socket)),
-        read_timer_(socket_.get_executor()),
-        write_timer_(socket_.get_executor()),
-        request_timer_(socket_.get_executor()),
-        hangup_timer_(socket_.get_executor()) {}
+    connection(tcp::socket socket, std::shared_ptr<server_core> core)
+        : core_(std::move(core)),
+          socket_(std::move(socket)),
+          read_timer_(socket_.get_executor()),
+          write_timer_(socket_.get_executor()),
+          request_timer_(socket_.get_executor()) {}
 
-  void start() {
-      net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+    void start() {
+        net::dispatch(socket_.get_executor(), [self = shared_from_this()] { self->read_header(); });
     }
     // Any thread: an event for `link` (dropped when it is not the current request any more).
     void post_event(std::shared_ptr<request_link> link, generation_event event) {
@@ -431,28 +426,23 @@ private:
             disarm_read_timer();
             return read_header();
         }
+        if (discarding_) {
+            buffer_.consume(buffer_.size());
+            return watch();
+        }
         if (buffer_.size() < kPipelineLimit) return watch();
-        log("stopped reading the socket: " + std::to_string(buffer_.size()) +
-            " bytes pipelined; polling it for a hang-up instead");
-        poll_hangup();
-    }
-
-    // With kPipelineLimit bytes pipelined nothing more is read until the response ends, so no
-    // read can see the client leave: every kHangupPoll the socket is polled for a hang-up
-    // (POLLRDHUP: the peer closed or shut down its side, as a read would see; POLLHUP/POLLERR: a
-    // reset), until the response ends or the connection closes.
-    void poll_hangup() {
-        const uint64_t seq = ++hangup_timer_seq_;
-        hangup_timer_.expires_after(kHangupPoll);
-        hangup_timer_.async_wait([self = shared_from_this(), seq](beast::error_code ec) {
-            if (ec || self->closed_ || seq != self->hangup_timer_seq_ ||
-                !self->response_in_progress_)
-                return;
-            pollfd p{self->socket_.native_handle(), POLLRDHUP, 0};
-            if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0)
-                return self->client_gone("closed the connection");
-            self->poll_hangup();
-        });
+        // More than the limit pipelined behind a running request. Reading stays on (a client
+        // that leaves is seen by the read whatever it had queued; with reading stopped, its FIN
+        // would wait behind the bytes the full receive window holds back), but what it reads is
+        // dropped, and the connection closes after this response: the pipelined requests are
+        // not served (HTTP/1.1 lets a server close with pipelined requests unanswered).
+        log("more than " + std::to_string(kPipelineLimit) +
+            " bytes pipelined behind a running request: they are dropped and the connection "
+            "closes after its response");
+        buffer_.consume(buffer_.size());
+        keep_alive_ = false;
+        discarding_ = true;
+        watch();
     }
 
     // -- requests -------------------------------------------------------------------------------
@@ -763,8 +753,6 @@ private:
     // The response is on the wire: the next request, or close.
     void after_response() {
         response_in_progress_ = false;
-        ++hangup_timer_seq_;
-        hangup_timer_.cancel();
         if (link_) link_->response_finished();  // the whole response is on the wire (drain counts it)
         gen_.reset();
         link_.reset();
@@ -797,11 +785,9 @@ private:
         ++read_timer_seq_;
         ++write_timer_seq_;
         ++request_timer_seq_;
-        ++hangup_timer_seq_;
         read_timer_.cancel();
         write_timer_.cancel();
         request_timer_.cancel();
-        hangup_timer_.cancel();
         beast::error_code ignored;
         socket_.shutdown(tcp::socket::shutdown_both, ignored);
         socket_.close(ignored);
@@ -817,9 +803,8 @@ private:
     tcp::socket socket_;  // its executor is this connection's strand
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
-    net::steady_timer read_timer_, write_timer_, request_timer_, hangup_timer_;
-    uint64_t read_timer_seq_ = 0, write_timer_seq_ = 0, request_timer_seq_ = 0,
-             hangup_timer_seq_ = 0;
+    net::steady_timer read_timer_, write_timer_, request_timer_;
+    uint64_t read_timer_seq_ = 0, write_timer_seq_ = 0, request_timer_seq_ = 0;
     bool reading_ = false;  // a read is pending on socket_
     bool read_timed_out_ = false;
     bool writing_ = false;
@@ -827,6 +812,7 @@ private:
     bool keep_alive_ = true;
     bool response_in_progress_ = false;  // a request was read and its response is not yet written
     bool resume_after_watch_ = false;    // the pending watch read was cancelled to read a request
+    bool discarding_ = false;            // past kPipelineLimit: reads are dropped until close
 
     std::string request_id_;
     std::string method_path_;  // "POST /v1/completions" for log lines

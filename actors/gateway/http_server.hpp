@@ -26,8 +26,9 @@
 //
 // NOTES: a client that half-closes its socket (shutdown(SHUT_WR)) after sending the request is
 // treated as gone, like vLLM does; no common HTTP client does that. Pipelined requests are
-// buffered (up to 64 KiB) and served after the current one; past 64 KiB nothing more is read
-// until the current response ends, and the socket is polled for a hang-up every 250 ms instead.
+// buffered (up to 64 KiB) and served after the current one; past 64 KiB behind a running
+// request they are dropped (the socket is still read, so a client that leaves is still seen) and
+// the connection closes after the current response.
 #pragma once
 
 #include <chrono>

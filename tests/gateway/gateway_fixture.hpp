@@ -171,6 +171,12 @@ public:
     raw_client& operator=(const raw_client&) = delete;
 
     bool connected() const { return connected_; }
+    // A send that cannot finish within `timeout` (the peer stopped reading) then fails.
+    void set_send_timeout(std::chrono::milliseconds timeout) {
+        timeval tv{static_cast<time_t>(timeout.count() / 1000),
+                   static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+        ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    }
     bool send(const std::string& data) {
         return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
     }

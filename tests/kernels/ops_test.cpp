@@ -543,8 +543,8 @@ struct mla_case {
 class MlaTest : public ::testing::TestWithParam<dtype> {};
 
 // A prompt longer than a score tile (256 tokens) over a context split into blocks that do not
-// line up with the tiles: rows masked inside a tile, tiles that see only part of a block, blocks
-// that a tile's first rows do not see at all.
+// line up with the tiles: rows masked inside a tile, tiles that see only part of a block, tokens
+// before a block skipped (tiles then start past the first token).
 TEST_P(MlaTest, LongPrefillOverSeveralTokenTilesAndBlocksMatchesReference) {
     const dtype t = GetParam();
     mla_case c(t, 600);
