@@ -657,5 +657,24 @@ TEST(SiluMul, MatchesClosedForm) {
     for (int i = 0; i < 3; ++i) EXPECT_NEAR(o[i], g[i] / (1 + std::exp(-g[i])) * u[i], 1e-6);
 }
 
+// Long enough to take the compute threads, in place as the engine calls it: every element as
+// one element alone (double closed form within 1e-6, and the 3-element call's bits).
+TEST(SiluMul, ThreadedInPlaceEqualsElementByElement) {
+    const int64_t n = 40001;
+    std::vector<float> g = randn(n, 61, 3.0f), u = randn(n, 62);
+    const std::vector<float> g0 = g;
+    silu_mul(g.data(), u.data(), n, g.data());
+    int64_t differ = 0, far = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        float one = 0.0f;
+        silu_mul(&g0[i], &u[i], 1, &one);
+        differ += std::memcmp(&one, &g[i], sizeof(float)) != 0;
+        const double x = g0[i], want = x / (1 + std::exp(-x)) * u[i];
+        far += std::abs(g[i] - want) > 1e-6 * (1 + std::abs(want));
+    }
+    EXPECT_EQ(differ, 0);
+    EXPECT_EQ(far, 0);
+}
+
 }  // namespace
 }  // namespace longcat::kernels
