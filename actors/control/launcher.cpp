@@ -189,6 +189,22 @@ bool is_our_process(const launched_process& process) {
     return process.start_time == 0 || process_start_time(process.pid) == process.start_time;
 }
 
+// Sent SIGTERM and not yet gone. A process that is exiting has already dropped its memory map,
+// so /proc/PID/exe no longer reads and is_our_process says no, while it still runs (its parent's
+// waitpid does not see it yet; its ports may still be bound). Gone once its pid is free, a zombie
+// or another process's (start time). Without a recorded start time, as is_our_process says.
+bool still_exiting(const launched_process& process) {
+    if (process.pid <= 0 || process.start_time == 0) return false;
+    std::ifstream in("/proc/" + std::to_string(process.pid) + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+    const char state = stat[paren + 2];
+    if (state == 'Z' || state == 'X' || state == 'x') return false;
+    return process_start_time(process.pid) == process.start_time;
+}
+
 std::string log_tail(const std::string& file, size_t max_lines = 15) {
     std::ifstream in(file);
     std::vector<std::string> lines;
@@ -295,9 +311,11 @@ void write_state(const fs::path& file, const cluster_state& state) {
 // is gone by its turn stopped by itself meanwhile (a member follows its coordinator out).
 void stop_processes(std::vector<launched_process>& processes, std::chrono::milliseconds grace,
                     std::vector<std::string>* report, const std::set<int>* running = nullptr) {
+    std::set<int> signalled;
     for (const auto& p : processes) {
         if (is_our_process(p)) {
             ::kill(p.pid, SIGTERM);
+            signalled.insert(p.pid);
             if (report) report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): SIGTERM");
         } else if (report) {
             const bool stopped_meanwhile = running != nullptr && running->count(p.pid) > 0;
@@ -313,7 +331,7 @@ void stop_processes(std::vector<launched_process>& processes, std::chrono::milli
         bool any = false;
         for (const auto& p : processes) {
             ::waitpid(p.pid, nullptr, WNOHANG);  // reaps it when we are its parent
-            any = any || is_our_process(p);
+            any = any || is_our_process(p) || (signalled.count(p.pid) > 0 && still_exiting(p));
         }
         if (!any) return;
         if (std::chrono::steady_clock::now() >= until) break;

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -122,7 +123,18 @@ TEST(LauncherState, DownLeavesAProcessWithAReusedPidAlone) {
         ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
         ::_exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // exec'd by then
+    // exec'd once /proc names sleep (a fork of this sanitized test process can take a while).
+    const auto exec_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (std::error_code ec; !std::filesystem::equivalent(
+             std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec),
+             "/bin/sleep", ec);)
+        if (std::chrono::steady_clock::now() > exec_deadline) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+            FAIL() << "the child did not exec /bin/sleep within 10 s";
+        } else {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
     const uint64_t started = start_time_of(pid);
     ASSERT_GT(started, 0u);
     const auto state_file = dir.path() / "state.json";
