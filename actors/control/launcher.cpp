@@ -164,19 +164,30 @@ std::string read_link(const std::string& path) {
     return out;
 }
 
-// When pid started, in clock ticks after boot (/proc/PID/stat field 22), or 0 if it is gone.
-uint64_t process_start_time(int pid) {
+// /proc/PID/stat's state (field 3) and start time (field 22, clock ticks after boot); state 0
+// and start time 0 when the process is gone.
+struct process_stat {
+    char state = 0;
+    uint64_t start_time = 0;
+};
+process_stat read_process_stat(int pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
     std::string stat;
     std::getline(in, stat);
     const auto paren = stat.rfind(')');  // the command name may hold spaces and parentheses
-    if (paren == std::string::npos) return 0;
+    if (paren == std::string::npos) return {};
     std::istringstream fields(stat.substr(paren + 1));
+    process_stat out;
     std::string field;
-    for (int idx = 3; idx <= 22 && fields >> field; ++idx)
-        if (idx == 22) return std::strtoull(field.c_str(), nullptr, 10);
-    return 0;
+    for (int idx = 3; idx <= 22 && fields >> field; ++idx) {
+        if (idx == 3) out.state = field.empty() ? 0 : field[0];
+        if (idx == 22) out.start_time = std::strtoull(field.c_str(), nullptr, 10);
+    }
+    return out;
 }
+
+// When pid started, in clock ticks after boot, or 0 if it is gone.
+uint64_t process_start_time(int pid) { return read_process_stat(pid).start_time; }
 
 // Alive, still running `binary`, and (when recorded) the process that started then: a zombie or
 // a reused pid is not ours — not even one running the same binary for another cluster.
@@ -195,14 +206,9 @@ bool is_our_process(const launched_process& process) {
 // or another process's (start time). Without a recorded start time, as is_our_process says.
 bool still_exiting(const launched_process& process) {
     if (process.pid <= 0 || process.start_time == 0) return false;
-    std::ifstream in("/proc/" + std::to_string(process.pid) + "/stat");
-    std::string stat;
-    std::getline(in, stat);
-    const auto paren = stat.rfind(')');
-    if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
-    const char state = stat[paren + 2];
-    if (state == 'Z' || state == 'X' || state == 'x') return false;
-    return process_start_time(process.pid) == process.start_time;
+    const process_stat now = read_process_stat(process.pid);
+    if (now.state == 0 || now.state == 'Z' || now.state == 'X' || now.state == 'x') return false;
+    return now.start_time == process.start_time;
 }
 
 std::string log_tail(const std::string& file, size_t max_lines = 15) {

@@ -20,7 +20,7 @@ namespace {
 
 constexpr int64_t kSmallM = cpu::kMaxSmallM;  // tokens per pass of the weight-streaming kernels
 // Elementwise loops take the compute threads from this many elements on (a region's wake-up
-// costs tens of microseconds; 16 K expf about 80).
+// costs tens of microseconds; 16 K scalar expf about 120).
 constexpr int64_t kParallelElementwise = 16384;
 constexpr int64_t kBlasM = 128;   // from this many tokens on, OpenBLAS (widening bf16 blocks)
 
@@ -251,8 +251,9 @@ void rms_norm(const float* x, const float* w, int64_t num_rows, int64_t dim, flo
 }
 
 // Element by element, so splitting the range over threads changes no bit. One scalar expf per
-// element (~5 ns here): a batch-16 decode step makes about 1.8 M of them on the bench preset, a
-// 512-token prefill about 60 M, hence the threads.
+// element (7-9 ns an element on one thread here, 2026-12-01): a batch-16 decode step makes about
+// 1.8 M of them on the bench preset (from its shapes), a 512-token prefill about 58 M, hence the
+// threads (131072 elements: 1160 us on one thread, 457 on two).
 void silu_mul(const float* gate, const float* up, int64_t count, float* out) {
 #pragma omp parallel for schedule(static) if (count >= kParallelElementwise)
     for (int64_t i = 0; i < count; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
@@ -464,7 +465,7 @@ void mla_attention_prefill(const mla_dims& d, const kv_pool_view& pool, const in
                             static_cast<int>(ncols), static_cast<int>(rope), d.softmax_scale,
                             qh + nope, static_cast<int>(H * qk), rows.data() + lora,
                             static_cast<int>(pool.row_dim), 1.0f, sc, static_cast<int>(ncols));
-#pragma omp parallel for schedule(static) if (nt * ncols > 16384)
+#pragma omp parallel for schedule(static) if (nt * ncols >= kParallelElementwise)
                 for (int64_t i = 0; i < nt; ++i) {
                     const int64_t t = t0 + i, job = t * H + hd;
                     const int64_t m = std::min(ncols, first_pos + t + 1 - b0);  // positions it sees
