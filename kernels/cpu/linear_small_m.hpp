@@ -73,6 +73,11 @@ namespace {
 //       acc[i * kMaxSmallM + t] += Σ_{p < kc} s[i * outer_cols + p] · xt[p * kMaxSmallM + t]
 //       for all kMaxSmallM tokens, summed over p in order from zero, then added: the same
 //       arithmetic for each output as outer's; prefetches as outer does (4 lines a row)
+// and may provide, for bf16 weights:
+//   static void bcast_bf16(const bf16_t* w, int64_t ld, const float* xt, float* acc,
+//       const char* pf, int64_t pf_stride, int pf_rows);
+//       widen then bcast on a full panel (kc = outer_cols) of a full block (bcast_rows rows of
+//       stride ld at w), bit for bit, reading the weights from the rows without the scratch
 
 constexpr int kPrefetchBytes = 4096;
 
@@ -242,7 +247,9 @@ inline void run_block_panels(const W* w, int64_t rows, int64_t cols, const float
     // path's first token group's, the broadcast path's only one), a few at a time: all at once (64
     // lines for 16 rows of 256 bytes) they queue behind the L1's few outstanding misses and stall
     // the loads (about 10 % slower on dense gate/up and lm_head, three runs alternating). At the
-    // start of a block and near the end of its rows, all at once here.
+    // start of a block and near the end of its rows, all at once here. (bcast_bf16, which reads
+    // the rows themselves and not a scratch, prefetches a row's 4 lines at once: it measured
+    // faster that way.)
     const auto prefetch_panel = [&](int64_t c) {
         const int64_t bytes = std::min<int64_t>(KP, cols - c) * static_cast<int64_t>(sizeof(W));
         for (int i = 0; i < n; ++i)
@@ -252,16 +259,28 @@ inline void run_block_panels(const W* w, int64_t rows, int64_t cols, const float
     prefetch_panel(KP);
     for (int64_t c0 = 0; c0 < cols; c0 += KP) {
         const int kc = static_cast<int>(std::min<int64_t>(KP, cols - c0));
-        if constexpr (Bcast)
-            Isa::widen(wb + c0, cols, n, kc, s);
-        else
+        // A full bf16 panel of a full block goes straight from the rows where the ISA can.
+        bool direct = false;
+        if constexpr (Bcast && sizeof(W) == 2 && requires { &Isa::bcast_bf16; })
+            direct = kc == KP && n == R;
+        if constexpr (Bcast) {
+            if (!direct) Isa::widen(wb + c0, cols, n, kc, s);
+        } else {
             Isa::transpose(wb + c0, cols, n, kc, s);
+        }
         const int64_t ahead = c0 + 2 * KP;
         const bool spread = sizeof(W) == 2 && ahead + KP <= cols && kc == KP;
         if (!spread) prefetch_panel(ahead);
         const char* pf = reinterpret_cast<const char*>(wb + std::min(ahead, cols));
         const int64_t pf_stride = cols * static_cast<int64_t>(sizeof(W));
         if constexpr (Bcast) {
+            if constexpr (sizeof(W) == 2 && requires { &Isa::bcast_bf16; }) {
+                if (direct) {
+                    Isa::bcast_bf16(wb + c0, cols, xt + c0 * kMaxSmallM, acc, pf, pf_stride,
+                                    spread ? n : 0);
+                    continue;
+                }
+            }
             Isa::bcast(s, kc, xt + c0 * kMaxSmallM, acc, pf, pf_stride, spread ? n : 0);
         } else {
             constexpr int TM = Isa::outer_tokens;
