@@ -51,7 +51,8 @@
 // weight comes from its row by a 16-bit broadcast load (vpbroadcastw) and one mask, the same
 // products in the same order. On this Zen 3 VM the kernel's speed flips between two levels within
 // one process (about 40 and 65 G FLOP/s a thread at 16 tokens, 0.2 s windows, while an FMA loop
-// on the other core holds 90), so old and new ran in turns of 0.2 s in one process, 25 turns
+// on the other core holds 90), so old and new ran in turns of 0.2 s in one process (a copy of
+// both loops), 25 turns
 // each, 2 threads, medians of the per-turn ratios: lm_head 1.14x, 8192 x 3072 1.08x, 3072 x 8192
 // 1.11x, 768 x 3072 1.09x. Tried in the same way and not kept: the same with the 4 prefetches a
 // row spread one every fourth k as bcast does (0.99-1.06x); 32-bit broadcasts of column pairs,
@@ -189,10 +190,27 @@ struct avx2 {
         return sizeof(W) == 2 ? slot(k, kc) : k;
     }
 
+    // 8 tokens x 8 columns at a time through transpose8 (token slots from m on take zeros), the
+    // columns past a panel's last multiple of 8 one by one.
     static void pack_xt(const float* x, int64_t m, int64_t cols, bool bf16, float* xt) {
+        static_assert(kMaxSmallM % 8 == 0);
         for (int64_t c0 = 0; c0 < cols; c0 += outer_cols) {
             const int kc = static_cast<int>(std::min<int64_t>(outer_cols, cols - c0));
-            for (int k = 0; k < kc; ++k) {
+            const int kv = kc / 8 * 8;
+            for (int64_t t0 = 0; t0 < kMaxSmallM; t0 += 8) {
+                for (int k = 0; k < kv; k += 8) {
+                    __m256 r[8], o[8];
+                    for (int i = 0; i < 8; ++i)
+                        r[i] = t0 + i < m ? _mm256_loadu_ps(x + (t0 + i) * cols + c0 + k)
+                                          : _mm256_setzero_ps();
+                    transpose8(r, o);
+                    for (int j = 0; j < 8; ++j) {
+                        const int p = bf16 ? slot(k + j, kc) : k + j;
+                        _mm256_storeu_ps(xt + (c0 + p) * kMaxSmallM + t0, o[j]);
+                    }
+                }
+            }
+            for (int k = kv; k < kc; ++k) {
                 float* d = xt + (c0 + (bf16 ? slot(k, kc) : k)) * kMaxSmallM;
                 for (int64_t t = 0; t < kMaxSmallM; ++t) d[t] = t < m ? x[t * cols + c0 + k] : 0.0f;
             }
