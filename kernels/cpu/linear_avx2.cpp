@@ -9,7 +9,7 @@
 // into k-steps of 16 columns (bf16: even columns, then odd ones; f32: natural order),
 // zero past `cols`; the k-step past the last full one reads the weights from a zero-padded copy.
 //
-// Tiles: 4 rows x 1 token for one token; 3 rows x 3 tokens
+// Tiles (until 2026-12-01, see below): 4 rows x 1 token for one token; 3 rows x 3 tokens
 // otherwise: 9 accumulators, 3 widened weight vectors and one activation vector fit the 16
 // registers (4 x 3, the tile before 2026-11-30, needed 17 and spilled). At 16 tokens on the
 // bench preset's shapes (ops/bench/gemv --tokens 16, Zen 3, one run each, in this order, so only
@@ -18,6 +18,15 @@
 // 8 x 1 (AVX-512's tile) with the stream prefetch read dense down (rows of 16 KiB) at 0.88-0.90
 // of the read sweep, 4 x 1 at 1.07-1.11, the other shapes alike within the drift (--tokens 1,
 // 8 x 1 and 4 x 1 alternating, two runs each).
+// Since 2026-12-01, by token count below the panel paths: 4 x 1 for one token, 3 x 3 for 2-3,
+// 3 x 4 for 4 (12 accumulators, 3 weight vectors, the mask; the activations straight from
+// memory into the FMAs, no spills), 2 x 6 for 5-9 (12 accumulators). In one process, 3 x 3 and
+// the others in turns of 0.2 s (12 turns each, 2 threads, weights from DRAM, medians of the
+// per-turn ratios against 3 x 3), 8192 x 3072: 4 tokens 3 x 4 1.27x / 2 x 6 1.17x, 5 tokens 2 x 6
+// 1.06x (3 x 4 0.88x), 7 tokens 1.07x / 1.08x, 8 tokens 2 x 6 1.29x, 9 tokens 1.28x, 2-3 tokens
+// 2 rows slower (0.85-0.89x); 4 tokens on 3072 x 8192 3 x 4 1.35x, expert 512 x 3072 1.34x,
+// 3072 x 512 1.23x; 6 tokens 2 x 6 1.11-1.14x on expert and attention shapes. Each output is
+// still one accumulator summed over k in the same order, whatever the tile.
 //
 // From outer_min (10) tokens on, the outer-product path of linear_small_m.hpp instead: panels of
 // 16 rows x 128 columns transposed to fp32 (8 x 8 transposes of 32-bit words, then the shift and
@@ -103,8 +112,12 @@ struct avx2 {
     static void with_shape(int64_t m, F&& f) {
         if (m == 1)
             f.template operator()<4, 1>();
-        else
+        else if (m <= 3)
             f.template operator()<3, 3>();
+        else if (m == 4)
+            f.template operator()<3, 4>();
+        else
+            f.template operator()<2, 6>();
     }
 
     // One k-step of 16 columns: for bf16, 32 bytes of each row, widened into the even (lo)
