@@ -43,13 +43,13 @@
 // token's result does not depend on the other tokens of the call, only on which side of
 // outer_min the call's count lies.
 //
-// From bcast_min (14) tokens on, the broadcast path (run_block_panels): blocks of 6 rows, each
-// panel only widened (unpacking against zero, no transpose) into a row-major scratch, one
-// broadcast weight per row and k against two vectors of all 16 token slots (12 accumulators,
-// zero slots past m). It sums each output exactly as the outer path does (the panel's columns in
-// the unpack's slot order, which the outer path's transposes follow too), so crossing bcast_min
-// changes no bit. One process, best of 8 matrices x 8 rounds alternating with the outer path
-// (2 threads, weights from DRAM, 2026-11-30): 16 tokens, 8192 x 3072 5.2-5.6 ms against
+// From bcast_min (13; 14 until 2026-12-01) tokens on, the broadcast path (run_block_panels): blocks
+// of 6 rows, each panel only widened (unpacking against zero, no transpose) into a row-major
+// scratch, one broadcast weight per row and k against two vectors of all 16 token slots (12
+// accumulators, zero slots past m). It sums each output exactly as the outer path does (the panel's
+// columns in the unpack's slot order, which the outer path's transposes follow too), so crossing
+// bcast_min changes no bit. One process, best of 8 matrices x 8 rounds alternating with the outer
+// path (2 threads, weights from DRAM, 2026-11-30): 16 tokens, 8192 x 3072 5.2-5.6 ms against
 // 5.5-5.8 (1.04-1.05x), 3072 x 8192 1.07-1.11x, 512 x 3072 1.09x, 32000 x 3072 (lm_head) 1.00x;
 // 15 tokens 1.02-1.17x, 14 tokens 0.99-1.08x, 13 tokens no better. Tried and not kept: 12 or 24
 // rows a block sharing each panel's activations from L1 (slower), prefetching 4-5 panels ahead
@@ -66,7 +66,10 @@
 // 1.11x, 768 x 3072 1.09x. Tried in the same way and not kept: the same with the 4 prefetches a
 // row spread one every fourth k as bcast does (0.99-1.06x); 32-bit broadcasts of column pairs,
 // shift for the even and mask for the odd column, 4 or 5 rows (0.83-1.22x: 5 rows spill); a
-// 32-bit broadcast from 2 bytes before an odd column (0.80-0.82x).
+// 32-bit broadcast from 2 bytes before an odd column (0.80-0.82x). With it, bcast_min went from
+// 14 to 13: in turns against the outer path (10 turns each, 2 threads), 13 tokens 1.15x on
+// 8192 x 3072 (twice 1.14-1.15x), 1.18x on 3072 x 8192, 1.14x on 768 x 3072, 1.08x on 512 x 3072;
+// at 10-12 tokens the two paths were even (0.94-1.10x), so the outer path keeps those.
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
@@ -298,7 +301,7 @@ struct avx2 {
     }
 
     // The broadcast path (linear_small_m.hpp, run_block_panels) from bcast_min tokens on.
-    static constexpr int64_t bcast_min = 14;
+    static constexpr int64_t bcast_min = 13;
     static constexpr int bcast_rows = 6;  // 12 accumulators, 2 activation vectors, 1 broadcast
 
     template <class W>

@@ -219,9 +219,10 @@ inline int64_t block_rows(int64_t m) {
 //   is transposed (k-major: one k is a vector over the rows), and each group of outer_tokens
 //   tokens runs over it with one broadcast activation per k and token;
 // - the broadcast path (Bcast true, m >= bcast_min): blocks of bcast_rows rows; each panel is
-//   only widened (row-major), and the k loop broadcasts one weight per row and k against the
-//   activations of all kMaxSmallM slots (zero from m on, their sums dropped). Widening costs far
-//   less than transposing, and from about 14 tokens on that outweighs the padding.
+//   only widened (row-major; or read from the rows themselves by bcast_bf16), and the k loop
+//   broadcasts one weight per row and k against the activations of all kMaxSmallM slots (zero
+//   from m on, their sums dropped). Widening costs far less than transposing, and from about 13
+//   tokens on that outweighs the padding.
 // Either way each output is summed over the panel's slots in order with the same products, the
 // panel sums added in column order: the same arithmetic whatever m, whichever thread and
 // whichever of the two paths, so a token's result does not depend on the other tokens of the
