@@ -20,7 +20,8 @@
 // 8 x 1 and 4 x 1 alternating, two runs each).
 // Since 2026-12-01, by token count below the panel paths: 4 x 1 for one token, 3 x 3 for 2-3,
 // 3 x 4 for 4 (12 accumulators, 3 weight vectors, the mask; the activations straight from
-// memory into the FMAs, no spills), 2 x 6 for 5-9 (12 accumulators). In one process, 3 x 3 and
+// memory into the FMAs; GCC 12 keeps one accumulator on the stack), 2 x 6 for 5-9 (12
+// accumulators, no spills). In one process, 3 x 3 and
 // the others in turns of 0.2 s (12 turns each, 2 threads, weights from DRAM, medians of the
 // per-turn ratios against 3 x 3), 8192 x 3072: 4 tokens 3 x 4 1.27x / 2 x 6 1.17x, 5 tokens 2 x 6
 // 1.06x (3 x 4 0.88x), 7 tokens 1.07x / 1.08x, 8 tokens 2 x 6 1.29x, 9 tokens 1.28x, 2-3 tokens
@@ -51,25 +52,27 @@
 // bcast_min changes no bit. One process, best of 8 matrices x 8 rounds alternating with the outer
 // path (2 threads, weights from DRAM, 2026-11-30): 16 tokens, 8192 x 3072 5.2-5.6 ms against
 // 5.5-5.8 (1.04-1.05x), 3072 x 8192 1.07-1.11x, 512 x 3072 1.09x, 32000 x 3072 (lm_head) 1.00x;
-// 15 tokens 1.02-1.17x, 14 tokens 0.99-1.08x, 13 tokens no better. Tried and not kept: 12 or 24
+// 15 tokens 1.02-1.17x, 14 tokens 0.99-1.08x, 13 tokens no better (then, with widen; since
+// 2026-12-01 full panels skip the scratch, below, and 13 tokens gain). Tried and not kept: 12 or 24
 // rows a block sharing each panel's activations from L1 (slower), prefetching 4-5 panels ahead
 // (slower), the k loop unrolled by 4 (slower), widening the next panel from inside the k loop
 // (0.83-0.86x).
 //
 // Since 2026-12-01 a full bf16 panel of a full block skips the scratch (bcast_bf16): each
 // weight comes from its row by a 16-bit broadcast load (vpbroadcastw) and one mask, the same
-// products in the same order. On this Zen 3 VM the kernel's speed flips between two levels within
-// one process (about 40 and 65 G FLOP/s a thread at 16 tokens, 0.2 s windows, while an FMA loop
-// on the other core holds 90), so old and new ran in turns of 0.2 s in one process (a copy of
-// both loops), 25 turns
-// each, 2 threads, medians of the per-turn ratios: lm_head 1.14x, 8192 x 3072 1.08x, 3072 x 8192
-// 1.11x, 768 x 3072 1.09x. Tried in the same way and not kept: the same with the 4 prefetches a
-// row spread one every fourth k as bcast does (0.99-1.06x); 32-bit broadcasts of column pairs,
-// shift for the even and mask for the odd column, 4 or 5 rows (0.83-1.22x: 5 rows spill); a
-// 32-bit broadcast from 2 bytes before an odd column (0.80-0.82x). With it, bcast_min went from
-// 14 to 13: in turns against the outer path (10 turns each, 2 threads), 13 tokens 1.15x on
-// 8192 x 3072 (twice 1.14-1.15x), 1.18x on 3072 x 8192, 1.14x on 768 x 3072, 1.08x on 512 x 3072;
-// at 10-12 tokens the two paths were even (0.94-1.10x), so the outer path keeps those.
+// products in the same order (the mask's register makes 16 with bcast's 15: GCC 12 keeps two
+// accumulators on the stack, and it still measured faster). On this Zen 3 VM the kernel's speed
+// flips between two levels within one process (about 40 and 65 G FLOP/s a thread at 16 tokens, 0.2
+// s windows, while an FMA loop on the other core holds 90), so old and new ran in turns of 0.2 s in
+// one process (a copy of both loops), 25 turns each, 2 threads, medians of the per-turn ratios:
+// lm_head 1.14x, 8192 x 3072 1.08x, 3072 x 8192 1.11x, 768 x 3072 1.09x. Tried in the same way and
+// not kept: the same with the 4 prefetches a row spread one every fourth k as bcast does
+// (0.99-1.06x); 32-bit broadcasts of column pairs, shift for the even and mask for the odd column,
+// 4 or 5 rows (0.83-1.22x: 5 rows spill); a 32-bit broadcast from 2 bytes before an odd column
+// (0.80-0.82x). With it, bcast_min went from 14 to 13: in turns against the outer path (10 turns
+// each, 2 threads), 13 tokens 1.15x on 8192 x 3072 (twice 1.14-1.15x), 1.18x on 3072 x 8192, 1.14x
+// on 768 x 3072, 1.08x on 512 x 3072; at 10-12 tokens the two paths were even (0.94-1.10x), so the
+// outer path keeps those.
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 

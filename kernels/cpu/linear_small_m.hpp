@@ -77,7 +77,10 @@ namespace {
 //   static void bcast_bf16(const bf16_t* w, int64_t ld, const float* xt, float* acc,
 //       const char* pf, int64_t pf_stride, int pf_rows);
 //       widen then bcast on a full panel (kc = outer_cols) of a full block (bcast_rows rows of
-//       stride ld at w), bit for bit, reading the weights from the rows without the scratch
+//       stride ld at w), bit for bit, reading the weights from the rows without the scratch: xt
+//       is the panel's slice of the transposed activations, the panel's sums are added into acc
+//       as bcast adds them, and pf_rows rows at pf (stride pf_stride) get their first 4 lines
+//       prefetched
 
 constexpr int kPrefetchBytes = 4096;
 
@@ -213,8 +216,9 @@ inline int64_t block_rows(int64_t m) {
 
 // The panel paths (several tokens: compute-bound, where the row tiles' loads and horizontal
 // sums cost more than their FMAs). Column panels of outer_cols columns of a block's rows are made
-// exact fp32 in an L1 scratch, then multiplied against xt (x transposed, kMaxSmallM token slots per
-// column, a panel's columns in the ISA's slot order):
+// exact fp32 in an L1 scratch (or, with bcast_bf16, read from the rows as they are used), then
+// multiplied against xt (x transposed, kMaxSmallM token slots per column, a panel's columns in
+// the ISA's slot order):
 // - the outer-product path (Bcast false, m >= outer_min): blocks of outer_rows rows; each panel
 //   is transposed (k-major: one k is a vector over the rows), and each group of outer_tokens
 //   tokens runs over it with one broadcast activation per k and token;

@@ -115,10 +115,12 @@ TEST_P(LinearTest, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(SmallAndLargeM, LinearTest,
-                         ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 8, 9, 16, 17, 64),
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13,
+                                                              14, 16, 17, 64),
                                             ::testing::Bool(),
                                             ::testing::Values(cpu_isa::scalar, cpu_isa::avx2,
-                                                              cpu_isa::avx512, cpu_isa::avx512bf16)),
+                                                              cpu_isa::avx512,
+                                                              cpu_isa::avx512bf16)),
                          [](const auto& info) {
                              return "m" + std::to_string(std::get<0>(info.param)) +
                                     (std::get<1>(info.param) ? "_bf16_" : "_f32_") +
@@ -157,10 +159,10 @@ TEST(Linear, LongRowsAndNoColumns) {
 // panels, from bcast_min on broadcast panels that sum in the same order, bit for bit; one path on
 // the other levels), never by the other tokens' values. Token 0 (the same activations every
 // time) with 0..15 others of random values: its outputs change at most once as the count grows
-// (70 rows: a partial block on every path; 1000 columns: a partial panel with a partial group of
-// 16), and every path matches the reference.
+// (71 rows: a partial block for every tile's rows, 4, 3, 2, 6, 8 and 16; 1000 columns: a partial
+// panel with a partial group of 16), and every token of every count matches the reference.
 TEST(Linear, TokenResultDoesNotDependOnTheOtherTokens) {
-    const int64_t rows = 70, cols = 1000;
+    const int64_t rows = 71, cols = 1000;
     const auto wf = randn(static_cast<size_t>(rows * cols), 11);
     const auto wb = to_bf16(wf);
     const auto x0 = randn(static_cast<size_t>(cols), 12);
@@ -183,6 +185,7 @@ TEST(Linear, TokenResultDoesNotDependOnTheOtherTokens) {
                 linear(v, x.data(), m, y.data());
                 const std::vector<float> y0(y.begin(), y.begin() + rows);
                 EXPECT_LT(rel_err(y0, ref), 1e-6) << "m " << m;
+                EXPECT_LT(rel_err(y, ref_linear(wd, x, rows, cols, m)), 1e-6) << "m " << m;
                 if (!prev.empty() && std::memcmp(prev.data(), y0.data(), sizeof(float) * rows) != 0)
                     ++changes;
                 prev = y0;
