@@ -241,6 +241,7 @@ inline void run_block_panels(const W* w, int64_t rows, int64_t cols, const float
         else
             return Isa::outer_rows;
     }();
+    constexpr bool kDirect = Bcast && sizeof(W) == 2 && requires { &Isa::bcast_bf16; };
     const int64_t r0 = b * R;
     const int n = static_cast<int>(std::min<int64_t>(R, rows - r0));
     alignas(64) float s[KP * R];
@@ -265,9 +266,7 @@ inline void run_block_panels(const W* w, int64_t rows, int64_t cols, const float
     for (int64_t c0 = 0; c0 < cols; c0 += KP) {
         const int kc = static_cast<int>(std::min<int64_t>(KP, cols - c0));
         // A full bf16 panel of a full block goes straight from the rows where the ISA can.
-        bool direct = false;
-        if constexpr (Bcast && sizeof(W) == 2 && requires { &Isa::bcast_bf16; })
-            direct = kc == KP && n == R;
+        const bool direct = kDirect && kc == KP && n == R;
         if constexpr (Bcast) {
             if (!direct) Isa::widen(wb + c0, cols, n, kc, s);
         } else {
@@ -279,7 +278,7 @@ inline void run_block_panels(const W* w, int64_t rows, int64_t cols, const float
         const char* pf = reinterpret_cast<const char*>(wb + std::min(ahead, cols));
         const int64_t pf_stride = cols * static_cast<int64_t>(sizeof(W));
         if constexpr (Bcast) {
-            if constexpr (sizeof(W) == 2 && requires { &Isa::bcast_bf16; }) {
+            if constexpr (kDirect) {
                 if (direct) {
                     Isa::bcast_bf16(wb + c0, cols, xt + c0 * kMaxSmallM, acc, pf, pf_stride,
                                     spread ? n : 0);
