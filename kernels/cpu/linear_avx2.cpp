@@ -72,7 +72,11 @@
 // (0.80-0.82x). With it, bcast_min went from 14 to 13: in turns against the outer path (10 turns
 // each, 2 threads), 13 tokens 1.15x on 8192 x 3072 (twice 1.14-1.15x), 1.18x on 3072 x 8192, 1.14x
 // on 768 x 3072, 1.08x on 512 x 3072; at 10-12 tokens the two paths were even (0.94-1.10x), so the
-// outer path keeps those.
+// outer path keeps those. On a Zen 4 (2026-12-01, this kernel forced with LONGCAT_CPU_ISA=avx2, 24
+// turns of 0.1 s each, 2 threads, weights from DRAM) the outer path is the faster one there: at
+// 10 / 11 / 12 tokens it took 0.75 / 0.79 / 0.83 of the broadcast path's time on 8192 x 3072,
+// 0.79-0.85 on 3072 x 4096, 0.80-0.87 on 1024 x 3072, 0.86 on 3072 x 512. So folding 10-12 tokens
+// into the broadcast path, which would remove the outer path, would cost speed.
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
