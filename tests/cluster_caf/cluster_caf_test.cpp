@@ -375,29 +375,38 @@ TEST_F(ClusterCaf, MemberWithAnotherProtocolVersionIsRefusedByName) {
     EXPECT_TRUE(got.has_value()) << got.error();
 }
 
-// Kills the only expert group while a request generates; see the two tests below.
+// Kills the only expert group while 4 requests generate; see the two tests below.
 void ClusterCaf::kill_group_and_recover(const std::string& transport) {
     const cluster_state state = up("minimal", {{"transport", transport}});
     const auto& experts = find(state, "experts-0");
     const auto ids = prompt();
-    // A long request, running when the group dies.
-    cluster_generate_options long_request;
-    long_request.prompt = ids;
-    long_request.max_tokens = 6000;
-    long_request.timeout = 120s;
-    auto running = std::async(std::launch::async, [&] { return cluster_generate(state.coordinator, long_request); });
+    // Four long requests (different prompts' lengths), all running when the group dies.
+    std::vector<std::future<proto::expected<cluster_generation, std::string>>> running;
+    for (size_t r = 0; r < 4; ++r) {
+        cluster_generate_options long_request;
+        long_request.prompt = std::vector<int32_t>(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(r));
+        long_request.max_tokens = 6000;
+        long_request.timeout = 120s;
+        running.push_back(std::async(std::launch::async, [&state, long_request] {
+            return cluster_generate(state.coordinator, long_request);
+        }));
+    }
     std::this_thread::sleep_for(1500ms);
-    ASSERT_EQ(running.wait_for(0s), std::future_status::timeout) << "the request ended before the kill";
+    for (size_t r = 0; r < running.size(); ++r)
+        ASSERT_EQ(running[r].wait_for(0s), std::future_status::timeout) << "request " << r << " ended before the kill";
     const auto killed_at = clock_type::now();
     ASSERT_EQ(::kill(experts.pid, SIGKILL), 0);
-    // Fails within the data-plane deadline (5 s) + 1 s, naming the group and its experts.
-    ASSERT_EQ(running.wait_for(6s), std::future_status::ready) << "the request did not fail in time";
-    const double seconds = std::chrono::duration<double>(clock_type::now() - killed_at).count();
-    auto failed = running.get();
-    ASSERT_FALSE(failed.has_value());
-    EXPECT_NE(failed.error().find("experts-0"), std::string::npos) << failed.error();
-    EXPECT_NE(failed.error().find("experts 0-11"), std::string::npos) << failed.error();
-    std::printf("request failed %.2f s after the kill: %s\n", seconds, failed.error().c_str());
+    // Each fails within the data-plane deadline (5 s) + 1 s, naming the group and its experts.
+    for (size_t r = 0; r < running.size(); ++r) {
+        ASSERT_EQ(running[r].wait_until(killed_at + 6s), std::future_status::ready)
+            << "request " << r << " did not fail in time";
+        const double seconds = std::chrono::duration<double>(clock_type::now() - killed_at).count();
+        auto failed = running[r].get();
+        ASSERT_FALSE(failed.has_value()) << "request " << r;
+        EXPECT_NE(failed.error().find("experts-0"), std::string::npos) << failed.error();
+        EXPECT_NE(failed.error().find("experts 0-11"), std::string::npos) << failed.error();
+        std::printf("request %zu failed by %.2f s after the kill: %s\n", r, seconds, failed.error().c_str());
+    }
     // No other process exited.
     EXPECT_TRUE(alive(find(state, "coordinator")));
     EXPECT_TRUE(alive(find(state, "attention-0")));
