@@ -384,7 +384,8 @@ void ClusterCaf::kill_group_and_recover(const std::string& transport) {
     std::vector<std::future<proto::expected<cluster_generation, std::string>>> running;
     for (size_t r = 0; r < 4; ++r) {
         cluster_generate_options long_request;
-        long_request.prompt = std::vector<int32_t>(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(r));
+        long_request.prompt =
+            std::vector<int32_t>(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(r));
         long_request.max_tokens = 6000;
         long_request.timeout = 120s;
         running.push_back(std::async(std::launch::async, [&state, long_request] {
@@ -393,7 +394,8 @@ void ClusterCaf::kill_group_and_recover(const std::string& transport) {
     }
     std::this_thread::sleep_for(1500ms);
     for (size_t r = 0; r < running.size(); ++r)
-        ASSERT_EQ(running[r].wait_for(0s), std::future_status::timeout) << "request " << r << " ended before the kill";
+        ASSERT_EQ(running[r].wait_for(0s), std::future_status::timeout)
+            << "request " << r << " ended before the kill";
     const auto killed_at = clock_type::now();
     ASSERT_EQ(::kill(experts.pid, SIGKILL), 0);
     // Each fails within the data-plane deadline (5 s) + 1 s, naming the group and its experts.
@@ -405,7 +407,8 @@ void ClusterCaf::kill_group_and_recover(const std::string& transport) {
         ASSERT_FALSE(failed.has_value()) << "request " << r;
         EXPECT_NE(failed.error().find("experts-0"), std::string::npos) << failed.error();
         EXPECT_NE(failed.error().find("experts 0-11"), std::string::npos) << failed.error();
-        std::printf("request %zu failed by %.2f s after the kill: %s\n", r, seconds, failed.error().c_str());
+        std::printf("request %zu failed by %.2f s after the kill: %s\n", r, seconds,
+                    failed.error().c_str());
     }
     // No other process exited.
     EXPECT_TRUE(alive(find(state, "coordinator")));
