@@ -236,6 +236,47 @@ TEST_P(ClusterOverUcx, ThreeGroupsTwoMicroBatchesEqualEngine) {
     plane->close();
 }
 
+// A batch routed to zero experts only (through e_score_correction_bias), three groups, m = 2:
+// header-only frames cross the processes, no group or worker waits for a deadline (3 s), and
+// the logits equal the engine's bit for bit (moe_out is exactly 0; 9 tokens keep the dense
+// layers below the AVX2 kernel's 10-token switch, as in the in-process test).
+TEST_P(ClusterOverUcx, ZeroExpertOnlyBatchCompletesWithoutWaitingForADeadline) {
+    const tiny_model& model = shared_tiny_model();
+    const auto full = with_zero_expert_boost(*model.full, 1e4f);
+    const auto attn = with_zero_expert_boost(*model.attention, 1e4f);
+    auto map = three_group_map(model.config());
+    ASSERT_NO_FATAL_FAILURE(start_groups(map));
+    auto plane = make_plane();
+    ASSERT_TRUE(plane);
+    attention::worker_executor_config config;
+    config.kv = test_kv();
+    config.num_micro_batches = 2;
+    config.combine_timeout = 3s;
+    auto exec = attention::worker_executor::create(attn, map, *plane, config);
+    ASSERT_TRUE(exec.has_value()) << exec.error().message;
+    auto connected = (*exec)->connect_groups(deadline_after(10s));
+    ASSERT_TRUE(connected.has_value()) << connected.error().message;
+    const reference_run ref = run_engine(full, {3, 2, 4}, 2);
+    for (const auto& out : ref.outputs) ASSERT_EQ(out.num_real_slots, 0);
+    const auto start = clock::now();
+    const auto got = run_worker(**exec, ref.plan);
+    const auto elapsed = clock::now() - start;
+    EXPECT_LT(elapsed, 1500ms);  // three steps; one wait for a deadline alone would be 3 s
+    ASSERT_EQ(got.size(), ref.outputs.size());
+    for (size_t step = 0; step < got.size(); ++step) {
+        EXPECT_TRUE(bitwise_equal(got[step].forward.logits, ref.outputs[step].logits))
+            << "step " << step;
+        EXPECT_EQ(got[step].stats.dispatched_rows, 0) << "step " << step;
+    }
+    plane->close();
+    // No group reported a failed unit (each prints FAILED <message> for one).
+    for (auto& group : groups_) {
+        group->stop();
+        while (auto line = group->read_line(deadline_after(1s)))
+            EXPECT_FALSE(line->starts_with("FAILED")) << *line;
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Transports, ClusterOverUcx,
     ::testing::Values(ucx_case{"tcp", "tcp", transport::ucx_error_mode::peer},
