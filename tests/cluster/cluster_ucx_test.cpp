@@ -160,12 +160,33 @@ class ClusterOverUcx : public ::testing::TestWithParam<ucx_case> {
         return plane ? std::move(*plane) : nullptr;
     }
 
+    // A data plane and a worker executor over `map`'s groups (m micro-batches, combine deadline
+    // 3 s), connected to every group; fails the test if any of that fails.
+    void start_worker(std::shared_ptr<const model::model_weights> weights,
+                      const cluster::placement_map& map, int micro_batches) {
+        plane_ = make_plane();
+        ASSERT_TRUE(plane_);
+        attention::worker_executor_config config;
+        config.kv = test_kv();
+        config.num_micro_batches = micro_batches;
+        config.combine_timeout = 3s;
+        auto exec = attention::worker_executor::create(std::move(weights), map, *plane_, config);
+        ASSERT_TRUE(exec.has_value()) << exec.error().message;
+        exec_ = std::move(*exec);
+        auto connected = exec_->connect_groups(deadline_after(10s));
+        ASSERT_TRUE(connected.has_value()) << connected.error().message;
+    }
+
     void TearDown() override {
+        exec_.reset();
+        if (plane_) plane_->close();
         groups_.clear();  // stops every child
     }
 
     temp_dir dir_;
     std::vector<std::unique_ptr<group_process>> groups_;
+    std::unique_ptr<transport::ucx_data_plane> plane_;
+    std::unique_ptr<attention::worker_executor> exec_;
 };
 
 // One group, m = 1: bitwise equal to the engine across process boundaries.
@@ -202,18 +223,9 @@ TEST_P(ClusterOverUcx, ThreeGroupsTwoMicroBatchesEqualEngine) {
     const tiny_model& model = shared_tiny_model();
     auto map = three_group_map(model.config());
     ASSERT_NO_FATAL_FAILURE(start_groups(map));
-    auto plane = make_plane();
-    ASSERT_TRUE(plane);
-    attention::worker_executor_config config;
-    config.kv = test_kv();
-    config.num_micro_batches = 2;
-    config.combine_timeout = 3s;
-    auto exec = attention::worker_executor::create(model.attention, map, *plane, config);
-    ASSERT_TRUE(exec.has_value()) << exec.error().message;
-    auto connected = (*exec)->connect_groups(deadline_after(10s));
-    ASSERT_TRUE(connected.has_value()) << connected.error().message;
+    ASSERT_NO_FATAL_FAILURE(start_worker(model.attention, map, 2));
     const reference_run ref = run_engine(model.full, {5, 3, 7}, 3);
-    const auto got = run_worker(**exec, ref.plan);
+    const auto got = run_worker(*exec_, ref.plan);
     ASSERT_EQ(got.size(), ref.outputs.size());
     for (size_t step = 0; step < got.size(); ++step) {
         EXPECT_LE(relative_error(got[step].forward.logits, ref.outputs[step].logits), 1e-5)
@@ -225,7 +237,7 @@ TEST_P(ClusterOverUcx, ThreeGroupsTwoMicroBatchesEqualEngine) {
         std::vector<model::sequence> seqs(1);
         std::vector<model::sequence*> ptrs = {&seqs[0]};
         const auto start = clock::now();
-        auto failed = (*exec)->step(ptrs, {{1, 2, 3}}, 100);
+        auto failed = exec_->step(ptrs, {{1, 2, 3}}, 100);
         ASSERT_FALSE(failed.has_value());
         EXPECT_NE(failed.error().message.find("experts-1"), std::string::npos)
             << failed.error().message;
@@ -233,7 +245,7 @@ TEST_P(ClusterOverUcx, ThreeGroupsTwoMicroBatchesEqualEngine) {
                     failed.error().message.c_str());
         EXPECT_LT(clock::now() - start, 3s + 2s);
     }
-    plane->close();
+    plane_->close();
 }
 
 // A batch routed to zero experts only (through e_score_correction_bias), three groups, m = 2:
@@ -246,20 +258,11 @@ TEST_P(ClusterOverUcx, ZeroExpertOnlyBatchCompletesWithoutWaitingForADeadline) {
     const auto attn = with_zero_expert_boost(*model.attention, 1e4f);
     auto map = three_group_map(model.config());
     ASSERT_NO_FATAL_FAILURE(start_groups(map));
-    auto plane = make_plane();
-    ASSERT_TRUE(plane);
-    attention::worker_executor_config config;
-    config.kv = test_kv();
-    config.num_micro_batches = 2;
-    config.combine_timeout = 3s;
-    auto exec = attention::worker_executor::create(attn, map, *plane, config);
-    ASSERT_TRUE(exec.has_value()) << exec.error().message;
-    auto connected = (*exec)->connect_groups(deadline_after(10s));
-    ASSERT_TRUE(connected.has_value()) << connected.error().message;
+    ASSERT_NO_FATAL_FAILURE(start_worker(attn, map, 2));
     const reference_run ref = run_engine(full, {3, 2, 4}, 2);
     for (const auto& out : ref.outputs) ASSERT_EQ(out.num_real_slots, 0);
     const auto start = clock::now();
-    const auto got = run_worker(**exec, ref.plan);
+    const auto got = run_worker(*exec_, ref.plan);
     const auto elapsed = clock::now() - start;
     EXPECT_LT(elapsed, 1500ms);  // three steps; one wait for a deadline alone would be 3 s
     ASSERT_EQ(got.size(), ref.outputs.size());
@@ -268,7 +271,7 @@ TEST_P(ClusterOverUcx, ZeroExpertOnlyBatchCompletesWithoutWaitingForADeadline) {
             << "step " << step;
         EXPECT_EQ(got[step].stats.dispatched_rows, 0) << "step " << step;
     }
-    plane->close();
+    plane_->close();
     // No group reported a failed unit (each prints FAILED <message> for one).
     for (auto& group : groups_) {
         group->stop();
