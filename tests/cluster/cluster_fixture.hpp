@@ -221,6 +221,44 @@ inline inproc_worker make_inproc_worker(std::shared_ptr<transport::inproc_fabric
     return w;
 }
 
+// The cluster against the engine, step by step: the same real-slot counts, and logits and final
+// norms bit for bit (one group, m = 1, no TP) or within kTolerance relative (otherwise: other
+// summation orders).
+constexpr double kTolerance = 1e-5;
+
+inline void expect_matches(const reference_run& ref,
+                           const std::vector<attention::worker_step_output>& got, bool bitwise) {
+    ASSERT_EQ(got.size(), ref.outputs.size());
+    for (size_t step = 0; step < got.size(); ++step) {
+        const model::forward_output& want = ref.outputs[step];
+        const model::forward_output& have = got[step].forward;
+        EXPECT_EQ(have.num_real_slots, want.num_real_slots) << "step " << step;
+        if (bitwise) {
+            EXPECT_TRUE(bitwise_equal(have.logits, want.logits)) << "step " << step;
+            EXPECT_TRUE(bitwise_equal(have.final_norm, want.final_norm)) << "step " << step;
+        } else {
+            EXPECT_LE(relative_error(have.logits, want.logits), kTolerance) << "step " << step;
+            EXPECT_LE(relative_error(have.final_norm, want.final_norm), kTolerance)
+                << "step " << step;
+        }
+    }
+}
+
+// A TP group's weights, rank by rank: each rank's shard of the dense FFNs, no experts.
+inline std::vector<std::shared_ptr<const model::model_weights>> tp_shards(const tiny_model& model,
+                                                                          int64_t tp_size) {
+    std::vector<std::shared_ptr<const model::model_weights>> shards;
+    for (int64_t r = 0; r < tp_size; ++r) {
+        model::weight_selection sel;
+        sel.tp_rank = r;
+        sel.tp_size = tp_size;
+        sel.all_experts = false;
+        shards.push_back(std::make_shared<const model::model_weights>(
+            model::load_model_weights(model.path, sel)));
+    }
+    return shards;
+}
+
 inline cluster::placement_map single_group_map(const model::model_config& c) {
     auto map = cluster::make_uneven_placement(1, static_cast<int32_t>(c.num_layers),
                                               static_cast<int32_t>(c.n_routed_experts), 1);

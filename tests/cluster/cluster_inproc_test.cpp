@@ -18,26 +18,6 @@ using attention::stage_event_kind;
 using attention::worker_executor_config;
 using transport::inproc_fabric;
 
-constexpr double kTolerance = 1e-5;
-
-void expect_matches(const reference_run& ref, const std::vector<attention::worker_step_output>& got,
-                    bool bitwise) {
-    ASSERT_EQ(got.size(), ref.outputs.size());
-    for (size_t step = 0; step < got.size(); ++step) {
-        const model::forward_output& want = ref.outputs[step];
-        const model::forward_output& have = got[step].forward;
-        EXPECT_EQ(have.num_real_slots, want.num_real_slots) << "step " << step;
-        if (bitwise) {
-            EXPECT_TRUE(bitwise_equal(have.logits, want.logits)) << "step " << step;
-            EXPECT_TRUE(bitwise_equal(have.final_norm, want.final_norm)) << "step " << step;
-        } else {
-            EXPECT_LE(relative_error(have.logits, want.logits), kTolerance) << "step " << step;
-            EXPECT_LE(relative_error(have.final_norm, want.final_norm), kTolerance)
-                << "step " << step;
-        }
-    }
-}
-
 // -- equality with the engine, over groups × m × overlap ----------------------------------------
 
 struct layout_case {

@@ -29,15 +29,7 @@ TEST_P(TensorParallelGroup, EachRankMatchesTheEngineForItsOwnSequences) {
     ASSERT_TRUE(groups.ok());
 
     // Each rank: its own plane, its TP shard of the weights, a collective to the other rank.
-    std::vector<std::shared_ptr<const model::model_weights>> shards;
-    for (int64_t r = 0; r < 2; ++r) {
-        model::weight_selection sel;
-        sel.tp_rank = r;
-        sel.tp_size = 2;
-        sel.all_experts = false;
-        shards.push_back(std::make_shared<const model::model_weights>(
-            model::load_model_weights(model.path, sel)));
-    }
+    const auto shards = tp_shards(model, 2);
     const std::vector<std::string> names{"attention-0.0", "attention-0.1"};
     std::vector<std::unique_ptr<transport::inproc_data_plane>> planes;
     for (const auto& name : names)
@@ -73,14 +65,8 @@ TEST_P(TensorParallelGroup, EachRankMatchesTheEngineForItsOwnSequences) {
     auto run1 = std::async(std::launch::async, [&] { return run_worker(*executors[1], ref1.plan); });
     const auto got0 = run_worker(*executors[0], ref0.plan);
     const auto got1 = run1.get();
-    for (const auto& [ref, got] : {std::pair{&ref0, &got0}, std::pair{&ref1, &got1}}) {
-        ASSERT_EQ(got->size(), ref->outputs.size());
-        for (size_t step = 0; step < got->size(); ++step) {
-            EXPECT_LE(relative_error((*got)[step].forward.logits, ref->outputs[step].logits), 1e-5)
-                << "step " << step;
-            EXPECT_EQ((*got)[step].forward.num_real_slots, ref->outputs[step].num_real_slots);
-        }
-    }
+    expect_matches(ref0, got0, /*bitwise=*/false);
+    expect_matches(ref1, got1, /*bitwise=*/false);
     for (size_t g = 0; g < groups.size(); ++g) EXPECT_TRUE(groups.group(g).failures().empty());
 }
 
