@@ -244,6 +244,49 @@ inline void expect_matches(const reference_run& ref,
     }
 }
 
+// Greedy decoding of a 6-token prompt through `exec` (8 steps, from step id 1) gives the engine's
+// greedy tokens, and one teacher-forced step over the prompt and those tokens (all logits) gives
+// each of them as its row's argmax.
+inline void expect_greedy_matches_engine(attention::worker_executor& exec,
+                                         const tiny_model& model) {
+    const int64_t vocab = model.config().vocab_size;
+    const std::vector<int32_t> prompt = {17, 400, 9, 1203, 55, 8};
+    constexpr int kNumGenerated = 8;
+    uint64_t step_id = 1;
+    model::sequence greedy_seq;
+    std::vector<int32_t> generated;
+    std::vector<int32_t> next = prompt;
+    for (int k = 0; k < kNumGenerated; ++k) {
+        auto out = exec.step({&greedy_seq}, {next}, step_id++);
+        ASSERT_TRUE(out.has_value()) << out.error().message;
+        generated.push_back(model::argmax(out->forward.logits.data(), vocab));
+        next = {generated.back()};
+    }
+    // The engine decodes the same tokens.
+    model::engine_options eopts;
+    eopts.kv = test_kv();
+    model::engine engine(model.full, eopts);
+    model::sampling_params greedy;
+    greedy.temperature = 0.0f;
+    EXPECT_EQ(engine.generate(prompt, kNumGenerated, greedy), generated);
+
+    // Teacher-forced: prompt + generated[0..n−2] in one step, logits for every row.
+    model::sequence forced_seq;
+    std::vector<int32_t> forced = prompt;
+    forced.insert(forced.end(), generated.begin(), generated.end() - 1);
+    model::forward_options all;
+    all.all_logits = true;
+    auto out = exec.step({&forced_seq}, {forced}, step_id++, all);
+    ASSERT_TRUE(out.has_value()) << out.error().message;
+    for (int k = 0; k < kNumGenerated; ++k) {
+        const int64_t row = static_cast<int64_t>(prompt.size()) - 1 + k;
+        EXPECT_EQ(model::argmax(out->forward.logits.data() + row * vocab, vocab), generated[k])
+            << "token " << k;
+    }
+    exec.release(greedy_seq);
+    exec.release(forced_seq);
+}
+
 // A TP group's weights, rank by rank: each rank's shard of the dense FFNs, no experts.
 inline std::vector<std::shared_ptr<const model::model_weights>> tp_shards(const tiny_model& model,
                                                                           int64_t tp_size) {

@@ -186,7 +186,6 @@ TEST(Cluster, ZeroExpertOnlyBatchCompletesWithoutWaitingForADeadline) {
 
 TEST(Cluster, GreedyTokensEqualTeacherForced) {
     const tiny_model& model = shared_tiny_model();
-    const int64_t vocab = model.config().vocab_size;
     auto map = three_group_map(model.config());
     auto fabric = std::make_shared<inproc_fabric>();
     inproc_groups groups(fabric, model, map, {"attention-0"});
@@ -197,41 +196,7 @@ TEST(Cluster, GreedyTokensEqualTeacherForced) {
     ASSERT_TRUE(worker.executor);
     auto& exec = *worker.executor;
 
-    const std::vector<int32_t> prompt = {17, 400, 9, 1203, 55, 8};
-    constexpr int kNumGenerated = 8;
-    uint64_t step_id = 1;
-    model::sequence greedy_seq;
-    std::vector<int32_t> generated;
-    std::vector<int32_t> next = prompt;
-    for (int k = 0; k < kNumGenerated; ++k) {
-        auto out = exec.step({&greedy_seq}, {next}, step_id++);
-        ASSERT_TRUE(out.has_value()) << out.error().message;
-        generated.push_back(model::argmax(out->forward.logits.data(), vocab));
-        next = {generated.back()};
-    }
-    // The engine decodes the same tokens.
-    model::engine_options eopts;
-    eopts.kv = test_kv();
-    model::engine engine(model.full, eopts);
-    model::sampling_params greedy;
-    greedy.temperature = 0.0f;
-    EXPECT_EQ(engine.generate(prompt, kNumGenerated, greedy), generated);
-
-    // Teacher-forced: prompt + generated[0..n−2] in one step, logits for every row.
-    model::sequence forced_seq;
-    std::vector<int32_t> forced = prompt;
-    forced.insert(forced.end(), generated.begin(), generated.end() - 1);
-    model::forward_options all;
-    all.all_logits = true;
-    auto out = exec.step({&forced_seq}, {forced}, step_id++, all);
-    ASSERT_TRUE(out.has_value()) << out.error().message;
-    for (int k = 0; k < kNumGenerated; ++k) {
-        const int64_t row = static_cast<int64_t>(prompt.size()) - 1 + k;
-        EXPECT_EQ(model::argmax(out->forward.logits.data() + row * vocab, vocab), generated[k])
-            << "token " << k;
-    }
-    exec.release(greedy_seq);
-    exec.release(forced_seq);
+    expect_greedy_matches_engine(exec, model);
 }
 
 // -- stage order -------------------------------------------------------------------------------

@@ -250,6 +250,17 @@ TEST_P(ClusterOverUcx, ThreeGroupsTwoMicroBatchesEqualEngine) {
     plane_->close();
 }
 
+// Three uneven groups, m = 2: greedy decoding through the processes gives the engine's greedy
+// tokens, and teacher-forced, each token is its row's argmax.
+TEST_P(ClusterOverUcx, GreedyTokensEqualTeacherForced) {
+    const tiny_model& model = shared_tiny_model();
+    auto map = three_group_map(model.config());
+    ASSERT_NO_FATAL_FAILURE(start_groups(map));
+    ASSERT_NO_FATAL_FAILURE(start_worker(model.attention, map, 2));
+    expect_greedy_matches_engine(*exec_, model);
+    plane_->close();
+}
+
 // A batch routed to zero experts only (through e_score_correction_bias), three groups, m = 2:
 // header-only frames cross the processes, no group or worker waits for a deadline (3 s), and
 // the logits equal the engine's bit for bit (moe_out is exactly 0; 9 tokens keep the dense
