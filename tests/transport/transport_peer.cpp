@@ -10,9 +10,11 @@
 //               payload matched its pattern; exit on a frame with step_id kStopStep
 //   echo-raw    the same, but the reply carries the received bytes back unchecked (benchmarks)
 //   bad-frames  (needs --connect) send a truncated header, an oversized frame (2 MiB), a frame
-//               with a bad magic, then one good frame (step 77, 1 KiB); then echo
+//               with a bad magic, a frame of an unknown kind (200), then one good frame (step
+//               77, 1 KiB); then echo
 // Options: --name= --connect=ADDR --tls= --err-mode=peer|none --progress=wakeup|busy_poll
-//          --protocol-version=N --max-payload=BYTES --script= --lifetime-ms=N
+//          --protocol-version=N --ucx-version=MAJOR.MINOR (announced in the handshake instead
+//          of this process's) --max-payload=BYTES --script= --lifetime-ms=N
 #include <sys/prctl.h>
 
 #include <chrono>
@@ -93,7 +95,11 @@ void send_bad_frames(ucx_data_plane& plane, peer_id peer) {
     proto::frame_header_bytes bad_magic = encoded;
     bad_magic[0] = std::byte{'X'};
     (void)plane.send_raw(peer, bad_magic, {good_payload}, until());
-    // 4. the good frame.
+    // 4. a message of a kind nobody knows.
+    proto::frame_header unknown = good;
+    unknown.kind = static_cast<proto::frame_kind>(200);
+    (void)plane.send_raw(peer, proto::encode_frame_header(unknown), {good_payload}, until());
+    // 5. the good frame.
     proto::frame_header last = testing::make_test_header(77, 1024);
     const std::vector<std::byte> last_payload = testing::make_pattern(last);
     auto sent = plane.send(peer, last, {last_payload}, until());
@@ -128,8 +134,15 @@ int main(int argc, char** argv) {
             config.progress_mode =
                 *v == "busy_poll" ? ucx_progress_mode::busy_poll : ucx_progress_mode::wakeup;
         } else if (auto v = value("--protocol-version=")) {
-            auto versions = proto::local_wire_versions();
+            auto versions = config.advertised_versions.value_or(proto::local_wire_versions());
             versions.protocol = static_cast<uint16_t>(std::stoul(*v));
+            config.advertised_versions = versions;
+        } else if (auto v = value("--ucx-version=")) {
+            auto versions = config.advertised_versions.value_or(proto::local_wire_versions());
+            const size_t dot = v->find('.');
+            versions.ucx.major = static_cast<uint32_t>(std::stoul(v->substr(0, dot)));
+            versions.ucx.minor = static_cast<uint32_t>(std::stoul(v->substr(dot + 1)));
+            versions.ucx.release = 0;
             config.advertised_versions = versions;
         } else if (auto v = value("--max-payload=")) {
             config.limits.max_payload_bytes = std::stoull(*v);

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <thread>
 
 #include "tests/transport/test_frames.hpp"
@@ -193,6 +194,40 @@ void connect_to_a_peer(const ucx_case& c, const std::string& name, ucx_data_plan
     s.peer = *peer;
 }
 
+// A peer named `name`, started with `version_args`, is refused by version both ways: when we
+// connect to it and when it connects to us. `check` runs on all four messages (ours and its,
+// each way); each side names the mismatch as version_mismatch.
+void expect_refused_both_ways(ucx_data_plane& plane, const ucx_case& c, const std::string& name,
+                              const std::vector<std::string>& version_args,
+                              const std::function<void(const std::string&)>& check) {
+    std::vector<std::string> args = {"--name=" + name};
+    args.insert(args.end(), version_args.begin(), version_args.end());
+    {  // we connect to it
+        peer_process child(peer_args(c, args));
+        auto address = child.expect("ADDRESS ", deadline_after(20s));
+        ASSERT_TRUE(address.has_value()) << child.seen();
+        auto peer = plane.connect(*address, deadline_after(10s));
+        ASSERT_FALSE(peer.has_value());
+        EXPECT_EQ(peer.error().code, transport_error::version_mismatch);
+        check(peer.error().message);
+        auto seen = child.expect("ERROR version_mismatch", deadline_after(10s));
+        ASSERT_TRUE(seen.has_value()) << child.seen();
+        check(*seen);
+    }
+    {  // it connects to us
+        args.push_back("--connect=" + plane.address());
+        peer_process child(peer_args(c, args));
+        auto refused = child.expect("ERROR version_mismatch", deadline_after(20s));
+        ASSERT_TRUE(refused.has_value()) << child.seen();
+        check(*refused);
+        auto event = plane.receive(deadline_after(10s));
+        ASSERT_FALSE(event.has_value());
+        EXPECT_EQ(event.error().code, transport_error::version_mismatch);
+        check(event.error().message);
+        EXPECT_EQ(child.wait_exit(deadline_after(10s)), 1);
+    }
+}
+
 class UcxTwoProcess : public ::testing::TestWithParam<ucx_case> {};
 
 TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
@@ -302,32 +337,43 @@ TEST_P(UcxTwoProcess, PeerWithAnotherProtocolVersionIsRefusedNamingBoth) {
             << message;
         EXPECT_NE(message.find("protocol " + other), std::string::npos) << message;
     };
-    {  // we connect to the old peer
-        peer_process child(
-            peer_args(GetParam(), {"--name=old-peer", "--protocol-version=" + other}));
-        auto address = child.expect("ADDRESS ", deadline_after(20s));
-        ASSERT_TRUE(address.has_value()) << child.seen();
-        auto peer = plane->connect(*address, deadline_after(10s));
-        ASSERT_FALSE(peer.has_value());
-        EXPECT_EQ(peer.error().code, transport_error::version_mismatch);
-        names_both(peer.error().message);
-        auto seen = child.expect("ERROR version_mismatch", deadline_after(10s));
-        ASSERT_TRUE(seen.has_value()) << child.seen();
-        names_both(*seen);
-    }
-    {  // the old peer connects to us
-        peer_process child(peer_args(GetParam(), {"--name=old-peer", "--protocol-version=" + other,
-                                                  "--connect=" + plane->address()}));
-        auto refused = child.expect("ERROR version_mismatch", deadline_after(20s));
-        ASSERT_TRUE(refused.has_value()) << child.seen();
-        names_both(*refused);
-        auto event = plane->receive(deadline_after(10s));
-        ASSERT_FALSE(event.has_value());
-        EXPECT_EQ(event.error().code, transport_error::version_mismatch);
-        names_both(event.error().message);
-        EXPECT_EQ(child.wait_exit(deadline_after(10s)), 1);
-    }
+    ASSERT_NO_FATAL_FAILURE(expect_refused_both_ways(*plane, GetParam(), "old-peer",
+                                                     {"--protocol-version=" + other}, names_both));
     EXPECT_EQ(plane->stats().refused_handshakes, 2u);
+}
+
+// A peer that announces UCX of another minor series (UCX promises wire compatibility only within
+// one): refused both ways, naming both sides and both versions; this side stays up.
+TEST_P(UcxTwoProcess, PeerWithAnotherUcxVersionIsRefusedNamingBoth) {
+    const proto::ucx_version ours = proto::linked_ucx_version();
+    const std::string other =
+        std::to_string(ours.major) + "." + std::to_string(ours.minor + 1) + ".0";
+    auto plane = make_plane(parent_config(GetParam()));
+    ASSERT_TRUE(plane);
+    auto names_both = [&](const std::string& message) {
+        EXPECT_NE(message.find("UCX version mismatch"), std::string::npos) << message;
+        EXPECT_NE(message.find("test-parent"), std::string::npos) << message;
+        EXPECT_NE(message.find("other-ucx"), std::string::npos) << message;
+        EXPECT_NE(message.find("UCX " + proto::to_string(ours)), std::string::npos) << message;
+        EXPECT_NE(message.find("UCX " + other), std::string::npos) << message;
+    };
+    const std::string ucx_arg =
+        "--ucx-version=" + std::to_string(ours.major) + "." + std::to_string(ours.minor + 1);
+    ASSERT_NO_FATAL_FAILURE(
+        expect_refused_both_ways(*plane, GetParam(), "other-ucx", {ucx_arg}, names_both));
+    EXPECT_EQ(plane->stats().refused_handshakes, 2u);
+    // Still up: a peer of the same versions connects and echoes a frame.
+    peer_process good(peer_args(GetParam(), {"--name=same-ucx"}));
+    auto address = good.expect("ADDRESS ", deadline_after(20s));
+    ASSERT_TRUE(address.has_value()) << good.seen();
+    auto peer = plane->connect(*address, deadline_after(10s));
+    ASSERT_TRUE(peer.has_value()) << peer.error().message;
+    const proto::frame_header header = make_test_header(5, 1024);
+    ASSERT_TRUE(plane->send(*peer, header, {make_pattern(header)}, deadline_after(10s)));
+    auto reply = plane->receive(deadline_after(10s), {.peer = *peer});
+    ASSERT_TRUE(reply.has_value()) << reply.error().message;
+    EXPECT_EQ(reply->header.request_id, kEchoVerified);
+    stop_echo(*plane, *peer);
 }
 
 TEST_P(UcxTwoProcess, MalformedFramesAreNamedErrorsAndTheNextGoodFrameArrives) {
@@ -341,7 +387,7 @@ TEST_P(UcxTwoProcess, MalformedFramesAreNamedErrorsAndTheNextGoodFrameArrives) {
     std::vector<std::string> errors;
     std::optional<received_frame> good;
     const deadline until = deadline_after(20s);
-    while ((errors.size() < 3 || !good) && clock::now() < until) {
+    while ((errors.size() < 4 || !good) && clock::now() < until) {
         auto got = plane->receive(until);
         if (got) {
             good = std::move(*got);
@@ -352,7 +398,7 @@ TEST_P(UcxTwoProcess, MalformedFramesAreNamedErrorsAndTheNextGoodFrameArrives) {
             errors.push_back(got.error().message);
         }
     }
-    ASSERT_EQ(errors.size(), 3u);
+    ASSERT_EQ(errors.size(), 4u);
     auto has = [&](std::string_view what) {
         return std::any_of(errors.begin(), errors.end(),
                            [&](const std::string& e) { return e.find(what) != std::string::npos; });
@@ -360,10 +406,11 @@ TEST_P(UcxTwoProcess, MalformedFramesAreNamedErrorsAndTheNextGoodFrameArrives) {
     EXPECT_TRUE(has("truncated"));
     EXPECT_TRUE(has("oversized"));
     EXPECT_TRUE(has("bad_magic"));
+    EXPECT_TRUE(has("unknown_kind"));
     ASSERT_TRUE(good.has_value());
     EXPECT_EQ(good->header.step_id, 77u);
     EXPECT_TRUE(check_pattern(good->header, good->payload.span()));
-    EXPECT_EQ(plane->stats().bad_frames, 3u);
+    EXPECT_EQ(plane->stats().bad_frames, 4u);
     // Still up both ways: the peer answers a frame of ours.
     const proto::frame_header header = make_test_header(5, 1024);
     ASSERT_TRUE(plane->send(good->peer, header, {make_pattern(header)}, deadline_after(10s)));
