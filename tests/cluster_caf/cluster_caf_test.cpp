@@ -2,29 +2,30 @@
 // up`, generations through the coordinator (CAF) with MoE traffic over UCX, failures, `down`.
 // Every test stops what it started (cluster down in a guard, extra processes by pid).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
+#include <caf/actor_system.hpp>
+#include <caf/scoped_actor.hpp>
 #include <chrono>
 #include <fstream>
-#include <set>
 #include <future>
 #include <iterator>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
+#include "actors/control/caf_runtime.hpp"
 #include "actors/control/cluster_client.hpp"
 #include "actors/control/launcher.hpp"
-#include "proto/version.hpp"
 #include "model/engine.hpp"
 #include "model/mkmodel.hpp"
 #include "model/tokenizer.hpp"
+#include "proto/version.hpp"
 #include "tests/cluster_caf/local_cluster.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -373,6 +374,40 @@ TEST_F(ClusterCaf, MemberWithAnotherProtocolVersionIsRefusedByName) {
     o.max_tokens = 4;
     auto got = cluster_generate(state.coordinator, o);
     EXPECT_TRUE(got.has_value()) << got.error();
+}
+
+// A CAF message the coordinator has no handler for (a plain string, sent by request) is
+// answered with CAF's named error and dropped; the coordinator keeps serving.
+TEST_F(ClusterCaf, UnknownMessageToTheCoordinatorIsRefusedByNameAndItKeepsServing) {
+    const cluster_state state = up("minimal");
+    {
+        caf_runtime_options runtime;
+        runtime.scheduler_threads = 1;
+        auto config = make_caf_config(runtime);
+        caf::actor_system system{*config};
+        auto coordinator =
+            caf::actor_cast<caf::actor>(connect_coordinator(system, state.coordinator, 5s));
+        caf::scoped_actor self{system};
+        std::optional<caf::error> refused;
+        bool answered = false;
+        self->request(coordinator, std::chrono::seconds(5), std::string("not a longcat message"))
+            .receive([&](const std::string&) { answered = true; },
+                     [&](caf::error& err) { refused = std::move(err); });
+        EXPECT_FALSE(answered);
+        ASSERT_TRUE(refused.has_value());
+        EXPECT_EQ(*refused, caf::sec::unexpected_message) << system.render(*refused);
+        std::printf("unknown message refused: %s\n", system.render(*refused).c_str());
+    }
+    for (const auto& p : state.processes) EXPECT_TRUE(alive(p)) << p.name;
+    auto status = cluster_status_of(state.coordinator, 5s);
+    ASSERT_TRUE(status.has_value()) << status.error();
+    EXPECT_TRUE(status->serving) << status->reason;
+    cluster_generate_options o;
+    o.prompt = prompt();
+    o.max_tokens = 4;
+    auto got = cluster_generate(state.coordinator, o);
+    ASSERT_TRUE(got.has_value()) << got.error();
+    EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 4));
 }
 
 // Kills the only expert group while 4 requests generate; see the two tests below.
