@@ -187,6 +187,21 @@ protected:
         return eng.generate(ids, max_tokens, sp);
     }
 
+    // Every process of `state` runs, the coordinator reports serving, and a 4-token generation
+    // equals the engine's.
+    void expect_still_serving(const cluster_state& state) const {
+        for (const auto& p : state.processes) EXPECT_TRUE(alive(p)) << p.name;
+        auto status = cluster_status_of(state.coordinator, 5s);
+        ASSERT_TRUE(status.has_value()) << status.error();
+        EXPECT_TRUE(status->serving) << status->reason;
+        cluster_generate_options o;
+        o.prompt = prompt();
+        o.max_tokens = 4;
+        auto got = cluster_generate(state.coordinator, o);
+        ASSERT_TRUE(got.has_value()) << got.error();
+        EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 4));
+    }
+
     // Starts another longcat-experts against the running coordinator (killed in TearDown).
     int start_experts(const cluster_state& state, const launched_process& like, const std::string& name,
                       const std::vector<std::string>& extra, const fs::path& log,
@@ -365,15 +380,7 @@ TEST_F(ClusterCaf, MemberWithAnotherProtocolVersionIsRefusedByName) {
     EXPECT_NE(slurp(find(state, "coordinator").log_file).find("experts-x (expert_group) speaks protocol 99"),
               std::string::npos);
     // The coordinator stays up and serving.
-    for (const auto& p : state.processes) EXPECT_TRUE(alive(p)) << p.name;
-    auto status_now = cluster_status_of(state.coordinator, 5s);
-    ASSERT_TRUE(status_now.has_value()) << status_now.error();
-    EXPECT_TRUE(status_now->serving) << status_now->reason;
-    cluster_generate_options o;
-    o.prompt = prompt();
-    o.max_tokens = 4;
-    auto got = cluster_generate(state.coordinator, o);
-    EXPECT_TRUE(got.has_value()) << got.error();
+    expect_still_serving(state);
 }
 
 // A CAF message the coordinator has no handler for (a plain string, sent by request) is
@@ -398,16 +405,7 @@ TEST_F(ClusterCaf, UnknownMessageToTheCoordinatorIsRefusedByNameAndItKeepsServin
         EXPECT_EQ(*refused, caf::sec::unexpected_message) << system.render(*refused);
         std::printf("unknown message refused: %s\n", system.render(*refused).c_str());
     }
-    for (const auto& p : state.processes) EXPECT_TRUE(alive(p)) << p.name;
-    auto status = cluster_status_of(state.coordinator, 5s);
-    ASSERT_TRUE(status.has_value()) << status.error();
-    EXPECT_TRUE(status->serving) << status->reason;
-    cluster_generate_options o;
-    o.prompt = prompt();
-    o.max_tokens = 4;
-    auto got = cluster_generate(state.coordinator, o);
-    ASSERT_TRUE(got.has_value()) << got.error();
-    EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 4));
+    expect_still_serving(state);
 }
 
 // Kills the only expert group while 4 requests generate; see the two tests below.
@@ -553,12 +551,7 @@ TEST_F(ClusterCaf, SpareGroupRegistersServesNothingAndExitsZeroOnSigterm) {
     extra_pids_.clear();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << slurp(log);
     // Its leaving fails nothing: the cluster keeps serving.
-    cluster_generate_options o;
-    o.prompt = prompt();
-    o.max_tokens = 6;
-    auto got = cluster_generate(state.coordinator, o);
-    ASSERT_TRUE(got.has_value()) << got.error();
-    EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 6));
+    expect_still_serving(state);
 }
 
 // SIGTERM while a step runs on the member's own thread: the service waits for the member actor
