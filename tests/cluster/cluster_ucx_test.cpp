@@ -228,11 +228,7 @@ TEST_P(ClusterOverUcx, ThreeGroupsTwoMicroBatchesEqualEngine) {
     ASSERT_NO_FATAL_FAILURE(start_worker(model.attention, map, 2));
     const reference_run ref = run_engine(model.full, {5, 3, 7}, 3);
     const auto got = run_worker(*exec_, ref.plan);
-    ASSERT_EQ(got.size(), ref.outputs.size());
-    for (size_t step = 0; step < got.size(); ++step) {
-        EXPECT_LE(relative_error(got[step].forward.logits, ref.outputs[step].logits), 1e-5)
-            << "step " << step;
-    }
+    expect_matches(ref, got, /*bitwise=*/false);
     if (GetParam().error_mode == transport::ucx_error_mode::peer) {
         // A stopped group fails the next step by name, by the deadline.
         groups_[1].reset();
@@ -278,12 +274,8 @@ TEST_P(ClusterOverUcx, ZeroExpertOnlyBatchCompletesWithoutWaitingForADeadline) {
     const auto got = run_worker(*exec_, ref.plan);
     const auto elapsed = clock::now() - start;
     EXPECT_LT(elapsed, 1500ms);  // three steps; one wait for a deadline alone would be 3 s
-    ASSERT_EQ(got.size(), ref.outputs.size());
-    for (size_t step = 0; step < got.size(); ++step) {
-        EXPECT_TRUE(bitwise_equal(got[step].forward.logits, ref.outputs[step].logits))
-            << "step " << step;
-        EXPECT_EQ(got[step].stats.dispatched_rows, 0) << "step " << step;
-    }
+    expect_matches(ref, got, /*bitwise=*/true);
+    for (const auto& out : got) EXPECT_EQ(out.stats.dispatched_rows, 0);
     plane_->close();
     // No group reported a failed unit (each prints FAILED <message> for one).
     for (auto& group : groups_) {
