@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <stop_token>
 #include <thread>
@@ -17,6 +18,7 @@
 
 #include "actors/attention/worker_executor.hpp"
 #include "actors/cluster/placement.hpp"
+#include "actors/collective/collective.hpp"
 #include "actors/experts/expert_group.hpp"
 #include "actors/transport/inproc_data_plane.hpp"
 #include "model/engine.hpp"
@@ -300,6 +302,49 @@ inline std::vector<std::shared_ptr<const model::model_weights>> tp_shards(const 
             model::load_model_weights(model.path, sel)));
     }
     return shards;
+}
+
+// A TP=2 pair of attention workers (ARCHITECTURE.md §3) over `planes` (rank r's plane, not yet
+// connected to the other rank): the ranks connect to each other, each runs its shard of the dense
+// FFNs through a collective to the other rank, and both use `map`'s groups (already serving).
+// Rank 0 owns three sequences, rank 1 two (so m = 4 leaves empty micro-batches on both, which
+// still join the collectives); both ranks step at once, and each rank's outputs must equal the
+// engine's for its own sequences within kTolerance.
+inline void expect_tp_pair_matches_engine(const tiny_model& model,
+                                          const cluster::placement_map& map,
+                                          transport::data_plane& plane0,
+                                          transport::data_plane& plane1, int32_t m) {
+    const auto shards = tp_shards(model, 2);
+    transport::data_plane* planes[2] = {&plane0, &plane1};
+    auto to_rank1 = plane0.connect(plane1.address(), transport::deadline_after(10s));
+    ASSERT_TRUE(to_rank1.has_value()) << to_rank1.error().message;
+    auto to_rank0 = plane1.connect(plane0.address(), transport::deadline_after(10s));
+    ASSERT_TRUE(to_rank0.has_value()) << to_rank0.error().message;
+    collective::data_plane_collective c0(plane0, 0, {transport::peer_id{}, *to_rank1}, 42);
+    collective::data_plane_collective c1(plane1, 1, {*to_rank0, transport::peer_id{}}, 42);
+    collective::collective* collectives[2] = {&c0, &c1};
+    std::vector<std::unique_ptr<attention::worker_executor>> executors;
+    for (size_t r = 0; r < 2; ++r) {
+        attention::worker_executor_config config;
+        config.worker_index = static_cast<int32_t>(r);
+        config.num_micro_batches = m;
+        config.kv = test_kv();
+        config.dense_ffn =
+            collective::tp_dense_ffn(*collectives[r], model.config().hidden_size, 5000ms);
+        auto exec = attention::worker_executor::create(shards[r], map, *planes[r], config);
+        ASSERT_TRUE(exec.has_value()) << exec.error().message;
+        auto connected = (*exec)->connect_groups(transport::deadline_after(10s));
+        ASSERT_TRUE(connected.has_value()) << connected.error().message;
+        executors.push_back(std::move(*exec));
+    }
+    const reference_run ref0 = run_engine(model.full, {5, 1, 7}, 3, /*seed=*/21);
+    const reference_run ref1 = run_engine(model.full, {3, 8}, 3, /*seed=*/22);
+    auto run1 =
+        std::async(std::launch::async, [&] { return run_worker(*executors[1], ref1.plan); });
+    const auto got0 = run_worker(*executors[0], ref0.plan);
+    const auto got1 = run1.get();
+    expect_matches(ref0, got0, /*bitwise=*/false);
+    expect_matches(ref1, got1, /*bitwise=*/false);
 }
 
 inline cluster::placement_map single_group_map(const model::model_config& c) {

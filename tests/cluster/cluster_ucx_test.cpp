@@ -294,9 +294,6 @@ TEST_P(ClusterOverUcx, TensorParallelPairSharingThreeGroupsEqualsEngine) {
     const tiny_model& model = shared_tiny_model();
     const auto& c = model.config();
     const std::vector<std::string> names{"attention-0.0", "attention-0.1"};
-    const auto shards = tp_shards(model, 2);
-    const reference_run ref0 = run_engine(model.full, {5, 1, 7}, 3, /*seed=*/21);
-    const reference_run ref1 = run_engine(model.full, {3, 8}, 3, /*seed=*/22);
     for (const int32_t m : {1, 2, 4}) {
         SCOPED_TRACE("m " + std::to_string(m));
         groups_.clear();  // fresh groups: each pair of executors counts its steps from 0
@@ -307,34 +304,7 @@ TEST_P(ClusterOverUcx, TensorParallelPairSharingThreeGroupsEqualsEngine) {
             planes.push_back(make_plane(name));
             ASSERT_TRUE(planes.back());
         }
-        auto to_rank1 = planes[0]->connect(planes[1]->address(), deadline_after(10s));
-        ASSERT_TRUE(to_rank1.has_value()) << to_rank1.error().message;
-        auto to_rank0 = planes[1]->connect(planes[0]->address(), deadline_after(10s));
-        ASSERT_TRUE(to_rank0.has_value()) << to_rank0.error().message;
-        collective::data_plane_collective c0(*planes[0], 0, {transport::peer_id{}, *to_rank1}, 42);
-        collective::data_plane_collective c1(*planes[1], 1, {*to_rank0, transport::peer_id{}}, 42);
-        collective::collective* collectives[2] = {&c0, &c1};
-        std::vector<std::unique_ptr<attention::worker_executor>> executors;
-        for (size_t r = 0; r < 2; ++r) {
-            attention::worker_executor_config config;
-            config.worker_index = static_cast<int32_t>(r);
-            config.num_micro_batches = m;
-            config.kv = test_kv();
-            config.combine_timeout = 5s;
-            config.dense_ffn = collective::tp_dense_ffn(*collectives[r], c.hidden_size, 5000ms);
-            auto exec = attention::worker_executor::create(shards[r], map, *planes[r], config);
-            ASSERT_TRUE(exec.has_value()) << exec.error().message;
-            auto connected = (*exec)->connect_groups(deadline_after(10s));
-            ASSERT_TRUE(connected.has_value()) << connected.error().message;
-            executors.push_back(std::move(*exec));
-        }
-        auto run1 =
-            std::async(std::launch::async, [&] { return run_worker(*executors[1], ref1.plan); });
-        const auto got0 = run_worker(*executors[0], ref0.plan);
-        const auto got1 = run1.get();
-        expect_matches(ref0, got0, /*bitwise=*/false);
-        expect_matches(ref1, got1, /*bitwise=*/false);
-        executors.clear();
+        expect_tp_pair_matches_engine(model, map, *planes[0], *planes[1], m);
         for (auto& plane : planes) plane->close();
         for (auto& group : groups_) {
             group->stop();
