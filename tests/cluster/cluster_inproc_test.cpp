@@ -132,7 +132,11 @@ TEST(Cluster, TwoWorkersShareOnePoolWithReplicas) {
     // every unit of both; group 2 got rows from both.
     // A group counts a unit once its answers are sent: the worker may hold the last answer first.
     EXPECT_TRUE(eventually(
-        [&] { return groups.group(0).stats().units_served == 4u * c.num_layers * 2; }, 5s))
+        [&] {
+            return groups.group(0).stats().units_served ==
+                   static_cast<uint64_t>(4 * c.num_layers * 2);
+        },
+        5s))
         << groups.group(0).stats().units_served;
     EXPECT_GT(groups.group(2).stats().rows, 0u);
     for (size_t g = 0; g < groups.size(); ++g) EXPECT_TRUE(groups.group(g).failures().empty());
@@ -174,7 +178,8 @@ TEST(Cluster, ZeroExpertOnlyBatchCompletesWithoutWaitingForADeadline) {
         // Counted once the group's answers are sent: the worker may hold the last answer first.
         EXPECT_TRUE(eventually(
             [&] {
-                return groups.group(g).stats().units_served == 3u * model.config().num_layers * 2;
+                return groups.group(g).stats().units_served ==
+                       static_cast<uint64_t>(3 * model.config().num_layers * 2);
             },
             5s))
             << groups.group(g).stats().units_served;
