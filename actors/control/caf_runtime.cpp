@@ -43,6 +43,11 @@ std::unique_ptr<caf::actor_system_config> make_caf_config(const caf_runtime_opti
     config->set("scheduler.policy", caf::atom("sharing"));
     config->set("scheduler.max-threads", opts.scheduler_threads);
     config->set("middleman.workers", opts.middleman_workers);
+    if (opts.heartbeats) {
+        config->set("middleman.heartbeat-interval",
+                    caf::timespan{std::chrono::milliseconds(kHeartbeatIntervalMs)});
+        config->set("middleman.connection-timeout", caf::timespan{opts.peer_timeout});  // 0: off
+    }
     return config;
 }
 
@@ -92,7 +97,11 @@ coordinator_actor remote_coordinator(caf::actor_system& system, const host_port&
                     out = caf::actor_cast<coordinator_actor>(std::move(ptr));
             },
             [&](caf::error& e) {
-                error = e == caf::sec::request_timeout
+                // connection_timeout: with a peer timeout (caf_runtime_options::peer_timeout)
+                // CAF 0.17.6 starts an outgoing connection's "last seen" at the epoch, so the
+                // next heartbeat tick drops one whose handshake has not come yet (a silent
+                // peer; connect_coordinator tries again until its deadline).
+                error = e == caf::sec::request_timeout || e == caf::sec::connection_timeout
                             ? "no CAF handshake from " + address + " within " +
                                   std::to_string(timeout.count()) + " ms"
                             : system.render(e);

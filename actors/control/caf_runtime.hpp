@@ -4,16 +4,16 @@
 // NOTES: includes CAF; include only in .cpp files that define or talk to actors.
 #pragma once
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <memory>
-
-#include <caf/actor_system.hpp>
-#include <caf/actor_system_config.hpp>
+#include <string>
 
 #include "actors/control/interfaces.hpp"
+#include "actors/control/peer_liveness.hpp"
 
 namespace longcat::control {
 
@@ -28,6 +28,23 @@ struct caf_runtime_options {
     // boundary.  Not for the coordinator, whose CAF threads are its critical path.  SCHED_BATCH
     // needs no privilege.
     bool batch_scheduling = false;
+    // CAF's node liveness (BASP heartbeats), for the services only. With `heartbeats` this node
+    // sends each peer node a heartbeat every kHeartbeatIntervalMs; with a peer_timeout as well
+    // it declares a peer node down (every monitor of its actors gets a down message) once
+    // nothing came from it for that long. Without it a peer whose host lost power or sits
+    // behind a partition sends no FIN and stays "up" until TCP gives up (minutes or never):
+    // a member would wait on a silent coordinator for ever.
+    //   - The coordinator sends heartbeats and keeps every peer (peer_timeout 0): clients (the
+    //     CLI, the gateway, tests) send none and may wait on it silently for long.
+    //   - The members (attention workers, expert groups) send heartbeats and drop a coordinator
+    //     silent for peer_timeout (`peer-timeout-ms`; their down handler then stops them with
+    //     an error, for their supervisor to restart them).
+    //   - Clients neither: CAF 0.17.6 leaks a short-lived actor system now and then when it
+    //     shuts down with heartbeats running (LeakSanitizer sees it in the tests).
+    // A silent member is not declared down here: the steps that need it fail by their
+    // deadlines, naming it, until it answers again or its connection closes.
+    bool heartbeats = false;
+    std::chrono::milliseconds peer_timeout{0};
 };
 
 // Puts the calling thread back under SCHED_OTHER (wake-up preemption as usual).  Called first

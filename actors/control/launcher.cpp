@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "actors/control/peer_liveness.hpp"
 #include "model/config.hpp"
 
 namespace longcat::control {
@@ -347,7 +348,13 @@ void stop_processes(std::vector<launched_process>& processes, std::chrono::milli
         if (is_our_process(p)) {
             ::kill(p.pid, SIGKILL);
             if (report) report->push_back(p.name + " (pid " + std::to_string(p.pid) + "): SIGKILL after grace");
-            ::waitpid(p.pid, nullptr, 0);
+            // Reap it when it is our child (`up` stopping what it started), for at most 5 s: a
+            // process in an uninterruptible sleep (a hung driver or file system) dies only
+            // when that ends, and `up` must not wait for it (`down` gets ECHILD at once).
+            const auto reap_until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+            while (::waitpid(p.pid, nullptr, WNOHANG) == 0 &&
+                   std::chrono::steady_clock::now() < reap_until)
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
     }
 }
@@ -500,6 +507,11 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             int_field(topo, "prefill_chunk", 256, 0, int64_t{1} << 31, "");
         const int pipeline_depth = static_cast<int>(int_field(topo, "pipeline_depth", 3, 1, 4, ""));
         const int micro_batches = static_cast<int>(int_field(topo, "micro_batches", 1, 1, 4, ""));
+        // How long the members wait on a silent coordinator (caf_runtime_options::peer_timeout).
+        const int64_t peer_timeout_ms =
+            int_field(topo, "peer_timeout_ms", kDefaultPeerTimeoutMs, 0, int64_t{1} << 31, "");
+        if (auto bad = check_peer_timeout(peer_timeout_ms, "topology peer_timeout_ms"))
+            return failure(*bad);
         // The caller's own UCX_NET_DEVICES / UCX_TLS win over the topology's (set last).
         for (const char* keep : {"UCX_NET_DEVICES", "UCX_TLS"})
             if (const char* value = std::getenv(keep)) env.push_back(std::string(keep) + "=" + value);
@@ -642,10 +654,11 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             p.metrics_port = metrics_port();
             p.log_file = log_of(p.name);
             p.pid = spawn(p.binary,
-                          {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
-                           "--listen-host", state.host, "--metrics-address",
-                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
-                           "--data-plane-error-mode", error_mode, "--pool", g.pool},
+                          {"--name", p.name, "--model", model_dir, "--coordinator",
+                           state.coordinator, "--listen-host", state.host, "--metrics-address",
+                           state.host + ":" + std::to_string(p.metrics_port), "--threads",
+                           std::to_string(threads), "--data-plane-error-mode", error_mode, "--pool",
+                           g.pool, "--peer-timeout-ms", std::to_string(peer_timeout_ms)},
                           env, p.log_file);
             p.start_time = process_start_time(p.pid);
             started.push_back(p);
@@ -667,14 +680,36 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             p.metrics_port = metrics_port();
             p.log_file = log_of(p.name);
             p.pid = spawn(p.binary,
-                          {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
-                           "--listen-host", state.host, "--metrics-address",
-                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
-                           "--tp-group", w.value("tp_group", "tp-0"), "--tp-rank", std::to_string(w.value("tp_rank", 0)),
-                           "--tp-size", std::to_string(w.value("tp_size", 1)), "--micro-batches",
-                           std::to_string(micro_batches), "--data-plane-error-mode", error_mode,
-                           "--kv-pages", std::to_string(kv_pages), "--page-size", std::to_string(page_size),
-                           "--role", role_of(w)},
+                          {"--name",
+                           p.name,
+                           "--model",
+                           model_dir,
+                           "--coordinator",
+                           state.coordinator,
+                           "--listen-host",
+                           state.host,
+                           "--metrics-address",
+                           state.host + ":" + std::to_string(p.metrics_port),
+                           "--threads",
+                           std::to_string(threads),
+                           "--tp-group",
+                           w.value("tp_group", "tp-0"),
+                           "--tp-rank",
+                           std::to_string(w.value("tp_rank", 0)),
+                           "--tp-size",
+                           std::to_string(w.value("tp_size", 1)),
+                           "--micro-batches",
+                           std::to_string(micro_batches),
+                           "--data-plane-error-mode",
+                           error_mode,
+                           "--kv-pages",
+                           std::to_string(kv_pages),
+                           "--page-size",
+                           std::to_string(page_size),
+                           "--role",
+                           role_of(w),
+                           "--peer-timeout-ms",
+                           std::to_string(peer_timeout_ms)},
                           env, p.log_file);
             p.start_time = process_start_time(p.pid);
             started.push_back(p);

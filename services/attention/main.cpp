@@ -39,6 +39,7 @@ struct attention_service_config {
     int32_t micro_batches = 1;
     int64_t combine_timeout_ms = 5000;
     int64_t connect_timeout_ms = 30000;
+    int64_t peer_timeout_ms = control::kDefaultPeerTimeoutMs;
     int32_t protocol_version = proto::kProtocolVersion;  // announced in hello (tests only)
 
     void declare(control::service_options& o) {
@@ -59,10 +60,13 @@ struct attention_service_config {
         o.add("micro-batches", &micro_batches, "micro-batches per step (1..4)");
         o.add("combine-timeout-ms", &combine_timeout_ms, "deadline of a layer's combines");
         o.add("connect-timeout-ms", &connect_timeout_ms, "how long to try reaching the coordinator");
+        o.add("peer-timeout-ms", &peer_timeout_ms,
+              "a coordinator silent this long (ms) is down; 0: never");
         o.add("protocol-version", &protocol_version, "protocol version announced (tests)");
     }
     std::optional<std::string> validate() const {
         if (model.empty()) return "model: a model directory is required";
+        if (auto bad = control::check_peer_timeout(peer_timeout_ms, "peer-timeout-ms")) return bad;
         if (!proto::parse_node_role(role) || (role != "attention_decode" && role != "attention_prefill"))
             return "role must be attention_decode or attention_prefill";
         if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) return "tp-rank must be in [0, tp-size)";
@@ -111,6 +115,8 @@ int main(int argc, char** argv) {
 
         control::caf_runtime_options runtime;
         runtime.batch_scheduling = true;  // CAF's threads never preempt this process's compute
+        runtime.heartbeats = true;
+        runtime.peer_timeout = std::chrono::milliseconds(config.peer_timeout_ms);
         auto caf_config = control::make_caf_config(runtime);
         caf::actor_system system{*caf_config};
         auto coordinator = control::connect_coordinator(system, config.coordinator,

@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
 
         control::caf_runtime_options runtime;
         runtime.scheduler_threads = static_cast<size_t>(config.scheduler_threads);
+        runtime.heartbeats = true;  // for the members' peer timeout; it drops no peer itself
         auto caf_config = control::make_caf_config(runtime);
         caf::actor_system system{*caf_config};
         auto actor = coordinator::spawn_coordinator(system, std::move(state), hooks);

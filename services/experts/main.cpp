@@ -33,6 +33,7 @@ struct experts_service_config {
     int32_t threads = 0;
     int64_t unit_timeout_ms = 5000;
     int64_t connect_timeout_ms = 30000;
+    int64_t peer_timeout_ms = control::kDefaultPeerTimeoutMs;
     int32_t protocol_version = proto::kProtocolVersion;  // announced in hello (tests only)
 
     void declare(control::service_options& o) {
@@ -47,10 +48,13 @@ struct experts_service_config {
         o.add("threads", &threads, "compute threads (0: cores / services)");
         o.add("unit-timeout-ms", &unit_timeout_ms, "deadline of one (step, layer, micro-batch)");
         o.add("connect-timeout-ms", &connect_timeout_ms, "how long to try reaching the coordinator");
+        o.add("peer-timeout-ms", &peer_timeout_ms,
+              "a coordinator silent this long (ms) is down; 0: never");
         o.add("protocol-version", &protocol_version, "protocol version announced (tests)");
     }
     std::optional<std::string> validate() const {
         if (model.empty()) return "model: a model directory is required";
+        if (auto bad = control::check_peer_timeout(peer_timeout_ms, "peer-timeout-ms")) return bad;
         if (unit_timeout_ms < 1) return "unit-timeout-ms must be >= 1";
         if (!pool.empty() && pool != "prefill" && pool != "decode")
             return "pool must be empty, prefill or decode, got \"" + pool + "\"";
@@ -92,6 +96,8 @@ int main(int argc, char** argv) {
 
         control::caf_runtime_options runtime;
         runtime.batch_scheduling = true;  // CAF's threads never preempt this process's compute
+        runtime.heartbeats = true;
+        runtime.peer_timeout = std::chrono::milliseconds(config.peer_timeout_ms);
         auto caf_config = control::make_caf_config(runtime);
         caf::actor_system system{*caf_config};
         auto coordinator = control::connect_coordinator(system, config.coordinator,

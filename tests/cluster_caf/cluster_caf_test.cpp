@@ -187,11 +187,17 @@ protected:
         return eng.generate(ids, max_tokens, sp);
     }
 
-    // Every process of `state` runs, the coordinator reports serving, and a 4-token generation
-    // equals the engine's.
+    // Every process of `state` runs, the coordinator reports serving within 5 s (a member that
+    // left makes the others pair with a new placement first; requests wait in the queue
+    // meanwhile), and a 4-token generation equals the engine's.
     void expect_still_serving(const cluster_state& state) const {
         for (const auto& p : state.processes) EXPECT_TRUE(alive(p)) << p.name;
+        const auto until = clock_type::now() + 5s;
         auto status = cluster_status_of(state.coordinator, 5s);
+        while (status && !status->serving && clock_type::now() < until) {
+            std::this_thread::sleep_for(50ms);
+            status = cluster_status_of(state.coordinator, 5s);
+        }
         ASSERT_TRUE(status.has_value()) << status.error();
         EXPECT_TRUE(status->serving) << status->reason;
         cluster_generate_options o;
@@ -406,6 +412,75 @@ TEST_F(ClusterCaf, UnknownMessageToTheCoordinatorIsRefusedByNameAndItKeepsServin
         std::printf("unknown message refused: %s\n", system.render(*refused).c_str());
     }
     expect_still_serving(state);
+}
+
+// SIGCONT to a process the test stopped, however the test ends.
+struct resume_on_exit {
+    explicit resume_on_exit(int stopped) : pid(stopped) {}
+    resume_on_exit(const resume_on_exit&) = delete;
+    resume_on_exit& operator=(const resume_on_exit&) = delete;
+    ~resume_on_exit() { ::kill(pid, SIGCONT); }
+    int pid;
+};
+
+// Waits up to `limit` for `p` to exit; the seconds since `since` when it had, or nullopt.
+std::optional<double> exited_within(const launched_process& p, clock_type::time_point since,
+                                    std::chrono::seconds limit) {
+    while (alive(p)) {
+        if (clock_type::now() > since + limit) return std::nullopt;
+        std::this_thread::sleep_for(50ms);
+    }
+    return std::chrono::duration<double>(clock_type::now() - since).count();
+}
+
+// A coordinator whose host goes silent (SIGSTOP: no FIN and no RST, as after a power loss or
+// behind a partition): its members stop with an error once nothing came from it for the
+// topology's peer_timeout_ms (CAF's heartbeats), instead of waiting for it for ever; their
+// supervisor restarts them and they register again.
+TEST_F(ClusterCaf, MembersOfASilentCoordinatorStopAfterThePeerTimeout) {
+    const cluster_state state = up("minimal", {{"peer_timeout_ms", 2000}});
+    const auto& coordinator = find(state, "coordinator");
+    // An idle coordinator is not a silent one: its heartbeats keep the members for longer
+    // than the timeout.
+    std::this_thread::sleep_for(3s);
+    for (const auto& p : state.processes)
+        ASSERT_TRUE(alive(p)) << p.name << " stopped while its coordinator idled";
+    ASSERT_EQ(::kill(coordinator.pid, SIGSTOP), 0);
+    const auto stopped_at = clock_type::now();
+    std::optional<resume_on_exit> resume;
+    resume.emplace(coordinator.pid);
+    for (const std::string name : {"attention-0", "experts-0"}) {
+        const auto& member = find(state, name);
+        const auto stopped = exited_within(member, stopped_at, 10s);
+        ASSERT_TRUE(stopped.has_value())
+            << name << " still runs 10 s after its coordinator went silent";
+        std::printf("%s stopped %.2f s after its coordinator went silent\n", name.c_str(),
+                    *stopped);
+        EXPECT_GE(*stopped, 1.0) << name;
+        EXPECT_LE(*stopped, 5.0) << name;
+        const std::string log = slurp_file(member.log_file);
+        EXPECT_NE(log.find("stopping: coordinator is down"), std::string::npos) << log;
+    }
+    resume.reset();  // SIGCONT
+    EXPECT_TRUE(alive(coordinator));
+}
+
+// A peer timeout shorter than four heartbeats would declare a live coordinator down: each
+// member service refuses it by name at start.
+TEST_F(ClusterCaf, ServicesRefuseAPeerTimeoutShorterThanFourHeartbeats) {
+    const fs::path services = fs::path(LONGCAT_CLI_PATH).parent_path().parent_path();
+    for (const std::string service : {"attention", "experts"}) {
+        const auto result =
+            run_process({(services / service / ("longcat-" + service)).string(), "--model",
+                         model_dir_.string(), "--peer-timeout-ms", "1999"},
+                        30s);
+        EXPECT_EQ(result.exit_code, 2) << service << ": " << result.output;
+        EXPECT_NE(result.output.find(
+                      "peer-timeout-ms must be 0 (off) or >= 2000 (4 heartbeats of 500 ms), "
+                      "got 1999"),
+                  std::string::npos)
+            << service << ": " << result.output;
+    }
 }
 
 // Kills the only expert group while 4 requests generate; see the two tests below.
