@@ -5,6 +5,8 @@
 #include <deque>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
+#include <thread>
 
 namespace longcat::gateway {
 
@@ -16,6 +18,51 @@ struct backend_snapshot {
 };
 
 enum class request_phase { queued, starting, running, done };
+
+// > 0 while this thread runs a backend's event callback (see the state's deleter).
+thread_local int backend_event_depth = 0;
+
+struct backend_event_scope {
+    backend_event_scope() { ++backend_event_depth; }
+    ~backend_event_scope() { --backend_event_depth; }
+    backend_event_scope(const backend_event_scope&) = delete;
+    backend_event_scope& operator=(const backend_event_scope&) = delete;
+};
+
+// How many router states exist (router::await_released waits for none).
+struct live_states {
+    std::mutex mutex;
+    std::condition_variable gone;
+    int64_t count = 0;
+};
+live_states& states() {
+    static auto* s = new live_states;  // never destroyed: a release may end after exit
+    return *s;
+}
+
+// Deletes `object` here, or, inside a backend's event, from a new thread: the object holds the
+// backends, and the last reference to a backend must not go on its own thread (its destructor
+// waits for that thread: cluster_backend's for its CAF threads, where that hung the gateway).
+template <class T>
+void release(T* object) {
+    auto deleted = [object] {
+        delete object;
+        {
+            std::lock_guard lock(states().mutex);
+            --states().count;
+        }
+        states().gone.notify_all();
+    };
+    if (backend_event_depth == 0) {
+        deleted();
+        return;
+    }
+    try {
+        std::thread(deleted).detach();
+    } catch (const std::system_error&) {  // no thread to be had: here, rather than terminate
+        deleted();
+    }
+}
 
 }  // namespace
 
@@ -126,6 +173,8 @@ void router::state::start(const std::shared_ptr<routed_request>& request) {
     try {
         inner = backend->submit(request->request,
                                 [weak = weak_from_this(), request](generation_event event) {
+                                    // Declared first, so still set when `self` goes below.
+                                    const backend_event_scope in_backend_event;
                                     if (const auto self = weak.lock()) {
                                         self->on_backend_event(request, std::move(event));
                                     } else if (request->on_event) {
@@ -232,7 +281,11 @@ router_metrics make_router_metrics(metrics::metrics_registry& registry) {
 
 router::router(std::vector<std::shared_ptr<generation_backend>> backends, router_config config,
                router_metrics metrics)
-    : config_(config), state_(std::make_shared<state>()) {
+    : config_(config), state_(new state(), [](state* s) { release(s); }) {
+    {
+        std::lock_guard lock(states().mutex);
+        ++states().count;
+    }
     if (backends.empty()) throw std::invalid_argument("router: needs at least one backend");
     for (const auto& backend : backends)
         if (!backend) throw std::invalid_argument("router: a backend is null");
@@ -258,6 +311,11 @@ router::router(std::vector<std::shared_ptr<generation_backend>> backends, router
             lock.lock();
         }
     });
+}
+
+bool router::await_released(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(states().mutex);
+    return states().gone.wait_for(lock, timeout, [] { return states().count == 0; });
 }
 
 router::~router() {

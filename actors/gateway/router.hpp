@@ -56,7 +56,15 @@ public:
 
     const router_config& config() const { return config_; }
 
-private:
+    // Waits until the state of every router is gone. A router's state, which holds the
+    // backends, lives on while a backend's event is being delivered to it, and if that event
+    // holds its last reference, a thread of its own deletes it (a backend's destructor may wait
+    // for the thread the event came on, e.g. cluster_backend for its CAF threads). A process
+    // calls this after destroying its routers and backends, before it exits. False if some
+    // state is still there after `timeout`.
+    static bool await_released(std::chrono::milliseconds timeout);
+
+  private:
     friend struct routed_request;
     struct state;
     router_config config_;

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
         std::fputs(options.print().c_str(), stdout);
         std::fflush(stdout);
     }
+    int exit_code = 0;
     try {
         const std::filesystem::path model_dir = config.model_dir;
         const model::model_config model = model::load_model_config(model_dir / "config.json");
@@ -165,7 +166,11 @@ int main(int argc, char** argv) {
         metrics_server.stop();
     } catch (const std::exception& e) {
         log_line(std::string("fatal: ") + e.what());
-        return 1;
+        exit_code = 1;
     }
-    return 0;
+    // The router and the backends are let go of; an event still being delivered keeps the
+    // router's state (and with it the backends) until it ends (router::await_released).
+    if (!gateway::router::await_released(std::chrono::seconds(10)))
+        log_line("a backend was still closing 10 s after the router stopped");
+    return exit_code;
 }

@@ -2,10 +2,15 @@
 // (overloaded beyond it), queued requests starting as others finish, cancel and deadline while
 // queued, readiness = any backend ready, the queue/running gauges, and outputs still equal to
 // the engine's own greedy generation.
+#include "actors/gateway/router.hpp"
+
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <future>
+#include <thread>
+
 #include "tests/gateway/engine_backend.hpp"
-#include "actors/gateway/router.hpp"
 #include "tests/gateway/gateway_fixture.hpp"
 
 namespace longcat::gateway {
@@ -158,6 +163,65 @@ TEST(Router, ReadinessIsAnyBackendAndPicksTheReadyOne) {
     for (const auto& events : all) ASSERT_TRUE(events->wait_finished());
     EXPECT_EQ(backends.a->statistics().submitted, 0);
     EXPECT_EQ(backends.b->statistics().submitted, 3);
+}
+
+// A backend whose events come from a thread of its own and whose destructor joins that thread,
+// as cluster_backend's waits for its CAF threads.
+class threaded_backend final : public generation_backend {
+  public:
+    explicit threaded_backend(std::shared_ptr<std::atomic<int>> destroyed_on)
+        : destroyed_on_(std::move(destroyed_on)) {}
+    ~threaded_backend() override {
+        const bool own_thread = worker_.get_id() == std::this_thread::get_id();
+        destroyed_on_->store(own_thread ? 2 : 1);
+        if (own_thread)
+            worker_.detach();  // would be join(): std::system_error, terminate
+        else if (worker_.joinable())
+            worker_.join();
+    }
+    std::shared_ptr<generation_handle> submit(
+        generation_request, std::function<void(generation_event)> on_event) override {
+        worker_ = std::thread([on_event = std::move(on_event)] {
+            generation_event done;
+            done.finished = true;
+            done.finish_reason = "length";
+            on_event(std::move(done));
+        });
+        return std::make_shared<finished_handle>();
+    }
+    backend_readiness readiness() const override { return {true, ""}; }
+    backend_load load() const override { return {}; }
+
+  private:
+    std::shared_ptr<std::atomic<int>> destroyed_on_;  // 0 alive, 1 another thread, 2 its own
+    std::thread worker_;
+};
+
+// The process lets go of the router and the backend while the backend's last event is still
+// being delivered: the router's state (which holds the backend) then goes with that event, on
+// the backend's own thread. It is deleted from another thread, which the process can wait for
+// (in the gateway, a cluster_backend destroyed on its own CAF thread waited for itself for ever).
+TEST(Router, LastReferenceDroppedInABackendEventIsReleasedOffThatThread) {
+    auto destroyed_on = std::make_shared<std::atomic<int>>(0);
+    auto backend = std::make_shared<threaded_backend>(destroyed_on);
+    auto r = std::make_unique<router>(std::vector<std::shared_ptr<generation_backend>>{backend},
+                                      config(1, 1));
+    std::promise<void> in_event, let_go;
+    std::shared_future<void> let_go_future = let_go.get_future().share();
+    bool finished = false;
+    r->submit(make_request(prompt_of(1), 4), [&, let_go_future](generation_event event) {
+        finished = event.finished;
+        in_event.set_value();
+        let_go_future.wait();  // the process drops the router and the backend meanwhile
+    });
+    ASSERT_EQ(in_event.get_future().wait_for(5s), std::future_status::ready);
+    r.reset();
+    backend.reset();
+    EXPECT_EQ(destroyed_on->load(), 0) << "the router's state holds the backend";
+    let_go.set_value();
+    EXPECT_TRUE(router::await_released(5s)) << "the router's state is still there";
+    EXPECT_EQ(destroyed_on->load(), 1) << "0: never destroyed, 2: destroyed on its own thread";
+    EXPECT_TRUE(finished);
 }
 
 TEST(Router, RefusesBadConfig) {
