@@ -654,11 +654,11 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             p.metrics_port = metrics_port();
             p.log_file = log_of(p.name);
             p.pid = spawn(p.binary,
-                          {"--name", p.name, "--model", model_dir, "--coordinator",
-                           state.coordinator, "--listen-host", state.host, "--metrics-address",
-                           state.host + ":" + std::to_string(p.metrics_port), "--threads",
-                           std::to_string(threads), "--data-plane-error-mode", error_mode, "--pool",
-                           g.pool, "--peer-timeout-ms", std::to_string(peer_timeout_ms)},
+                          {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
+                           "--listen-host", state.host, "--metrics-address",
+                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
+                           "--data-plane-error-mode", error_mode, "--pool", g.pool,
+                           "--peer-timeout-ms", std::to_string(peer_timeout_ms)},
                           env, p.log_file);
             p.start_time = process_start_time(p.pid);
             started.push_back(p);
@@ -680,36 +680,14 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             p.metrics_port = metrics_port();
             p.log_file = log_of(p.name);
             p.pid = spawn(p.binary,
-                          {"--name",
-                           p.name,
-                           "--model",
-                           model_dir,
-                           "--coordinator",
-                           state.coordinator,
-                           "--listen-host",
-                           state.host,
-                           "--metrics-address",
-                           state.host + ":" + std::to_string(p.metrics_port),
-                           "--threads",
-                           std::to_string(threads),
-                           "--tp-group",
-                           w.value("tp_group", "tp-0"),
-                           "--tp-rank",
-                           std::to_string(w.value("tp_rank", 0)),
-                           "--tp-size",
-                           std::to_string(w.value("tp_size", 1)),
-                           "--micro-batches",
-                           std::to_string(micro_batches),
-                           "--data-plane-error-mode",
-                           error_mode,
-                           "--kv-pages",
-                           std::to_string(kv_pages),
-                           "--page-size",
-                           std::to_string(page_size),
-                           "--role",
-                           role_of(w),
-                           "--peer-timeout-ms",
-                           std::to_string(peer_timeout_ms)},
+                          {"--name", p.name, "--model", model_dir, "--coordinator", state.coordinator,
+                           "--listen-host", state.host, "--metrics-address",
+                           state.host + ":" + std::to_string(p.metrics_port), "--threads", std::to_string(threads),
+                           "--tp-group", w.value("tp_group", "tp-0"), "--tp-rank", std::to_string(w.value("tp_rank", 0)),
+                           "--tp-size", std::to_string(w.value("tp_size", 1)), "--micro-batches",
+                           std::to_string(micro_batches), "--data-plane-error-mode", error_mode,
+                           "--kv-pages", std::to_string(kv_pages), "--page-size", std::to_string(page_size),
+                           "--role", role_of(w), "--peer-timeout-ms", std::to_string(peer_timeout_ms)},
                           env, p.log_file);
             p.start_time = process_start_time(p.pid);
             started.push_back(p);

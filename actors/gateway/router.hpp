@@ -64,7 +64,7 @@ public:
     // state is still there after `timeout`.
     static bool await_released(std::chrono::milliseconds timeout);
 
-  private:
+private:
     friend struct routed_request;
     struct state;
     router_config config_;
