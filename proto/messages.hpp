@@ -378,6 +378,19 @@ typename Inspector::result_type inspect(Inspector& f, cancel_request& x) {
     return f(caf::meta::type_name("longcat.cancel_request"), x.request_id, x.reason);
 }
 
+// Coordinator → expert group, every peer-timeout-ms ÷ 4; the group answers with it. A group that
+// answers none for peer-timeout-ms (stopped, its host lost, behind a partition: no connection
+// closes) is declared down like one that died. The coordinator's timer for these probes is one
+// it sends itself.
+struct liveness_probe {
+    uint64_t sequence = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, liveness_probe& x) {
+    return f(caf::meta::type_name("longcat.liveness_probe"), x.sequence);
+}
+
 struct generate_reply {
     uint64_t request_id = 0;
     std::vector<int32_t> tokens;  // generated ids (EOS included when produced)
@@ -468,4 +481,5 @@ CAF_ADD_TYPE_ID(longcat, (longcat::proto::token_batch))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_transfer))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_import))
 CAF_ADD_TYPE_ID(longcat, (longcat::proto::kv_release))
+CAF_ADD_TYPE_ID(longcat, (longcat::proto::liveness_probe))
 CAF_END_TYPE_ID_BLOCK(longcat)

@@ -14,7 +14,8 @@ namespace longcat::proto {
 // Bump on any change to a frame layout, the hello payload or a CAF message's fields.
 // 3: a row-kind payload carries all rows' values, then all rows' metadata (was row by row).
 // 4: step_sequence carries cached_tokens.
-inline constexpr uint16_t kProtocolVersion = 4;
+// 5: liveness_probe (the coordinator probes its expert groups).
+inline constexpr uint16_t kProtocolVersion = 5;
 
 struct ucx_version {
     uint32_t major = 0;

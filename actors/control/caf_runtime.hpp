@@ -41,8 +41,8 @@ struct caf_runtime_options {
     //     an error, for their supervisor to restart them).
     //   - Clients neither: CAF 0.17.6 leaks a short-lived actor system now and then when it
     //     shuts down with heartbeats running (LeakSanitizer sees it in the tests).
-    // A silent member is not declared down here: the steps that need it fail by their
-    // deadlines, naming it, until it answers again or its connection closes.
+    // A silent expert group is found by the coordinator's liveness probes instead
+    // (proto::liveness_probe); a silent attention worker by its steps' deadlines.
     bool heartbeats = false;
     std::chrono::milliseconds peer_timeout{0};
 };

@@ -24,13 +24,15 @@ using coordinator_actor = caf::typed_actor<
     caf::replies_to<proto::generate_request>::with<proto::generate_reply>,
     caf::reacts_to<proto::cancel_request>,
     caf::replies_to<proto::status_query>::with<proto::cluster_status>,
-    caf::replies_to<proto::drain_request>::with<proto::cluster_status>>;
+    caf::replies_to<proto::drain_request>::with<proto::cluster_status>,
+    caf::reacts_to<proto::liveness_probe>>;  // its own probe timer
 
 using attention_member_actor = caf::typed_actor<
     caf::replies_to<proto::step_plan>::with<proto::step_result>,
     caf::replies_to<proto::placement_update>::with<proto::placement_ack>>;
 
 using expert_member_actor =
-    caf::typed_actor<caf::replies_to<proto::placement_update>::with<proto::placement_ack>>;
+    caf::typed_actor<caf::replies_to<proto::placement_update>::with<proto::placement_ack>,
+                     caf::replies_to<proto::liveness_probe>::with<proto::liveness_probe>>;
 
 }  // namespace longcat::control

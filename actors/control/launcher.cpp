@@ -507,7 +507,8 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             int_field(topo, "prefill_chunk", 256, 0, int64_t{1} << 31, "");
         const int pipeline_depth = static_cast<int>(int_field(topo, "pipeline_depth", 3, 1, 4, ""));
         const int micro_batches = static_cast<int>(int_field(topo, "micro_batches", 1, 1, 4, ""));
-        // How long the members wait on a silent coordinator (caf_runtime_options::peer_timeout).
+        // How long the members wait on a silent coordinator (caf_runtime_options::peer_timeout)
+        // and the coordinator on a silent expert group (its liveness probes).
         const int64_t peer_timeout_ms =
             int_field(topo, "peer_timeout_ms", kDefaultPeerTimeoutMs, 0, int64_t{1} << 31, "");
         if (auto bad = check_peer_timeout(peer_timeout_ms, "topology peer_timeout_ms"))
@@ -640,6 +641,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                                  "--expert-placement", placement, "--max-batch", std::to_string(max_batch),
                                  "--prefill-chunk", std::to_string(prefill_chunk), "--pipeline-depth",
                                  std::to_string(pipeline_depth),
+                                 "--peer-timeout-ms", std::to_string(peer_timeout_ms),
                                  "--drain-grace-ms", "8000"},  // below `down`'s default 10 s grace
                                 env, coordinator.log_file);
         coordinator.start_time = process_start_time(coordinator.pid);

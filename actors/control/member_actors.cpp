@@ -365,7 +365,21 @@ expert_member_actor spawn_expert_member(caf::actor_system& system, coordinator_a
         register_with(self, coordinator, opts, status, [compute](const proto::register_reply& reply) {
             return compute->load(reply.experts_by_layer);
         });
+        // The coordinator lets a group go that answered no liveness probe for its peer timeout
+        // (stopped, say, and resumed since): it sends an exit, which stops this service with an
+        // error (a supervisor restarts it and it registers again). The service's own stop
+        // (user_shutdown) stays a clean one.
+        self->set_exit_handler([=](caf::exit_msg& message) {
+            if (message.reason != caf::exit_reason::user_shutdown) {
+                const std::string why =
+                    "the coordinator let this group go: " + self->system().render(message.reason);
+                log_line(self, opts, why);
+                status->fail(why);
+            }
+            self->quit(std::move(message.reason));
+        });
         return {
+            [](proto::liveness_probe& probe) -> proto::liveness_probe { return probe; },
             [=](proto::placement_update& update) -> proto::placement_ack {
                 proto::placement_ack ack{update.map.version, opts.greeting.name, ""};
                 auto placement = to_member_placement(update.map);

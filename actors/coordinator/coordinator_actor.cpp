@@ -37,6 +37,7 @@ struct actor_state {
     double cpu_since_step = 0.0;  // coordinator CPU seconds since the last step completed
     bool continuing = false;      // drive() runs in answer to a completed step
     bool wake_pending = false;    // a wake-up (cancel_request for id 0) is on its way
+    std::set<uint64_t> probing;   // expert groups with a liveness probe out
 };
 
 using self_ptr = control::coordinator_actor::stateful_pointer<actor_state>;
@@ -293,6 +294,70 @@ void drive(self_ptr self) {
     }
 }
 
+// A member died (its down message) or went silent (no answer to a liveness probe): it leaves the
+// membership, the requests and steps that needed it fail naming it, and requests are refused
+// until it (or a replacement) registers again.
+void member_lost(self_ptr self, uint64_t member_id, const std::string& why) {
+    auto& s = self->state;
+    if (auto handle = s.handles.find(member_id); handle != s.handles.end()) {
+        s.by_addr.erase(caf::actor_cast<caf::actor_addr>(handle->second));
+        s.handles.erase(handle);
+    }
+    s.probing.erase(member_id);
+    const member_record* member = s.core->member(member_id);
+    log(self, "member " + (member ? member->greeting.name : std::to_string(member_id)) +
+                  " is down: " + why);
+    reply_finished(self, s.core->member_down(member_id));
+    // A worker of the steps in flight that died answers nothing: its share of them failed.
+    std::vector<uint64_t> waiting;
+    for (const auto& [step_id, step] : s.steps)
+        if (step.pending.count(member_id) != 0) waiting.push_back(step_id);
+    for (uint64_t step_id : waiting) {
+        proto::step_result failed;
+        failed.step_id = step_id;
+        failed.error = "attention worker member " + std::to_string(member_id) + " is down";
+        on_step_result(self, step_id, member_id, std::move(failed));
+    }
+    notify(self);
+    drive(self);
+}
+
+// peer-timeout-ms ÷ 4 (0: no probes).
+std::chrono::milliseconds probe_interval(self_ptr self) {
+    return std::chrono::milliseconds(self->state.core->config().peer_timeout_ms / 4);
+}
+
+// One liveness probe to every ready expert group that has none out. A group that lets one go
+// unanswered for peer-timeout-ms is let go of: member_lost, and an exit it finds when it runs
+// again (it then stops with an error; expert_member's exit handler). A group that died is left
+// to its down message. Groups loading their weights are not probed (the loading thread is the
+// one that answers). Attention workers are not probed either: their steps have deadlines.
+void probe_expert_groups(self_ptr self, uint64_t sequence) {
+    auto& s = self->state;
+    const auto timeout = std::chrono::milliseconds(s.core->config().peer_timeout_ms);
+    for (const auto& [member_id, handle] : s.handles) {
+        const member_record* member = s.core->member(member_id);
+        if (!member || member->greeting.role != proto::node_role::expert_group || !member->ready)
+            continue;
+        if (!s.probing.insert(member_id).second) continue;  // the last one is still out
+        self->request(caf::actor_cast<control::expert_member_actor>(handle), timeout,
+                      proto::liveness_probe{sequence})
+            .then([self, id = member_id](proto::liveness_probe&) { self->state.probing.erase(id); },
+                  [self, id = member_id, timeout](caf::error& error) {
+                      auto& st = self->state;
+                      st.probing.erase(id);
+                      if (error != caf::sec::request_timeout) return;  // died: its down message
+                      auto handle = st.handles.find(id);
+                      if (handle == st.handles.end()) return;  // gone meanwhile
+                      self->send_exit(caf::actor_cast<caf::actor>(handle->second),
+                                      caf::exit_reason::unreachable);
+                      member_lost(self, id,
+                                  "answered no liveness probe for " +
+                                      std::to_string(timeout.count()) + " ms");
+                  });
+    }
+}
+
 control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
                                                                std::unique_ptr<coordinator_state> core,
                                                                coordinator_hooks hooks) {
@@ -302,28 +367,17 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
         auto& s = self->state;
         auto it = s.by_addr.find(down.source);
         if (it == s.by_addr.end()) return;
-        const uint64_t member_id = it->second;
-        s.by_addr.erase(it);
-        s.handles.erase(member_id);
-        const member_record* member = s.core->member(member_id);
-        log(self, "member " + (member ? member->greeting.name : std::to_string(member_id)) +
-                      " is down: " + self->system().render(down.reason));
-        reply_finished(self, s.core->member_down(member_id));
-        // A worker of the steps in flight that died answers nothing: its share of them failed.
-        std::vector<uint64_t> waiting;
-        for (const auto& [step_id, step] : s.steps)
-            if (step.pending.count(member_id) != 0) waiting.push_back(step_id);
-        for (uint64_t step_id : waiting) {
-            proto::step_result failed;
-            failed.step_id = step_id;
-            failed.error = "attention worker member " + std::to_string(member_id) + " is down";
-            on_step_result(self, step_id, member_id, std::move(failed));
-        }
-        notify(self);
-        drive(self);
+        member_lost(self, it->second, self->system().render(down.reason));
     });
+    if (const auto interval = probe_interval(self); interval.count() > 0)
+        self->delayed_send(self, interval, proto::liveness_probe{1});
     notify(self);
     return {
+        [self](proto::liveness_probe& tick) {  // the probe timer
+            probe_expert_groups(self, tick.sequence);
+            self->delayed_send(self, probe_interval(self),
+                               proto::liveness_probe{tick.sequence + 1});
+        },
         [self](proto::register_member& message) -> proto::register_reply {
             auto& s = self->state;
             proto::register_reply reply = s.core->register_member(message);

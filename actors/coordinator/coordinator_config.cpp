@@ -25,6 +25,8 @@ void coordinator_config::declare(control::service_options& o) {
     o.add("scheduler-threads", &scheduler_threads, "CAF scheduler threads");
     o.add("port-file", &port_file, "write the bound CAF port to this file");
     o.add("drain-grace-ms", &drain_grace_ms, "on SIGTERM: how long running requests may finish");
+    o.add("peer-timeout-ms", &peer_timeout_ms,
+          "an expert group silent this long (ms) to liveness probes is down; 0: no probes");
 }
 
 std::optional<std::string> coordinator_config::validate() const {
@@ -42,6 +44,7 @@ std::optional<std::string> coordinator_config::validate() const {
     if (request_deadline_ms < 1) return "request-deadline-ms must be >= 1";
     if (scheduler_threads < 1) return "scheduler-threads must be >= 1";
     if (drain_grace_ms < 0) return "drain-grace-ms must be >= 0";
+    if (auto bad = control::check_peer_timeout(peer_timeout_ms, "peer-timeout-ms")) return bad;
     return std::nullopt;
 }
 

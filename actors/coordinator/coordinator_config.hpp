@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include "actors/control/peer_liveness.hpp"
+
 namespace longcat::control {
 class service_options;
 }
@@ -38,6 +40,9 @@ struct coordinator_config {
     int32_t scheduler_threads = 2;       // CAF scheduler threads (policy sharing)
     std::string port_file = "";          // when set: the bound CAF port is written here
     int64_t drain_grace_ms = 10000;      // SIGTERM: how long running requests may finish
+    // An expert group that answers no liveness probe (sent every ÷ 4) for this long is down;
+    // 0: no probes.
+    int64_t peer_timeout_ms = control::kDefaultPeerTimeoutMs;
 
     void declare(control::service_options& options);
     // Empty when usable; else what is wrong (names the field).

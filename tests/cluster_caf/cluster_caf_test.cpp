@@ -433,6 +433,75 @@ std::optional<double> exited_within(const launched_process& p, clock_type::time_
     return std::chrono::duration<double>(clock_type::now() - since).count();
 }
 
+// An expert group whose host goes silent (SIGSTOP: no FIN and no RST, as after a power loss or
+// behind a partition) answers no liveness probe: the coordinator declares it down after the
+// topology's peer_timeout_ms, and requests are refused naming it. Resumed, the group finds that
+// the coordinator let it go and stops with an error; a restarted one registers and serves.
+TEST_F(ClusterCaf, SilentExpertGroupIsDeclaredDownAfterThePeerTimeout) {
+    const cluster_state state = up("minimal", {{"peer_timeout_ms", 2000}});
+    const auto& experts = find(state, "experts-0");
+    ASSERT_EQ(::kill(experts.pid, SIGSTOP), 0);
+    const auto stopped_at = clock_type::now();
+    std::optional<resume_on_exit> resume;
+    resume.emplace(experts.pid);
+    std::optional<double> declared_after;
+    std::string reason;
+    while (!declared_after && clock_type::now() < stopped_at + 10s) {
+        auto status = cluster_status_of(state.coordinator, 5s);
+        ASSERT_TRUE(status.has_value()) << status.error();
+        if (!status->serving) {
+            declared_after = std::chrono::duration<double>(clock_type::now() - stopped_at).count();
+            reason = status->reason;
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_TRUE(declared_after.has_value()) << "still serving 10 s after the group went silent";
+    std::printf("declared down %.2f s after the group went silent: %s\n", *declared_after,
+                reason.c_str());
+    // Not before the timeout less a probe interval (1.5 s), and within the 2 s timeout, a probe
+    // interval (0.5 s) and 3 s.
+    EXPECT_GE(*declared_after, 1.0);
+    EXPECT_LE(*declared_after, 5.5);
+    EXPECT_NE(reason.find("experts-0 (experts 0-11 of every layer) is down"), std::string::npos)
+        << reason;
+    EXPECT_NE(slurp_file(find(state, "coordinator").log_file)
+                  .find("answered no liveness probe for 2000 ms"),
+              std::string::npos);
+    cluster_generate_options o;
+    o.prompt = prompt();
+    o.max_tokens = 4;
+    o.timeout = 30s;
+    auto refused = cluster_generate(state.coordinator, o);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_NE(refused.error().find("experts-0 (experts 0-11 of every layer) is down"),
+              std::string::npos)
+        << refused.error();
+    resume.reset();  // SIGCONT
+    const auto stopped = exited_within(experts, clock_type::now(), 10s);
+    ASSERT_TRUE(stopped.has_value()) << "the resumed group still runs\n"
+                                     << slurp_file(experts.log_file);
+    EXPECT_NE(slurp_file(experts.log_file).find("stopping: the coordinator let this group go"),
+              std::string::npos)
+        << slurp_file(experts.log_file);
+    EXPECT_TRUE(alive(find(state, "coordinator")));
+    EXPECT_TRUE(alive(find(state, "attention-0")));
+    // A restarted group (the launcher's tcp settings) registers, and requests are served again.
+    start_experts(state, experts, "experts-0",
+                  {"--listen-host", "127.0.0.1", "--data-plane-error-mode", "peer"},
+                  dir_.path() / "experts-0-restarted.log", {{"UCX_TLS", "tcp,self"}});
+    const auto until = clock_type::now() + 60s;
+    for (;;) {
+        auto status = cluster_status_of(state.coordinator, 5s);
+        ASSERT_TRUE(status.has_value()) << status.error();
+        if (status->serving) break;
+        ASSERT_LT(clock_type::now(), until) << status->reason;
+        std::this_thread::sleep_for(100ms);
+    }
+    auto got = cluster_generate(state.coordinator, o);
+    ASSERT_TRUE(got.has_value()) << got.error();
+    EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 4));
+}
+
 // A coordinator whose host goes silent (SIGSTOP: no FIN and no RST, as after a power loss or
 // behind a partition): its members stop with an error once nothing came from it for the
 // topology's peer_timeout_ms (CAF's heartbeats), instead of waiting for it for ever; their
@@ -465,11 +534,11 @@ TEST_F(ClusterCaf, MembersOfASilentCoordinatorStopAfterThePeerTimeout) {
     EXPECT_TRUE(alive(coordinator));
 }
 
-// A peer timeout shorter than four heartbeats would declare a live coordinator down: each
-// member service refuses it by name at start.
+// A peer timeout shorter than four heartbeats (or probe intervals) would declare live peers
+// down: each service refuses it by name at start.
 TEST_F(ClusterCaf, ServicesRefuseAPeerTimeoutShorterThanFourHeartbeats) {
     const fs::path services = fs::path(LONGCAT_CLI_PATH).parent_path().parent_path();
-    for (const std::string service : {"attention", "experts"}) {
+    for (const std::string service : {"coordinator", "attention", "experts"}) {
         const auto result =
             run_process({(services / service / ("longcat-" + service)).string(), "--model",
                          model_dir_.string(), "--peer-timeout-ms", "1999"},
