@@ -38,6 +38,7 @@ struct actor_state {
     bool continuing = false;      // drive() runs in answer to a completed step
     bool wake_pending = false;    // a wake-up (cancel_request for id 0) is on its way
     std::set<uint64_t> probing;   // expert groups with a liveness probe out
+    uint64_t next_probe_tick = 1;  // the sequence of the timer's next tick
 };
 
 using self_ptr = control::coordinator_actor::stateful_pointer<actor_state>;
@@ -374,9 +375,14 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
     notify(self);
     return {
         [self](proto::liveness_probe& tick) {  // the probe timer
+            // Only the timer's own tick: one sent by anyone else starts no second timer (and,
+            // with the probes off, no probe with a zero timeout).
+            auto& s = self->state;
+            if (probe_interval(self).count() == 0 || tick.sequence != s.next_probe_tick) return;
+            ++s.next_probe_tick;
             probe_expert_groups(self, tick.sequence);
             self->delayed_send(self, probe_interval(self),
-                               proto::liveness_probe{tick.sequence + 1});
+                               proto::liveness_probe{s.next_probe_tick});
         },
         [self](proto::register_member& message) -> proto::register_reply {
             auto& s = self->state;
@@ -449,7 +455,9 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
             notify(self);
             drive(self);
         },
-        [self](proto::status_query&) -> proto::cluster_status { return self->state.core->status(); },
+        [self](proto::status_query&) -> proto::cluster_status {
+            return self->state.core->status();
+        },
         [self](proto::drain_request& request) {
             auto& s = self->state;
             log(self, "draining: refusing new requests, " + std::to_string(s.core->running_requests()) +
