@@ -1,6 +1,7 @@
-// peer_liveness: how long a member's coordinator may stay silent before the member declares it
-// down (caf_runtime_options::peer_timeout; the members' `peer-timeout-ms`). No CAF here: the
-// services' config structs validate the setting with it.
+// peer_liveness: how long a peer may stay silent before it is declared down — a member's
+// coordinator (CAF heartbeats, caf_runtime_options::peer_timeout) and the coordinator's expert
+// groups (liveness probes, one every quarter of it); every service's `peer-timeout-ms`. No CAF
+// here: the services' config structs validate the setting with it.
 #pragma once
 
 #include <cstdint>

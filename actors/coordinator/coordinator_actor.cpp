@@ -455,9 +455,7 @@ control::coordinator_actor::behavior_type coordinator_behavior(self_ptr self,
             notify(self);
             drive(self);
         },
-        [self](proto::status_query&) -> proto::cluster_status {
-            return self->state.core->status();
-        },
+        [self](proto::status_query&) -> proto::cluster_status { return self->state.core->status(); },
         [self](proto::drain_request& request) {
             auto& s = self->state;
             log(self, "draining: refusing new requests, " + std::to_string(s.core->running_requests()) +
