@@ -30,6 +30,7 @@ std::unique_ptr<transport::ucx_data_plane> make_plane(const std::string& name,
     if (opts.error_mode == "none") config.error_mode = transport::ucx_error_mode::none;
     else if (opts.error_mode == "peer") config.error_mode = transport::ucx_error_mode::peer;
     else throw std::runtime_error("data-plane error mode must be peer or none, got " + opts.error_mode);
+    config.poll_while_sending = std::chrono::microseconds(opts.poll_while_sending_us);
     auto plane = transport::ucx_data_plane::create(std::move(config));
     if (!plane) throw std::runtime_error("data plane of " + name + ": " + plane.error().message);
     return std::move(*plane);

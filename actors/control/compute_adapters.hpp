@@ -17,6 +17,9 @@ struct data_plane_options {
     std::string listen_host = "127.0.0.1";  // the UCX listener binds only this address
     uint16_t port = 0;                      // 0: the OS picks
     std::string error_mode = "peer";        // peer | none (ucx_data_plane.hpp)
+    // While a send is in flight, poll this long after the last progress before sleeping
+    // (ucx_data_plane_config::poll_while_sending); 0: sleep after every idle round.
+    int64_t poll_while_sending_us = 1000;
 };
 
 struct attention_compute_options {

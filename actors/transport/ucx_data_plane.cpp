@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -33,6 +34,8 @@ namespace {
 constexpr unsigned kFrameAmId = 7;  // every frame travels as this AM id
 // Eager payloads from this size up stay in UCX's buffer where it allows (handle_am).
 constexpr size_t kKeepInPlaceMinBytes = 4096;
+// How long the progress thread polls while ucp_worker_arm refuses to arm (run()).
+constexpr std::chrono::milliseconds kBusyArmPoll{2};
 constexpr std::string_view kScheme = "ucx://";
 
 // An API call waiting for the progress thread.
@@ -115,6 +118,7 @@ std::optional<std::string> ucx_data_plane_config::validate() const {
     if (limits.max_payload_bytes == 0) return "limits.max_payload_bytes is 0";
     if (handshake_timeout.count() <= 0) return "handshake_timeout must be > 0";
     if (teardown_grace.count() <= 0) return "teardown_grace must be > 0";
+    if (poll_while_sending.count() < 0) return "poll_while_sending must be >= 0";
     return std::nullopt;
 }
 
@@ -379,6 +383,7 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
 
     void run() {
         epoll_event events[4];
+        clock::time_point last_progress = clock::now();
         for (;;) {
             bool worked = run_commands();
             while (ucp_worker_progress(worker) != 0) worked = true;
@@ -390,11 +395,29 @@ struct ucx_data_plane::impl : std::enable_shared_from_this<ucx_data_plane::impl>
             if (config.progress_mode == ucx_progress_mode::busy_poll) continue;
             // Sleep only after a round that did nothing: actions (closing an endpoint) may
             // leave completions that only the next ucp_worker_progress delivers.
-            if (worked || has_commands.load(std::memory_order_acquire)) continue;
-            const ucs_status_t armed = ucp_worker_arm(worker);
-            if (armed == UCS_ERR_BUSY) continue;
+            if (worked || has_commands.load(std::memory_order_acquire)) {
+                last_progress = clock::now();
+                continue;
+            }
+            // A send in flight: poll on for a while (config.poll_while_sending), yielding the
+            // core to any other thread that wants it (a compute thread pinned beside us).
+            if (!sends.empty() && clock::now() - last_progress < config.poll_while_sending) {
+                ::sched_yield();
+                continue;
+            }
             // Timers (handshake timeouts, teardown) need a tick; frames and commands wake us.
-            const int timeout_ms = stopping || !closing.empty() ? 5 : 200;
+            int timeout_ms = stopping || !closing.empty() ? 5 : 200;
+            if (ucp_worker_arm(worker) == UCS_ERR_BUSY) {
+                // UCX has work it cannot wake us for: sends queued behind a shared-memory FIFO
+                // that is full, whose reader we only see draining it by polling. Poll while that
+                // is recent; after kBusyArmPoll without progress the reader has stopped (a
+                // stalled peer), and rounds 1 ms apart cost no core while the deadline runs.
+                if (clock::now() - last_progress < kBusyArmPoll) {
+                    ::sched_yield();
+                    continue;
+                }
+                timeout_ms = 1;
+            }
             const int ready = ::epoll_wait(epoll_fd, events, 4, timeout_ms);
             for (int event_idx = 0; event_idx < ready; ++event_idx) {
                 if (events[event_idx].data.fd == event_fd) {

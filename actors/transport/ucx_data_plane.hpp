@@ -6,8 +6,9 @@
 // shm/cma, or the receiver pulls it over tcp).
 //
 // Progress: `wakeup` (default) sleeps in epoll on the worker's wakeup fd (ucp_worker_get_efd /
-// ucp_worker_arm) and on an eventfd that API calls ring; `busy_poll` spins on
-// ucp_worker_progress (one core per process: for GPU nodes).
+// ucp_worker_arm) and on an eventfd that API calls ring, but polls on while a send of its own is
+// in flight (poll_while_sending); `busy_poll` spins on ucp_worker_progress (one core per
+// process: for GPU nodes).
 //
 // Error-handling mode (see README.md beside this file for the measured difference):
 //   peer: UCP_ERR_HANDLING_MODE_PEER. UCX reports a dead peer (its sockets close) at once, and
@@ -46,6 +47,14 @@ struct ucx_data_plane_config {
     uint16_t listen_port = 0;               // 0: the OS picks one; address() tells which
     ucx_error_mode error_mode = ucx_error_mode::peer;
     ucx_progress_mode progress_mode = ucx_progress_mode::wakeup;
+    // `wakeup` mode: while a send of ours is in flight, the progress thread keeps polling
+    // instead of sleeping, for up to this long after the last round that made progress; then it
+    // sleeps as usual (a stalled peer costs at most this much spinning per wake-up). A sender
+    // that sleeps leaves the rest of a large payload to be pushed out by the kernel when the
+    // peer's acknowledgements arrive, on the peer's CPU: over tcp on one host that reorders the
+    // stream and costs a wake-up per window (ops/bench/transport, README (a)). 0: sleep after
+    // every idle round.
+    std::chrono::microseconds poll_while_sending{1000};
     // Payloads up to this go eager (UCP_AM_SEND_FLAG_EAGER: streamed without a round trip, the
     // receiver copies them out of UCX's buffer), larger ones rendezvous (UCP_AM_SEND_FLAG_RNDV).
     // 1 MiB: over tcp eager beat rendezvous at 256 KiB and 1 MiB and lost at 2 MiB

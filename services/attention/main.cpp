@@ -29,6 +29,7 @@ struct attention_service_config {
     std::string listen_host = "127.0.0.1";       // data plane binds only this address
     uint16_t data_plane_port = 0;
     std::string data_plane_error_mode = "peer";
+    int64_t data_plane_poll_us = control::data_plane_options{}.poll_while_sending_us;
     std::string metrics_address = "127.0.0.1:0";
     std::string tp_group = "tp-0";
     int32_t tp_rank = 0;
@@ -50,6 +51,9 @@ struct attention_service_config {
         o.add("listen-host", &listen_host, "address the data plane binds");
         o.add("data-plane-port", &data_plane_port, "UCX listener port; 0 lets the OS pick");
         o.add("data-plane-error-mode", &data_plane_error_mode, "peer | none");
+        o.add("data-plane-poll-us", &data_plane_poll_us,
+              "while a send is in flight, poll this long (us) after the last progress before "
+              "sleeping; 0: never");
         o.add("metrics-address", &metrics_address, "HOST:PORT of /metrics, /healthz, /readyz");
         o.add("tp-group", &tp_group, "TP group name");
         o.add("tp-rank", &tp_rank, "rank in the TP group");
@@ -67,6 +71,7 @@ struct attention_service_config {
     std::optional<std::string> validate() const {
         if (model.empty()) return "model: a model directory is required";
         if (auto bad = control::check_peer_timeout(peer_timeout_ms, "peer-timeout-ms")) return bad;
+        if (data_plane_poll_us < 0) return "data-plane-poll-us must be >= 0";
         if (!proto::parse_node_role(role) || (role != "attention_decode" && role != "attention_prefill"))
             return "role must be attention_decode or attention_prefill";
         if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) return "tp-rank must be in [0, tp-size)";
@@ -110,7 +115,8 @@ int main(int argc, char** argv) {
         compute_opts.page_size = config.page_size;
         compute_opts.micro_batches = config.micro_batches;
         compute_opts.combine_timeout = std::chrono::milliseconds(config.combine_timeout_ms);
-        compute_opts.data_plane = {config.listen_host, config.data_plane_port, config.data_plane_error_mode};
+        compute_opts.data_plane = {config.listen_host, config.data_plane_port,
+                                   config.data_plane_error_mode, config.data_plane_poll_us};
         auto compute = control::make_attention_compute(compute_opts);
 
         control::caf_runtime_options runtime;

@@ -28,6 +28,7 @@ struct experts_service_config {
     std::string listen_host = "127.0.0.1";
     uint16_t data_plane_port = 0;
     std::string data_plane_error_mode = "peer";
+    int64_t data_plane_poll_us = control::data_plane_options{}.poll_while_sending_us;
     std::string pool = "";  // "" shared by every attention worker | prefill | decode
     std::string metrics_address = "127.0.0.1:0";
     int32_t threads = 0;
@@ -43,6 +44,9 @@ struct experts_service_config {
         o.add("listen-host", &listen_host, "address the data plane binds");
         o.add("data-plane-port", &data_plane_port, "UCX listener port; 0 lets the OS pick");
         o.add("data-plane-error-mode", &data_plane_error_mode, "peer | none");
+        o.add("data-plane-poll-us", &data_plane_poll_us,
+              "while a send is in flight, poll this long (us) after the last progress before "
+              "sleeping; 0: never");
         o.add("pool", &pool, "expert pool: empty (shared) | prefill | decode");
         o.add("metrics-address", &metrics_address, "HOST:PORT of /metrics, /healthz, /readyz");
         o.add("threads", &threads, "compute threads (0: cores / services)");
@@ -55,6 +59,7 @@ struct experts_service_config {
     std::optional<std::string> validate() const {
         if (model.empty()) return "model: a model directory is required";
         if (auto bad = control::check_peer_timeout(peer_timeout_ms, "peer-timeout-ms")) return bad;
+        if (data_plane_poll_us < 0) return "data-plane-poll-us must be >= 0";
         if (unit_timeout_ms < 1) return "unit-timeout-ms must be >= 1";
         if (!pool.empty() && pool != "prefill" && pool != "decode")
             return "pool must be empty, prefill or decode, got \"" + pool + "\"";
@@ -91,7 +96,8 @@ int main(int argc, char** argv) {
         compute_opts.name = config.name;
         compute_opts.model_dir = config.model;
         compute_opts.unit_timeout = std::chrono::milliseconds(config.unit_timeout_ms);
-        compute_opts.data_plane = {config.listen_host, config.data_plane_port, config.data_plane_error_mode};
+        compute_opts.data_plane = {config.listen_host, config.data_plane_port,
+                                   config.data_plane_error_mode, config.data_plane_poll_us};
         auto compute = control::make_expert_compute(compute_opts);
 
         control::caf_runtime_options runtime;

@@ -552,6 +552,20 @@ TEST_F(ClusterCaf, ServicesRefuseAPeerTimeoutShorterThanFourHeartbeats) {
     }
 }
 
+// A negative data-plane poll time is refused by name by both services that own a data plane.
+TEST_F(ClusterCaf, ServicesRefuseANegativeDataPlanePollTime) {
+    const fs::path services = fs::path(LONGCAT_CLI_PATH).parent_path().parent_path();
+    for (const std::string service : {"attention", "experts"}) {
+        const auto result =
+            run_process({(services / service / ("longcat-" + service)).string(), "--model",
+                         model_dir_.string(), "--data-plane-poll-us", "-1"},
+                        30s);
+        EXPECT_EQ(result.exit_code, 2) << service << ": " << result.output;
+        EXPECT_NE(result.output.find("data-plane-poll-us must be >= 0"), std::string::npos)
+            << service << ": " << result.output;
+    }
+}
+
 // Kills the only expert group while 4 requests generate; see the two tests below.
 void ClusterCaf::kill_group_and_recover(const std::string& transport) {
     const cluster_state state = up("minimal", {{"transport", transport}});

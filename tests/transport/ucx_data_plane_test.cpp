@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -165,6 +166,13 @@ std::unique_ptr<ucx_data_plane> make_plane(ucx_data_plane_config config) {
 }
 
 double seconds(clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// CPU time of this process so far (every thread), in seconds.
+double process_cpu_seconds() {
+    timespec t{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
 
 // Sends a frame with step_id kStopStep: an echoing transport_peer exits.
 void stop_echo(ucx_data_plane& plane, peer_id peer) {
@@ -505,12 +513,22 @@ TEST_P(UcxTwoProcess, StalledPeerTimesOutBySendDeadlinePlusGrace) {
     constexpr auto kDeadline = 1s;
     const proto::frame_header big = make_test_header(2, 4 << 20);
     const std::vector<std::byte> big_payload = make_pattern(big);  // outlives the plane
+    const double cpu_start = process_cpu_seconds();
     const auto start = clock::now();
     auto sent = plane->send(s.peer, big, {big_payload}, deadline_after(kDeadline));
     const auto elapsed = clock::now() - start;
+    const double cpu = process_cpu_seconds() - cpu_start;
     ASSERT_FALSE(sent.has_value());
-    std::printf("[ %s ] 4 MiB send to a stalled peer: %s after %.3f s\n", GetParam().label.c_str(),
-                sent.error().message.c_str(), seconds(elapsed));
+    std::printf("[ %s ] 4 MiB send to a stalled peer: %s after %.3f s, %.3f CPU s\n",
+                GetParam().label.c_str(), sent.error().message.c_str(), seconds(elapsed), cpu);
+    // The progress thread polls while a send is in flight only for poll_while_sending (1 ms)
+    // after its last progress, then sleeps: waiting on a stalled peer costs no core. (Polling
+    // for the whole wait would cost about a CPU second here; busy_poll does, by design. Over
+    // shared memory it did until 2026-12-01 whatever the setting: UCX refuses to arm the
+    // worker while sends wait for room in the peer's FIFO, and the thread polled on.)
+    if (GetParam().progress_mode == ucx_progress_mode::wakeup) {
+        EXPECT_LT(cpu, 0.5 * seconds(kDeadline)) << "the progress thread spun while it waited";
+    }
     EXPECT_EQ(sent.error().code, transport_error::timeout) << sent.error().message;
     // Peer mode force-closes the endpoint, which cancels the rendezvous: the payload is free.
     // Error mode none cannot: UCX keeps the request (and may read the payload if the peer
@@ -559,6 +577,18 @@ TEST_P(UcxTwoProcess, EagerSendsToAStalledPeerTimeOutAndClosingDoesNotAbort) {
     plane->close();
     EXPECT_LT(clock::now() - close_start, 5s);
     plane.reset();  // destroys the UCX worker with the endpoint's close still pending
+}
+
+TEST(UcxDataPlaneConfig, ANegativePollWhileSendingIsRefusedByName) {
+    ucx_data_plane_config config;
+    config.poll_while_sending = std::chrono::microseconds(-1);
+    auto plane = ucx_data_plane::create(config);
+    ASSERT_FALSE(plane.has_value());
+    EXPECT_EQ(plane.error().code, transport_error::setup_failed);
+    EXPECT_NE(plane.error().message.find("poll_while_sending must be >= 0"), std::string::npos)
+        << plane.error().message;
+    config.poll_while_sending = std::chrono::microseconds(0);  // 0: off, accepted
+    EXPECT_TRUE(ucx_data_plane::create(config).has_value());
 }
 
 TEST_P(UcxTwoProcess, ConnectToNobodyFailsByTheDeadline) {

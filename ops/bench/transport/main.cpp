@@ -4,6 +4,8 @@
 //                           [--rndv-threshold BYTES (default: the data plane's, 1 MiB and
 //                            4 MiB to shared-memory peers; given, it sets both)]
 //                           [--transports tcp,sm (both by default)] [--pairs 3]
+//                           [--poll-while-sending-us N (default: the data plane's, 1000;
+//                            0: the progress threads sleep after every idle round)]
 // (--perftest none skips the raw runs: for profiling our side alone.)
 // For each transport (UCX_TLS=tcp with error mode peer, UCX_TLS=sm,self,tcp with error mode
 // none) and each dispatch payload size:
@@ -219,6 +221,8 @@ int group_peer_main(int argc, char** argv) {
     for (const auto& [key, value] : extra_ucx_options(argc, argv)) plane_config.ucx_options.emplace_back(key, value);
     if (const std::string t = arg(argc, argv, "--rndv-threshold", ""); !t.empty())
         plane_config.rndv_threshold_bytes = plane_config.shm_rndv_threshold_bytes = std::stoull(t);
+    if (const std::string p = arg(argc, argv, "--poll-while-sending-us", ""); !p.empty())
+        plane_config.poll_while_sending = std::chrono::microseconds(std::stoll(p));
     auto plane = transport::ucx_data_plane::create(plane_config);
     if (!plane) {
         say("ERROR " + plane.error().message);
@@ -437,6 +441,7 @@ int main(int argc, char** argv) {
     const std::string perftest = arg(argc, argv, "--perftest", "ucx_perftest");
     const int window = std::stoi(arg(argc, argv, "--window", "4"));
     const std::string rndv_arg = arg(argc, argv, "--rndv-threshold", "");  // empty: the defaults
+    const std::string poll_arg = arg(argc, argv, "--poll-while-sending-us", "");  // likewise
     const double budget_mib = std::stod(arg(argc, argv, "--bytes-mib", "192"));
     const int pairs = std::max(1, std::stoi(arg(argc, argv, "--pairs", "3")));
     std::vector<size_t> sizes;
@@ -491,6 +496,9 @@ int main(int argc, char** argv) {
     nlohmann::json j;
     j["model"] = {{"preset", "tiny-b"}, {"hidden", hidden}};
     j["window"] = window;
+    j["poll_while_sending_us"] = poll_arg.empty()
+                                     ? transport::ucx_data_plane_config{}.poll_while_sending.count()
+                                     : std::stoll(poll_arg);
     j["pairs"] = pairs;
     j["units"] = "MB/s = 2^20 bytes/s";
     int port = 20000 + static_cast<int>(::getpid() % 20000);
@@ -510,6 +518,8 @@ int main(int argc, char** argv) {
             "--tls",       tc.tls,
             "--err-mode",  std::string(transport::to_string(tc.mode))};
         if (!rndv_arg.empty()) peer_args.insert(peer_args.end(), {"--rndv-threshold", rndv_arg});
+        if (!poll_arg.empty())
+            peer_args.insert(peer_args.end(), {"--poll-while-sending-us", poll_arg});
         for (const auto& [key, value] : extra_ucx_options(argc, argv)) {
             peer_args.push_back("--ucx-option");
             peer_args.push_back(key + "=" + value);
@@ -534,6 +544,8 @@ int main(int argc, char** argv) {
         for (const auto& [key, value] : extra_ucx_options(argc, argv)) pc.ucx_options.emplace_back(key, value);
         if (!rndv_arg.empty())
             pc.rndv_threshold_bytes = pc.shm_rndv_threshold_bytes = std::stoull(rndv_arg);
+        if (!poll_arg.empty())
+            pc.poll_while_sending = std::chrono::microseconds(std::stoll(poll_arg));
         auto plane = transport::ucx_data_plane::create(pc);
         if (!plane) {
             std::fprintf(stderr, "bench: data plane: %s\n", plane.error().message.c_str());
