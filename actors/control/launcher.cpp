@@ -507,6 +507,9 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
             int_field(topo, "prefill_chunk", 256, 0, int64_t{1} << 31, "");
         const int pipeline_depth = static_cast<int>(int_field(topo, "pipeline_depth", 3, 1, 4, ""));
         const int micro_batches = static_cast<int>(int_field(topo, "micro_batches", 1, 1, 4, ""));
+        // The deadline of one step's results; a worker that misses it is let go of.
+        const int64_t step_timeout_ms =
+            int_field(topo, "step_timeout_ms", 30000, 1, int64_t{1} << 31, "");
         // How long the members wait on a silent coordinator (caf_runtime_options::peer_timeout)
         // and the coordinator on a silent expert group (its liveness probes).
         const int64_t peer_timeout_ms =
@@ -642,6 +645,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
                                  "--prefill-chunk", std::to_string(prefill_chunk), "--pipeline-depth",
                                  std::to_string(pipeline_depth),
                                  "--peer-timeout-ms", std::to_string(peer_timeout_ms),
+                                 "--step-timeout-ms", std::to_string(step_timeout_ms),
                                  "--drain-grace-ms", "8000"},  // below `down`'s default 10 s grace
                                 env, coordinator.log_file);
         coordinator.start_time = process_start_time(coordinator.pid);

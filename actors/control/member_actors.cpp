@@ -190,6 +190,19 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
             reply.promise.deliver(std::move(reply.result));
         };
         self->attach_functor([flush] { flush(); });  // an exit came before the queued plan
+        // The coordinator lets a worker go that answered no step by its deadline (stopped, say,
+        // and resumed since): it sends an exit, which stops this service with an error (a
+        // supervisor restarts it and it registers again, with empty KV caches). The service's
+        // own stop (user_shutdown) stays a clean one.
+        self->set_exit_handler([=](caf::exit_msg& message) {
+            if (message.reason != caf::exit_reason::user_shutdown) {
+                const std::string why =
+                    "the coordinator let this worker go: " + self->system().render(message.reason);
+                log_line(self, opts, why);
+                status->fail(why);
+            }
+            self->quit(std::move(message.reason));
+        });
         auto run_plan = [=](proto::step_plan& plan, double boundary_idle) -> proto::step_result {
             if (!plan.imports.empty()) flush();
             proto::step_result result;

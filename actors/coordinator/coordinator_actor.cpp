@@ -92,6 +92,7 @@ void reply_finished(self_ptr self, std::vector<finished_request> finished) {
 }
 
 void drive(self_ptr self);
+void member_lost(self_ptr self, uint64_t member_id, const std::string& why);
 
 using step_iterator = std::map<uint64_t, actor_state::step_in_flight>::iterator;
 
@@ -230,6 +231,21 @@ void run_step(self_ptr self, step_batch batch) {
                     }
                 },
                 [=](caf::error& error) {
+                    // A worker that answers no step for step-timeout-ms (stopped, hung, or cut
+                    // off without its connection closing) is let go of, like a group silent to
+                    // the probes: its requests fail naming it, and an exit stops it when it
+                    // runs again (attention member's exit handler).
+                    auto& st = self->state;
+                    if (error == caf::sec::request_timeout) {
+                        if (auto handle = st.handles.find(worker_id); handle != st.handles.end()) {
+                            self->send_exit(caf::actor_cast<caf::actor>(handle->second),
+                                            caf::exit_reason::unreachable);
+                            member_lost(self, worker_id,
+                                        "answered no step for " + std::to_string(timeout.count()) +
+                                            " ms (step " + std::to_string(step_id) + ")");
+                            return;
+                        }
+                    }
                     proto::step_result failed;
                     failed.step_id = step_id;
                     failed.worker = name;
@@ -306,8 +322,8 @@ void member_lost(self_ptr self, uint64_t member_id, const std::string& why) {
     }
     s.probing.erase(member_id);
     const member_record* member = s.core->member(member_id);
-    log(self, "member " + (member ? member->greeting.name : std::to_string(member_id)) +
-                  " is down: " + why);
+    const std::string name = member ? member->greeting.name : std::to_string(member_id);
+    log(self, "member " + name + " is down: " + why);
     reply_finished(self, s.core->member_down(member_id));
     // A worker of the steps in flight that died answers nothing: its share of them failed.
     std::vector<uint64_t> waiting;
@@ -316,7 +332,8 @@ void member_lost(self_ptr self, uint64_t member_id, const std::string& why) {
     for (uint64_t step_id : waiting) {
         proto::step_result failed;
         failed.step_id = step_id;
-        failed.error = "attention worker member " + std::to_string(member_id) + " is down";
+        failed.worker = name;
+        failed.error = "attention worker " + name + " is down: " + why;
         on_step_result(self, step_id, member_id, std::move(failed));
     }
     notify(self);
@@ -332,7 +349,8 @@ std::chrono::milliseconds probe_interval(self_ptr self) {
 // unanswered for peer-timeout-ms is let go of: member_lost, and an exit it finds when it runs
 // again (it then stops with an error; expert_member's exit handler). A group that died is left
 // to its down message. Groups loading their weights are not probed (the loading thread is the
-// one that answers). Attention workers are not probed either: their steps have deadlines.
+// one that answers). Attention workers are not probed: the thread that would answer runs their
+// steps; a worker that answers no step by step-timeout-ms is let go of instead (run_step).
 void probe_expert_groups(self_ptr self, uint64_t sequence) {
     auto& s = self->state;
     const auto timeout = std::chrono::milliseconds(s.core->config().peer_timeout_ms);

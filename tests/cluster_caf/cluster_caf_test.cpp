@@ -208,10 +208,12 @@ protected:
         EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 4));
     }
 
-    // Starts another longcat-experts against the running coordinator (killed in TearDown).
-    int start_experts(const cluster_state& state, const launched_process& like, const std::string& name,
-                      const std::vector<std::string>& extra, const fs::path& log,
-                      const std::vector<std::pair<std::string, std::string>>& env = {}) {
+    // Starts another member like `like` (its binary: longcat-experts or longcat-attention) against
+    // the running coordinator (killed in TearDown).
+    int start_member(const cluster_state& state, const launched_process& like,
+                     const std::string& name, const std::vector<std::string>& extra,
+                     const fs::path& log,
+                     const std::vector<std::pair<std::string, std::string>>& env = {}) {
         std::vector<std::string> args{like.binary, "--name", name, "--model", model_dir_, "--coordinator",
                                       state.coordinator, "--threads", "1"};
         args.insert(args.end(), extra.begin(), extra.end());
@@ -229,6 +231,33 @@ protected:
         }
         extra_pids_.push_back(pid);
         return pid;
+    }
+
+    // Restarts the member `like` under its name with the launcher's settings for `transport`
+    // (error mode and UCX_TLS as `cluster up` sets them), waits until the cluster serves again
+    // (at most 60 s), and checks that a generation through it equals the engine's.
+    void restart_and_serve(const cluster_state& state, const launched_process& like,
+                           const std::string& transport, const cluster_generate_options& o) {
+        const bool shm = transport == "shm";
+        start_member(
+            state, like, like.name,
+            {"--listen-host", "127.0.0.1", "--data-plane-error-mode", shm ? "none" : "peer"},
+            dir_.path() / (like.name + "-restarted.log"),
+            {{"UCX_TLS", shm ? "sm,self,tcp" : "tcp,self"}});
+        const auto until = clock_type::now() + 60s;
+        for (;;) {
+            auto status = cluster_status_of(state.coordinator, 5s);
+            ASSERT_TRUE(status.has_value()) << status.error();
+            if (status->serving) {
+                EXPECT_GE(status->placement_version, 2u);
+                break;
+            }
+            ASSERT_LT(clock_type::now(), until) << status->reason;
+            std::this_thread::sleep_for(100ms);
+        }
+        auto got = cluster_generate(state.coordinator, o);
+        ASSERT_TRUE(got.has_value()) << got.error();
+        EXPECT_EQ(got->tokens, engine_greedy(o.prompt, o.max_tokens));
     }
 
     void kill_group_and_recover(const std::string& transport);
@@ -368,7 +397,7 @@ TEST_F(ClusterCaf, MemberWithAnotherProtocolVersionIsRefusedByName) {
     const cluster_state state = up("minimal");
     const auto& experts = find(state, "experts-0");
     const fs::path log = dir_.path() / "experts-x.log";
-    const int pid = start_experts(state, experts, "experts-x", {"--protocol-version", "99"}, log);
+    const int pid = start_member(state, experts, "experts-x", {"--protocol-version", "99"}, log);
     int status = 0;
     const auto until = clock_type::now() + 30s;
     while (::waitpid(pid, &status, WNOHANG) != pid) {
@@ -486,20 +515,68 @@ TEST_F(ClusterCaf, SilentExpertGroupIsDeclaredDownAfterThePeerTimeout) {
     EXPECT_TRUE(alive(find(state, "coordinator")));
     EXPECT_TRUE(alive(find(state, "attention-0")));
     // A restarted group (the launcher's tcp settings) registers, and requests are served again.
-    start_experts(state, experts, "experts-0",
-                  {"--listen-host", "127.0.0.1", "--data-plane-error-mode", "peer"},
-                  dir_.path() / "experts-0-restarted.log", {{"UCX_TLS", "tcp,self"}});
-    const auto until = clock_type::now() + 60s;
-    for (;;) {
-        auto status = cluster_status_of(state.coordinator, 5s);
-        ASSERT_TRUE(status.has_value()) << status.error();
-        if (status->serving) break;
-        ASSERT_LT(clock_type::now(), until) << status->reason;
-        std::this_thread::sleep_for(100ms);
-    }
-    auto got = cluster_generate(state.coordinator, o);
-    ASSERT_TRUE(got.has_value()) << got.error();
-    EXPECT_EQ(got->tokens, engine_greedy(o.prompt, 4));
+    restart_and_serve(state, experts, "tcp", o);
+}
+
+// An attention worker that goes silent (SIGSTOP: its connections stay open) while a request
+// generates answers no step: the coordinator lets it go once a step is unanswered for the
+// topology's step_timeout_ms — the request fails naming the worker, new ones are refused — and
+// the worker, resumed, finds that it was let go and stops with an error; a restarted one
+// registers and serves.
+TEST_F(ClusterCaf, SilentAttentionWorkerIsLetGoAfterTheStepTimeout) {
+    const cluster_state state = up("minimal", {{"step_timeout_ms", 2000}});
+    const auto& worker = find(state, "attention-0");
+    cluster_generate_options long_request;
+    long_request.prompt = prompt();
+    long_request.max_tokens = 6000;
+    long_request.timeout = 60s;
+    auto running = std::async(std::launch::async, [&state, long_request] {
+        return cluster_generate(state.coordinator, long_request);
+    });
+    std::this_thread::sleep_for(1500ms);
+    ASSERT_EQ(running.wait_for(0s), std::future_status::timeout)
+        << "the request ended before the worker went silent";
+    ASSERT_EQ(::kill(worker.pid, SIGSTOP), 0);
+    const auto stopped_at = clock_type::now();
+    std::optional<resume_on_exit> resume;
+    resume.emplace(worker.pid);
+    // It fails within the step timeout (2 s) + 3 s; not much before the 2 s (the steps in flight
+    // were sent at most a few decode steps before the stop).
+    ASSERT_EQ(running.wait_until(stopped_at + 5s), std::future_status::ready)
+        << "the request still runs 5 s after its worker went silent";
+    const double failed_after =
+        std::chrono::duration<double>(clock_type::now() - stopped_at).count();
+    const auto failed = running.get();
+    ASSERT_FALSE(failed.has_value()) << "the request completed on a stopped worker";
+    std::printf("the request failed %.2f s after its worker went silent: %s\n", failed_after,
+                failed.error().c_str());
+    EXPECT_GE(failed_after, 1.0);
+    EXPECT_NE(failed.error().find("attention worker attention-0 (TP group tp-0 rank 0) is down"),
+              std::string::npos)
+        << failed.error();
+    EXPECT_NE(slurp_file(find(state, "coordinator").log_file)
+                  .find("member attention-0 is down: answered no step for 2000 ms"),
+              std::string::npos);
+    cluster_generate_options o;
+    o.prompt = prompt();
+    o.max_tokens = 4;
+    o.timeout = 30s;
+    auto refused = cluster_generate(state.coordinator, o);
+    ASSERT_FALSE(refused.has_value()) << "served with its only attention worker let go";
+    EXPECT_NE(refused.error().find("waiting for attention workers: 0 of 1 ready"),
+              std::string::npos)
+        << refused.error();
+    resume.reset();  // SIGCONT
+    const auto stopped = exited_within(worker, clock_type::now(), 15s);
+    ASSERT_TRUE(stopped.has_value()) << "the resumed worker still runs\n"
+                                     << slurp_file(worker.log_file);
+    EXPECT_NE(slurp_file(worker.log_file).find("stopping: the coordinator let this worker go"),
+              std::string::npos)
+        << slurp_file(worker.log_file);
+    EXPECT_TRUE(alive(find(state, "coordinator")));
+    EXPECT_TRUE(alive(find(state, "experts-0")));
+    // A restarted worker (the launcher's tcp settings) registers, and requests are served again.
+    restart_and_serve(state, worker, "tcp", o);
 }
 
 // A coordinator whose host goes silent (SIGSTOP: no FIN and no RST, as after a power loss or
@@ -614,25 +691,7 @@ void ClusterCaf::kill_group_and_recover(const std::string& transport) {
     EXPECT_NE(refused.error().find("experts-0 (experts 0-11 of every layer) is down"), std::string::npos)
         << refused.error();
     // Restart the group under the same name; once it is paired again, requests succeed.
-    // (The launcher's settings for this transport: error mode and UCX_TLS as `cluster up` sets them.)
-    const bool shm = transport == "shm";
-    start_experts(state, experts, "experts-0",
-                  {"--listen-host", "127.0.0.1", "--data-plane-error-mode", shm ? "none" : "peer"},
-                  dir_.path() / "experts-0-restarted.log", {{"UCX_TLS", shm ? "sm,self,tcp" : "tcp,self"}});
-    const auto until = clock_type::now() + 60s;
-    for (;;) {
-        auto status = cluster_status_of(state.coordinator, 5s);
-        ASSERT_TRUE(status.has_value()) << status.error();
-        if (status->serving) {
-            EXPECT_GE(status->placement_version, 2u);
-            break;
-        }
-        ASSERT_LT(clock_type::now(), until) << status->reason;
-        std::this_thread::sleep_for(100ms);
-    }
-    auto got = cluster_generate(state.coordinator, o);
-    ASSERT_TRUE(got.has_value()) << got.error();
-    EXPECT_EQ(got->tokens, engine_greedy(ids, 8));
+    restart_and_serve(state, experts, transport, o);
     EXPECT_TRUE(alive(find(state, "coordinator")));
     EXPECT_TRUE(alive(find(state, "attention-0")));
 }
@@ -695,7 +754,7 @@ TEST_F(ClusterCaf, EnvironmentCannotOverrideWhatTheLauncherSets) {
 TEST_F(ClusterCaf, SpareGroupRegistersServesNothingAndExitsZeroOnSigterm) {
     const cluster_state state = up("minimal");
     const fs::path log = dir_.path() / "experts-spare.log";
-    const int pid = start_experts(state, find(state, "experts-0"), "experts-spare", {}, log);
+    const int pid = start_member(state, find(state, "experts-0"), "experts-spare", {}, log);
     // It registers (no expert is left to assign: it holds none) and turns ready.
     const auto until = clock_type::now() + 30s;
     while (slurp(log).find("placement v2") == std::string::npos) {

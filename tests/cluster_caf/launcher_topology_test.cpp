@@ -75,6 +75,7 @@ TEST(LauncherTopology, MalformedFieldsAreRefusedByNameBeforeAnythingStarts) {
         {{{"peer_timeout_ms", 500}},
          "topology peer_timeout_ms must be 0 (off) or >= 2000 (4 heartbeats of 500 ms), got 500"},
         {{{"peer_timeout_ms", -1}}, "topology peer_timeout_ms must be 0..2147483648, got -1"},
+        {{{"step_timeout_ms", 0}}, "topology step_timeout_ms must be 1..2147483648, got 0"},
         {{{"kv_pages", 1.5}}, "topology kv_pages must be an integer, got 1.5"},
         {{{"expert_groups", {{{"name", "experts-0"}, {"share", 2000000000}}}}},
          "topology expert_groups[0].share must be 1..1000000, got 2000000000"},
