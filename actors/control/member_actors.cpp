@@ -90,6 +90,24 @@ void log_line(Self* self, const member_options& opts, const std::string& line) {
     if (opts.log) opts.log(line);
 }
 
+// The coordinator lets a member go that it found silent (a group answering no liveness probe,
+// a worker answering no step by its deadline: stopped, say, and resumed since) with an exit,
+// which stops this service with an error: "the coordinator let this <what> go" (a supervisor
+// restarts it and it registers again). The service's own stop (user_shutdown) stays a clean one.
+template <class Self>
+void stop_when_let_go(Self* self, const member_options& opts,
+                      const std::shared_ptr<member_status>& status, const std::string& what) {
+    self->set_exit_handler([=](caf::exit_msg& message) {
+        if (message.reason != caf::exit_reason::user_shutdown) {
+            const std::string why = "the coordinator let this " + what +
+                                    " go: " + self->system().render(message.reason);
+            log_line(self, opts, why);
+            status->fail(why);
+        }
+        self->quit(std::move(message.reason));
+    });
+}
+
 proto::register_member make_registration(const member_options& opts) {
     proto::register_member message;
     message.greeting = opts.greeting;
@@ -190,19 +208,8 @@ attention_member_actor spawn_attention_member(caf::actor_system& system,
             reply.promise.deliver(std::move(reply.result));
         };
         self->attach_functor([flush] { flush(); });  // an exit came before the queued plan
-        // The coordinator lets a worker go that answered no step by its deadline (stopped, say,
-        // and resumed since): it sends an exit, which stops this service with an error (a
-        // supervisor restarts it and it registers again, with empty KV caches). The service's
-        // own stop (user_shutdown) stays a clean one.
-        self->set_exit_handler([=](caf::exit_msg& message) {
-            if (message.reason != caf::exit_reason::user_shutdown) {
-                const std::string why =
-                    "the coordinator let this worker go: " + self->system().render(message.reason);
-                log_line(self, opts, why);
-                status->fail(why);
-            }
-            self->quit(std::move(message.reason));
-        });
+        // Let go of after a step missed its deadline: restarted, it registers with empty caches.
+        stop_when_let_go(self, opts, status, "worker");
         auto run_plan = [=](proto::step_plan& plan, double boundary_idle) -> proto::step_result {
             if (!plan.imports.empty()) flush();
             proto::step_result result;
@@ -378,19 +385,8 @@ expert_member_actor spawn_expert_member(caf::actor_system& system, coordinator_a
         register_with(self, coordinator, opts, status, [compute](const proto::register_reply& reply) {
             return compute->load(reply.experts_by_layer);
         });
-        // The coordinator lets a group go that answered no liveness probe for its peer timeout
-        // (stopped, say, and resumed since): it sends an exit, which stops this service with an
-        // error (a supervisor restarts it and it registers again). The service's own stop
-        // (user_shutdown) stays a clean one.
-        self->set_exit_handler([=](caf::exit_msg& message) {
-            if (message.reason != caf::exit_reason::user_shutdown) {
-                const std::string why =
-                    "the coordinator let this group go: " + self->system().render(message.reason);
-                log_line(self, opts, why);
-                status->fail(why);
-            }
-            self->quit(std::move(message.reason));
-        });
+        // Let go of after it answered no liveness probe for the peer timeout.
+        stop_when_let_go(self, opts, status, "group");
         return {
             [](proto::liveness_probe& probe) -> proto::liveness_probe { return probe; },
             [=](proto::placement_update& update) -> proto::placement_ack {

@@ -462,6 +462,23 @@ std::optional<double> exited_within(const launched_process& p, clock_type::time_
     return std::chrono::duration<double>(clock_type::now() - since).count();
 }
 
+// Resumes the member `p` the test stopped (SIGCONT) and checks that it then stops (within
+// `limit`) because the coordinator let it go ("the coordinator let this <what> go" in its log)
+// while the coordinator and the member `other` run on.
+void expect_stops_when_resumed(std::optional<resume_on_exit>& resume, const cluster_state& state,
+                               const launched_process& p, const std::string& what,
+                               const std::string& other, std::chrono::seconds limit) {
+    resume.reset();  // SIGCONT
+    const auto stopped = exited_within(p, clock_type::now(), limit);
+    ASSERT_TRUE(stopped.has_value()) << "the resumed " << what << " still runs\n"
+                                     << slurp_file(p.log_file);
+    EXPECT_NE(slurp_file(p.log_file).find("stopping: the coordinator let this " + what + " go"),
+              std::string::npos)
+        << slurp_file(p.log_file);
+    EXPECT_TRUE(alive(find(state, "coordinator")));
+    EXPECT_TRUE(alive(find(state, other)));
+}
+
 // An expert group whose host goes silent (SIGSTOP: no FIN and no RST, as after a power loss or
 // behind a partition) answers no liveness probe: the coordinator declares it down after the
 // topology's peer_timeout_ms, and requests are refused naming it. Resumed, the group finds that
@@ -505,15 +522,8 @@ TEST_F(ClusterCaf, SilentExpertGroupIsDeclaredDownAfterThePeerTimeout) {
     EXPECT_NE(refused.error().find("experts-0 (experts 0-11 of every layer) is down"),
               std::string::npos)
         << refused.error();
-    resume.reset();  // SIGCONT
-    const auto stopped = exited_within(experts, clock_type::now(), 10s);
-    ASSERT_TRUE(stopped.has_value()) << "the resumed group still runs\n"
-                                     << slurp_file(experts.log_file);
-    EXPECT_NE(slurp_file(experts.log_file).find("stopping: the coordinator let this group go"),
-              std::string::npos)
-        << slurp_file(experts.log_file);
-    EXPECT_TRUE(alive(find(state, "coordinator")));
-    EXPECT_TRUE(alive(find(state, "attention-0")));
+    ASSERT_NO_FATAL_FAILURE(
+        expect_stops_when_resumed(resume, state, experts, "group", "attention-0", 10s));
     // A restarted group (the launcher's tcp settings) registers, and requests are served again.
     restart_and_serve(state, experts, "tcp", o);
 }
@@ -566,15 +576,8 @@ TEST_F(ClusterCaf, SilentAttentionWorkerIsLetGoAfterTheStepTimeout) {
     EXPECT_NE(refused.error().find("waiting for attention workers: 0 of 1 ready"),
               std::string::npos)
         << refused.error();
-    resume.reset();  // SIGCONT
-    const auto stopped = exited_within(worker, clock_type::now(), 15s);
-    ASSERT_TRUE(stopped.has_value()) << "the resumed worker still runs\n"
-                                     << slurp_file(worker.log_file);
-    EXPECT_NE(slurp_file(worker.log_file).find("stopping: the coordinator let this worker go"),
-              std::string::npos)
-        << slurp_file(worker.log_file);
-    EXPECT_TRUE(alive(find(state, "coordinator")));
-    EXPECT_TRUE(alive(find(state, "experts-0")));
+    ASSERT_NO_FATAL_FAILURE(
+        expect_stops_when_resumed(resume, state, worker, "worker", "experts-0", 15s));
     // A restarted worker (the launcher's tcp settings) registers, and requests are served again.
     restart_and_serve(state, worker, "tcp", o);
 }
