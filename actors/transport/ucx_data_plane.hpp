@@ -2,7 +2,7 @@
 // One UCP context + worker per process, owned by one progress thread that makes every UCX call;
 // a sockaddr listener (tcp connection manager) that peers connect to; one endpoint per peer; a
 // frame travels as one active message (AM header = the 64-byte frame header, AM data = the
-// payload), eager up to rndv_threshold_bytes (1 MiB) and rendezvous above it (zero-copy over
+// payload), eager up to rndv_threshold_bytes (128 KiB) and rendezvous above it (zero-copy over
 // shm/cma, or the receiver pulls it over tcp).
 //
 // Progress: `wakeup` (default) sleeps in epoll on the worker's wakeup fd (ucp_worker_get_efd /
@@ -57,9 +57,12 @@ struct ucx_data_plane_config {
     std::chrono::microseconds poll_while_sending{1000};
     // Payloads up to this go eager (UCP_AM_SEND_FLAG_EAGER: streamed without a round trip, the
     // receiver copies them out of UCX's buffer), larger ones rendezvous (UCP_AM_SEND_FLAG_RNDV).
-    // 1 MiB: over tcp eager beat rendezvous at 256 KiB and 1 MiB and lost at 2 MiB
-    // (ops/bench/transport, README "Cluster benchmarks").
-    uint64_t rndv_threshold_bytes = 1024 * 1024;
+    // 128 KiB: over tcp, with poll_while_sending keeping both progress threads awake while
+    // frames are out, rendezvous beat eager from 256 KiB on (1 MiB: 2.2x the MB/s at a third of
+    // the CPU per byte; eager's many small pushes run the loopback's softirq inline in every
+    // sendmsg) and eager won at 64 and 128 KiB (ops/docs/perf-log.md, 2026-12-02). It was 1 MiB
+    // while the progress threads slept between frames and each rendezvous waited on a wake-up.
+    uint64_t rndv_threshold_bytes = 128 * 1024;
     // The same for a peer whose lanes after wire-up are all shared memory (sysv/posix for
     // active messages, cma for rendezvous; read at the first data frame): there eager also won
     // at 2 and 4 MiB (cma's single copy did not make up for the rendezvous round trip).

@@ -144,6 +144,8 @@ int main(int argc, char** argv) {
             versions.ucx.minor = static_cast<uint32_t>(std::stoul(v->substr(dot + 1)));
             versions.ucx.release = 0;
             config.advertised_versions = versions;
+        } else if (auto v = value("--rndv-threshold=")) {
+            config.rndv_threshold_bytes = std::stoull(*v);
         } else if (auto v = value("--max-payload=")) {
             config.limits.max_payload_bytes = std::stoull(*v);
         } else if (auto v = value("--script=")) {

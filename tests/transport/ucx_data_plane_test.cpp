@@ -189,8 +189,9 @@ struct connected_peer {
 };
 
 void connect_to_a_peer(const ucx_case& c, const std::string& name, ucx_data_plane_config config,
-                       connected_peer& s) {
-    s.child.emplace(peer_args(c, {"--name=" + name}));
+                       connected_peer& s, std::vector<std::string> child_args = {}) {
+    child_args.push_back("--name=" + name);
+    s.child.emplace(peer_args(c, std::move(child_args)));
     auto address = s.child->expect("ADDRESS ", deadline_after(20s));
     ASSERT_TRUE(address.has_value()) << s.child->seen();
     s.address = *address;
@@ -275,7 +276,7 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
     // 4 MiB: rendezvous over tcp (above rndv_threshold_bytes), eager over shared-memory lanes
     // (up to shm_rndv_threshold_bytes).
     const bool shm = GetParam().tls.starts_with("sm");
-    ASSERT_EQ(plane->config().rndv_threshold_bytes, uint64_t{1} << 20);
+    ASSERT_EQ(plane->config().rndv_threshold_bytes, uint64_t{128} << 10);
     ASSERT_EQ(plane->config().shm_rndv_threshold_bytes, uint64_t{4} << 20);
     EXPECT_EQ(stats.frames_sent_rendezvous, shm ? 0u : 1u) << joined;
     stop_echo(*plane, s.peer);
@@ -290,9 +291,12 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
 // for the last one; under ASan a read of freed memory or a leaked worker fails this test), and
 // frames still queued at close are let go of with it.
 TEST_P(UcxTwoProcess, EagerPayloadsKeptInUcxBuffersOutliveThePlane) {
+    // Both sides send frames up to 1 MiB eager (the default sends 256 KiB by rendezvous on tcp).
+    ucx_data_plane_config config = parent_config(GetParam());
+    config.rndv_threshold_bytes = uint64_t{1} << 20;
     connected_peer s;
-    ASSERT_NO_FATAL_FAILURE(
-        connect_to_a_peer(GetParam(), "echo-peer", parent_config(GetParam()), s));
+    ASSERT_NO_FATAL_FAILURE(connect_to_a_peer(GetParam(), "echo-peer", std::move(config), s,
+                                              {"--rndv-threshold=1048576"}));
     auto& plane = s.plane;
     ASSERT_GE(plane->config().rndv_threshold_bytes, uint64_t{256} << 10) << "eager frames wanted";
     // 256 KiB: several fragments on either transport, reassembled by UCX into a buffer of its
@@ -498,6 +502,7 @@ TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
 void stall_a_peer(const ucx_case& c, connected_peer& s) {
     ucx_data_plane_config config = parent_config(c);
     config.teardown_grace = 500ms;
+    config.rndv_threshold_bytes = uint64_t{1} << 20;  // 1 MiB frames eager, 4 MiB rendezvous
     ASSERT_NO_FATAL_FAILURE(connect_to_a_peer(c, "stalled-peer", std::move(config), s));
     const proto::frame_header header = make_test_header(1, 1024);
     ASSERT_TRUE(s.plane->send(s.peer, header, {make_pattern(header)}, deadline_after(10s)));
