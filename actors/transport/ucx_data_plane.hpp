@@ -64,9 +64,11 @@ struct ucx_data_plane_config {
     // while the progress threads slept between frames and each rendezvous waited on a wake-up.
     uint64_t rndv_threshold_bytes = 128 * 1024;
     // The same for a peer whose lanes after wire-up are all shared memory (sysv/posix for
-    // active messages, cma for rendezvous; read at the first data frame): there eager also won
-    // at 2 and 4 MiB (cma's single copy did not make up for the rendezvous round trip).
-    uint64_t shm_rndv_threshold_bytes = 4 * 1024 * 1024;
+    // active messages, cma for rendezvous; read at the first data frame). 128 KiB as well: with
+    // the threads polling, cma's single copy beat eager's two through the FIFO from 256 KiB on
+    // (4 MiB: 1.4-1.8x the MB/s, 2026-12-02); eager and rendezvous tied at 64 and 128 KiB. It
+    // was 4 MiB while the threads slept, when eager won at 2 and 4 MiB.
+    uint64_t shm_rndv_threshold_bytes = 128 * 1024;
     proto::frame_limits limits;                 // what this side accepts (max payload)
     // An accepted connection must say hello within this, else it is dropped.
     std::chrono::milliseconds handshake_timeout{10'000};

@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
             versions.ucx.release = 0;
             config.advertised_versions = versions;
         } else if (auto v = value("--rndv-threshold=")) {
-            config.rndv_threshold_bytes = std::stoull(*v);
+            config.rndv_threshold_bytes = config.shm_rndv_threshold_bytes = std::stoull(*v);
         } else if (auto v = value("--max-payload=")) {
             config.limits.max_payload_bytes = std::stoull(*v);
         } else if (auto v = value("--script=")) {

@@ -273,12 +273,11 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
     EXPECT_EQ(stats.frames_sent, 3u);
     EXPECT_EQ(stats.frames_received, 3u);
     EXPECT_EQ(stats.bytes_received, 1024u + (4u << 20));
-    // 4 MiB: rendezvous over tcp (above rndv_threshold_bytes), eager over shared-memory lanes
-    // (up to shm_rndv_threshold_bytes).
-    const bool shm = GetParam().tls.starts_with("sm");
+    // 4 MiB: rendezvous (above rndv_threshold_bytes, and shm_rndv_threshold_bytes over
+    // shared-memory lanes); 1 KiB: eager.
     ASSERT_EQ(plane->config().rndv_threshold_bytes, uint64_t{128} << 10);
-    ASSERT_EQ(plane->config().shm_rndv_threshold_bytes, uint64_t{4} << 20);
-    EXPECT_EQ(stats.frames_sent_rendezvous, shm ? 0u : 1u) << joined;
+    ASSERT_EQ(plane->config().shm_rndv_threshold_bytes, uint64_t{128} << 10);
+    EXPECT_EQ(stats.frames_sent_rendezvous, 1u) << joined;
     stop_echo(*plane, s.peer);
     EXPECT_TRUE(s.child->expect("DONE", deadline_after(10s)).has_value()) << s.child->seen();
     EXPECT_EQ(s.child->wait_exit(deadline_after(10s)), 0);
@@ -291,9 +290,9 @@ TEST_P(UcxTwoProcess, RoundTripBothWaysWithContents) {
 // for the last one; under ASan a read of freed memory or a leaked worker fails this test), and
 // frames still queued at close are let go of with it.
 TEST_P(UcxTwoProcess, EagerPayloadsKeptInUcxBuffersOutliveThePlane) {
-    // Both sides send frames up to 1 MiB eager (the default sends 256 KiB by rendezvous on tcp).
+    // Both sides send frames up to 1 MiB eager (the defaults send 256 KiB by rendezvous).
     ucx_data_plane_config config = parent_config(GetParam());
-    config.rndv_threshold_bytes = uint64_t{1} << 20;
+    config.rndv_threshold_bytes = config.shm_rndv_threshold_bytes = uint64_t{1} << 20;
     connected_peer s;
     ASSERT_NO_FATAL_FAILURE(connect_to_a_peer(GetParam(), "echo-peer", std::move(config), s,
                                               {"--rndv-threshold=1048576"}));
@@ -502,7 +501,11 @@ TEST_P(UcxTwoProcess, KilledPeerGivesAnErrorByTheDeadlineNoHang) {
 void stall_a_peer(const ucx_case& c, connected_peer& s) {
     ucx_data_plane_config config = parent_config(c);
     config.teardown_grace = 500ms;
-    config.rndv_threshold_bytes = uint64_t{1} << 20;  // 1 MiB frames eager, 4 MiB rendezvous
+    // 1 MiB frames eager; 4 MiB by rendezvous over tcp and eager over shared memory, where a
+    // stalled peer's full FIFO leaves sends queued that UCX cannot wake us for (the case the
+    // stalled-peer tests were written for).
+    config.rndv_threshold_bytes = uint64_t{1} << 20;
+    config.shm_rndv_threshold_bytes = uint64_t{4} << 20;
     ASSERT_NO_FATAL_FAILURE(connect_to_a_peer(c, "stalled-peer", std::move(config), s));
     const proto::frame_header header = make_test_header(1, 1024);
     ASSERT_TRUE(s.plane->send(s.peer, header, {make_pattern(header)}, deadline_after(10s)));

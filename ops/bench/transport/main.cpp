@@ -1,8 +1,8 @@
 // ops/bench/transport — MoE dispatch/combine over ucx_data_plane against raw ucx_perftest.
 //   longcat_bench_transport [--json OUT] [--sizes 64K,256K,1M,4M] [--window 4]
 //                           [--bytes-mib 192] [--perftest /usr/bin/ucx_perftest | none]
-//                           [--rndv-threshold BYTES (default: the data plane's, 128 KiB and
-//                            4 MiB to shared-memory peers; given, it sets both)]
+//                           [--rndv-threshold BYTES (default: the data plane's, 128 KiB for
+//                            tcp and shared-memory peers alike; given, it sets both)]
 //                           [--transports tcp,sm (both by default)] [--pairs 3]
 //                           [--poll-while-sending-us N (default: the data plane's, 1000;
 //                            0: the progress threads sleep after every idle round)]
