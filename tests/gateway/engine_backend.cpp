@@ -257,6 +257,9 @@ void engine_backend::state::run() {
                 waiting.push_back(std::move(inbox.front()));
                 inbox.pop_front();
             }
+            // Counted in the same critical section: submit() reads inbox + num_waiting under this
+            // lock, and a request between the two must not be missed by the max_queued bound.
+            num_waiting.store(static_cast<int64_t>(waiting.size()));
             paused_now = paused;
         }
         reap();
