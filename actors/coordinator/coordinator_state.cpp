@@ -858,7 +858,10 @@ std::vector<finished_request> coordinator_state::emit_tokens(
     // attempt released on the decode worker through release_transfer).
     for (uint64_t request_id : running_)
         if (requests_.at(request_id).import_step == step_id) requests_.at(request_id).import_step = 0;
-    std::map<uint64_t, int32_t> sampled;
+    std::unordered_map<uint64_t, int32_t> sampled;
+    size_t num_sampled = 0;
+    for (const proto::step_result& result : results) num_sampled += result.tokens.size();
+    sampled.reserve(num_sampled);
     for (const proto::step_result& result : results)
         for (const proto::sampled_token& token : result.tokens) sampled[token.request_id] = token.token;
     for (const auto& [request_id, run] : planned) {

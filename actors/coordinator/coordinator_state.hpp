@@ -58,6 +58,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "actors/coordinator/coordinator_config.hpp"
@@ -309,7 +310,9 @@ private:
     bool draining_ = false;
     std::map<std::string, std::string> down_groups_;  // name → description while not replaced
     proto::placement_map map_;
-    std::map<uint64_t, request_record> requests_;
+    // Looked up for every running request at every step (hashed: a lookup is one probe, not a
+    // walk down a tree); never iterated, so its order does not matter.
+    std::unordered_map<uint64_t, request_record> requests_;
     std::vector<uint64_t> queue_;
     std::set<uint64_t> running_;
     std::vector<uint64_t> released_pending_;  // freed on their worker at the next step
