@@ -506,6 +506,7 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         const int64_t prefill_chunk =
             int_field(topo, "prefill_chunk", 256, 0, int64_t{1} << 31, "");
         const int pipeline_depth = static_cast<int>(int_field(topo, "pipeline_depth", 3, 1, 4, ""));
+        const int64_t short_step_us = int_field(topo, "short_step_us", 2000, 0, 1000000, "");
         const int micro_batches = static_cast<int>(int_field(topo, "micro_batches", 1, 1, 4, ""));
         // The deadline of one step's results; a worker that misses it is let go of.
         const int64_t step_timeout_ms =
@@ -637,16 +638,34 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         coordinator.log_file = log_of(coordinator.name);
         state.coordinator = state.host + ":" + std::to_string(coordinator.control_port);
         coordinator.pid = spawn(coordinator.binary,
-                                {"--name", coordinator.name, "--model", model_dir, "--listen-host", state.host,
-                                 "--port", std::to_string(coordinator.control_port), "--metrics-address",
+                                {"--name",
+                                 coordinator.name,
+                                 "--model",
+                                 model_dir,
+                                 "--listen-host",
+                                 state.host,
+                                 "--port",
+                                 std::to_string(coordinator.control_port),
+                                 "--metrics-address",
                                  state.host + ":" + std::to_string(coordinator.metrics_port),
-                                 "--expected-attention-workers", std::to_string(workers.size()),
-                                 "--expert-placement", placement, "--max-batch", std::to_string(max_batch),
-                                 "--prefill-chunk", std::to_string(prefill_chunk), "--pipeline-depth",
+                                 "--expected-attention-workers",
+                                 std::to_string(workers.size()),
+                                 "--expert-placement",
+                                 placement,
+                                 "--max-batch",
+                                 std::to_string(max_batch),
+                                 "--prefill-chunk",
+                                 std::to_string(prefill_chunk),
+                                 "--pipeline-depth",
                                  std::to_string(pipeline_depth),
-                                 "--peer-timeout-ms", std::to_string(peer_timeout_ms),
-                                 "--step-timeout-ms", std::to_string(step_timeout_ms),
-                                 "--drain-grace-ms", "8000"},  // below `down`'s default 10 s grace
+                                 "--short-step-us",
+                                 std::to_string(short_step_us),
+                                 "--peer-timeout-ms",
+                                 std::to_string(peer_timeout_ms),
+                                 "--step-timeout-ms",
+                                 std::to_string(step_timeout_ms),
+                                 "--drain-grace-ms",
+                                 "8000"},  // below `down`'s default 10 s grace
                                 env, coordinator.log_file);
         coordinator.start_time = process_start_time(coordinator.pid);
         started.push_back(coordinator);

@@ -1,10 +1,10 @@
 #include <time.h>
 
+#include <algorithm>
+#include <caf/all.hpp>
 #include <map>
 #include <optional>
 #include <set>
-
-#include <caf/all.hpp>
 
 #include "actors/coordinator/coordinator.hpp"
 
@@ -21,15 +21,20 @@ struct actor_state {
     std::map<uint64_t, caf::actor> streams;  // streaming requests → their requester
     uint64_t next_request_id = 1;
     // The step loops, one per lane (coordinator_state.hpp): the steps sent and not yet emitted,
-    // oldest first (per lane at most config.pipeline_depth; step N+1 is sent while N runs).
+    // oldest first (per lane at most steps_in_flight(): config.pipeline_depth, one more while
+    // the lane's steps are short; step N+1 is sent while N runs).
     struct step_in_flight {
         std::string lane;
         std::set<uint64_t> pending;  // workers that have not answered yet
         std::vector<proto::step_result> results;
         clock::time_point start;
+        bool release_only = false;  // no sequences: it only frees pages (not timed for depth)
     };
     std::map<uint64_t, step_in_flight> steps;
     std::map<std::string, uint64_t> last_sent_step;  // per lane
+    // Per lane: the workers' compute seconds per step (the slowest worker of each step),
+    // averaged over recent steps; steps_in_flight() reads it.
+    std::map<std::string, double> step_seconds;
     std::string continuing_lane;  // while `continuing`: the lane whose step completed
     size_t acks_pending = 0;
     std::string last_reason = "starting";
@@ -166,6 +171,13 @@ void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::
         s.steps.erase(oldest);
         const double seconds = std::chrono::duration<double>(clock::now() - done.start).count();
         if (s.hooks.on_step) s.hooks.on_step(seconds);
+        double compute = 0.0;
+        for (const proto::step_result& r : done.results)
+            if (r.error.empty()) compute = std::max(compute, r.step_seconds);
+        if (compute > 0.0 && !done.release_only) {
+            double& average = s.step_seconds[lane];
+            average = average > 0.0 ? 0.75 * average + 0.25 * compute : compute;
+        }
         // emit_tokens: sampled tokens to the request table; streams get theirs; ended requests
         // answered (after their last chunk: one sender, so the requester sees them in order).
         auto finished = s.core->emit_tokens(done_id, done.results);
@@ -197,6 +209,7 @@ void run_step(self_ptr self, step_batch batch) {
     step.lane = batch.lane;
     for (const auto& [worker_id, plan] : batch.plans) step.pending.insert(worker_id);
     step.start = clock::now();
+    step.release_only = batch.empty();
     // The worker times the gap since the step of its lane this one follows (0: it starts after
     // idling).  A release-only step (no sequences anywhere: it only frees finished requests'
     // pages once the batch has drained) follows nothing: the worker had no work left, so the
@@ -291,8 +304,12 @@ void drive(self_ptr self) {
             wake_at(self, clock::now() + std::chrono::seconds(1));
         return;
     }
-    const size_t depth = static_cast<size_t>(s.core->config().pipeline_depth);
+    const auto& config = s.core->config();
     for (const std::string& lane : s.core->lanes()) {
+        const auto average = s.step_seconds.find(lane);
+        const auto depth = static_cast<size_t>(
+            steps_in_flight(config.pipeline_depth, config.short_step_us,
+                            average == s.step_seconds.end() ? 0.0 : average->second));
         while (steps_of(s, lane) < depth) {
             step_batch batch = s.core->plan_step(lane);
             reply_finished(self, s.core->take_finished());

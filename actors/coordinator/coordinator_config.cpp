@@ -19,6 +19,8 @@ void coordinator_config::declare(control::service_options& o) {
     o.add("max-batch", &max_batch, "running requests at once (continuous batching)");
     o.add("prefill-chunk", &prefill_chunk, "prompt tokens per request per step (0: whole prompt)");
     o.add("pipeline-depth", &pipeline_depth, "steps in flight (3: N+1 and N+2 are planned and sent while N runs)");
+    o.add("short-step-us", &short_step_us,
+          "a lane whose steps take less than this keeps one more step in flight (0: off)");
     o.add("kv-transfer-timeout-ms", &kv_transfer_timeout_ms, "disaggregation: deadline of a KV transfer");
     o.add("step-timeout-ms", &step_timeout_ms, "deadline of one step's results");
     o.add("request-deadline-ms", &request_deadline_ms, "default deadline of a request");
@@ -39,6 +41,7 @@ std::optional<std::string> coordinator_config::validate() const {
     if (max_batch < 1) return "max-batch must be >= 1";
     if (prefill_chunk < 0) return "prefill-chunk must be >= 0";
     if (pipeline_depth < 1 || pipeline_depth > 4) return "pipeline-depth must be 1..4";
+    if (short_step_us < 0 || short_step_us > 1000000) return "short-step-us must be 0..1000000";
     if (kv_transfer_timeout_ms < 1) return "kv-transfer-timeout-ms must be >= 1";
     if (step_timeout_ms < 1) return "step-timeout-ms must be >= 1";
     if (request_deadline_ms < 1) return "request-deadline-ms must be >= 1";

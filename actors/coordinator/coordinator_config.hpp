@@ -34,6 +34,13 @@ struct coordinator_config {
     // often arrives after N+1 ends when steps are ~1 ms); 1 waits for N's results before
     // planning N+1.
     int32_t pipeline_depth = 3;
+    // A lane whose steps are short (the workers' compute time per step, averaged, below this)
+    // keeps one more step in flight than pipeline_depth (pipeline_depth >= 2 only): with ~1 ms
+    // steps the reply to N plus the coordinator's turn plus the plan's way to the worker can
+    // take longer than the two queued steps, and the worker idles (README (c)). Long steps
+    // keep pipeline_depth: each extra step in flight is one more step a request that met EOS
+    // is computed for, and one more a new request's prefill waits behind. 0: off.
+    int64_t short_step_us = 2000;
     int64_t kv_transfer_timeout_ms = 5000;  // disaggregation: a decode worker's wait for KV frames
     int64_t step_timeout_ms = 30000;     // a step result later than this fails the step
     int64_t request_deadline_ms = 120000;  // default per-request deadline

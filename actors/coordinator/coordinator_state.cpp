@@ -107,6 +107,12 @@ coordinator_state::coordinator_state(coordinator_config config, int32_t num_laye
     map_.num_routed_experts = num_routed_experts_;
 }
 
+int32_t steps_in_flight(int32_t pipeline_depth, int64_t short_step_us, double step_seconds) {
+    const bool short_steps = short_step_us > 0 && step_seconds > 0.0 &&
+                             step_seconds * 1e6 < static_cast<double>(short_step_us);
+    return pipeline_depth >= 2 && short_steps ? pipeline_depth + 1 : pipeline_depth;
+}
+
 std::set<int32_t> coordinator_state::unplaced_experts(const std::string& pool) const {
     std::set<int32_t> unplaced;
     for (int32_t expert_idx = 0; expert_idx < num_routed_experts_; ++expert_idx) unplaced.insert(expert_idx);

@@ -339,4 +339,9 @@ std::string format_expert_list(const std::vector<int32_t>& experts);
 // "a=0-3;b=4-7" → {a:[0..3], b:[4..7]}
 std::map<std::string, std::vector<int32_t>> parse_placement_spec(const std::string& text);
 
+// Steps a lane keeps in flight: pipeline_depth, one more when its steps are short —
+// step_seconds (the workers' compute time per step, averaged; <= 0 while unknown) below
+// short_step_us — and pipeline_depth >= 2 (1 stays unpipelined); short_step_us 0: never.
+int32_t steps_in_flight(int32_t pipeline_depth, int64_t short_step_us, double step_seconds);
+
 }  // namespace longcat::coordinator

@@ -73,6 +73,20 @@ TEST(PlacementSpec, ParsesAndFormatsExpertLists) {
     EXPECT_THROW(parse_placement_spec("nonsense"), std::invalid_argument);
 }
 
+// One more step in flight exactly while the averaged step is shorter than the setting; a depth
+// of 1 stays unpipelined; 0 or an unknown step time changes nothing.
+TEST(StepsInFlight, OneMoreOnlyForShortStepsOfAPipelinedLoop) {
+    EXPECT_EQ(steps_in_flight(3, 2000, 0.00085), 4);
+    EXPECT_EQ(steps_in_flight(3, 2000, 0.001999), 4);
+    EXPECT_EQ(steps_in_flight(3, 2000, 0.002), 3);
+    EXPECT_EQ(steps_in_flight(3, 2000, 0.0113), 3);
+    EXPECT_EQ(steps_in_flight(3, 2000, 0.0), 3);   // no step timed yet
+    EXPECT_EQ(steps_in_flight(3, 0, 0.00085), 3);  // off
+    EXPECT_EQ(steps_in_flight(2, 2000, 0.0005), 3);
+    EXPECT_EQ(steps_in_flight(4, 2000, 0.0005), 5);
+    EXPECT_EQ(steps_in_flight(1, 2000, 0.0005), 1);
+}
+
 // Bad lists are refused with the reason, and ids are bounded before a range is expanded (a range
 // to 2e9 allocated gigabytes, and one to INT_MAX overflowed the loop counter).
 TEST(PlacementSpec, RefusesBadListsBeforeExpandingThem) {

@@ -1,7 +1,7 @@
 // ops/bench/control — control-plane overhead of the continuous-batching step loop (issue #4 (c)).
 //   longcat_bench_control [--model DIR] [--requests 16,64,256] [--max-tokens 48]
 //                         [--prompt-tokens 16] [--json OUT] [--topology deploy/local/minimal.json]
-//                         [--pipeline-depth D]
+//                         [--pipeline-depth D] [--short-step-us US]
 // For each request count N: starts the topology (real processes: coordinator, attention
 // worker, expert group; CAF control plane, UCX data plane) with max_batch = N and a KV pool
 // large enough for all N, runs N concurrent generations of --max-tokens tokens through one
@@ -95,6 +95,8 @@ int main(int argc, char** argv) {
     const int64_t max_tokens = std::stoll(arg(argc, argv, "--max-tokens", "48"));
     const int64_t prompt_tokens = std::stoll(arg(argc, argv, "--prompt-tokens", "16"));
     const int pipeline_depth = std::stoi(arg(argc, argv, "--pipeline-depth", "0"));  // 0: the topology's
+    const int64_t short_step_us =
+        std::stoll(arg(argc, argv, "--short-step-us", "-1"));  // -1: the topology's
     std::vector<int> counts;
     {
         std::stringstream list(arg(argc, argv, "--requests", "16,64,256"));
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
         nlohmann::json topo = nlohmann::json::parse(in);
         topo["max_batch"] = n;
         if (pipeline_depth > 0) topo["pipeline_depth"] = pipeline_depth;
+        if (short_step_us >= 0) topo["short_step_us"] = short_step_us;
         const int64_t page_size = 16;
         topo["page_size"] = page_size;
         topo["kv_pages"] = static_cast<int64_t>(n) * ((prompt_tokens + max_tokens + page_size) / page_size + 1) + 16;
