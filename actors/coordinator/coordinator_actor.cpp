@@ -28,7 +28,9 @@ struct actor_state {
         std::set<uint64_t> pending;  // workers that have not answered yet
         std::vector<proto::step_result> results;
         clock::time_point start;
-        bool release_only = false;  // no sequences: it only frees pages (not timed for depth)
+        // Some worker runs sequences in it: its compute time counts for the lane's depth (not
+        // a step that only frees pages or moves KV, which would look short).
+        bool timed = false;
     };
     std::map<uint64_t, step_in_flight> steps;
     std::map<std::string, uint64_t> last_sent_step;  // per lane
@@ -174,7 +176,7 @@ void on_step_result(self_ptr self, uint64_t step_id, uint64_t worker_id, proto::
         double compute = 0.0;
         for (const proto::step_result& r : done.results)
             if (r.error.empty()) compute = std::max(compute, r.step_seconds);
-        if (compute > 0.0 && !done.release_only) {
+        if (compute > 0.0 && done.timed) {
             double& average = s.step_seconds[lane];
             average = average > 0.0 ? 0.75 * average + 0.25 * compute : compute;
         }
@@ -209,7 +211,8 @@ void run_step(self_ptr self, step_batch batch) {
     step.lane = batch.lane;
     for (const auto& [worker_id, plan] : batch.plans) step.pending.insert(worker_id);
     step.start = clock::now();
-    step.release_only = batch.empty();
+    for (const auto& [worker_id, plan] : batch.plans)
+        step.timed = step.timed || !plan.sequences.empty();
     // The worker times the gap since the step of its lane this one follows (0: it starts after
     // idling).  A release-only step (no sequences anywhere: it only frees finished requests'
     // pages once the batch has drained) follows nothing: the worker had no work left, so the
