@@ -637,36 +637,21 @@ proto::expected<cluster_state, std::string> cluster_up(const cluster_up_options&
         if (coordinator.control_port == 0) coordinator.control_port = metrics_port();
         coordinator.log_file = log_of(coordinator.name);
         state.coordinator = state.host + ":" + std::to_string(coordinator.control_port);
+        // clang-format off
         coordinator.pid = spawn(coordinator.binary,
-                                {"--name",
-                                 coordinator.name,
-                                 "--model",
-                                 model_dir,
-                                 "--listen-host",
-                                 state.host,
-                                 "--port",
-                                 std::to_string(coordinator.control_port),
-                                 "--metrics-address",
+                                {"--name", coordinator.name, "--model", model_dir, "--listen-host", state.host,
+                                 "--port", std::to_string(coordinator.control_port), "--metrics-address",
                                  state.host + ":" + std::to_string(coordinator.metrics_port),
-                                 "--expected-attention-workers",
-                                 std::to_string(workers.size()),
-                                 "--expert-placement",
-                                 placement,
-                                 "--max-batch",
-                                 std::to_string(max_batch),
-                                 "--prefill-chunk",
-                                 std::to_string(prefill_chunk),
-                                 "--pipeline-depth",
-                                 std::to_string(pipeline_depth),
-                                 "--short-step-us",
-                                 std::to_string(short_step_us),
-                                 "--peer-timeout-ms",
-                                 std::to_string(peer_timeout_ms),
-                                 "--step-timeout-ms",
-                                 std::to_string(step_timeout_ms),
-                                 "--drain-grace-ms",
-                                 "8000"},  // below `down`'s default 10 s grace
+                                 "--expected-attention-workers", std::to_string(workers.size()),
+                                 "--expert-placement", placement, "--max-batch", std::to_string(max_batch),
+                                 "--prefill-chunk", std::to_string(prefill_chunk),
+                                 "--pipeline-depth", std::to_string(pipeline_depth),
+                                 "--short-step-us", std::to_string(short_step_us),
+                                 "--peer-timeout-ms", std::to_string(peer_timeout_ms),
+                                 "--step-timeout-ms", std::to_string(step_timeout_ms),
+                                 "--drain-grace-ms", "8000"},  // below `down`'s default 10 s grace
                                 env, coordinator.log_file);
+        // clang-format on
         coordinator.start_time = process_start_time(coordinator.pid);
         started.push_back(coordinator);
 

@@ -1,10 +1,11 @@
 #include <time.h>
 
 #include <algorithm>
-#include <caf/all.hpp>
 #include <map>
 #include <optional>
 #include <set>
+
+#include <caf/all.hpp>
 
 #include "actors/coordinator/coordinator.hpp"
 
@@ -209,10 +210,11 @@ void run_step(self_ptr self, step_batch batch) {
     const uint64_t step_id = batch.step_id;
     auto& step = s.steps[step_id];
     step.lane = batch.lane;
-    for (const auto& [worker_id, plan] : batch.plans) step.pending.insert(worker_id);
-    step.start = clock::now();
-    for (const auto& [worker_id, plan] : batch.plans)
+    for (const auto& [worker_id, plan] : batch.plans) {
+        step.pending.insert(worker_id);
         step.timed = step.timed || !plan.sequences.empty();
+    }
+    step.start = clock::now();
     // The worker times the gap since the step of its lane this one follows (0: it starts after
     // idling).  A release-only step (no sequences anywhere: it only frees finished requests'
     // pages once the batch has drained) follows nothing: the worker had no work left, so the
